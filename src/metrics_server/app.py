@@ -1,0 +1,133 @@
+"""Wiring: store, service, hub and HTTP routes on one port; embeddable (tests, the demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from . import protocol as p
+from .demo import run_demo
+from .http import make_router
+from .hub import Hub
+from .service import MetricsService
+from .store import SQLiteStore
+
+log = logging.getLogger("metrics_server")
+
+#: Producers' batches (1000 events) fit comfortably; subscribers get a tighter cap in the hub.
+MAX_MESSAGE = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    db: str = "metrics.db"
+    interval: float = 5.0
+    tz: str = "UTC"
+    history: int = 20
+    demo: bool = False
+    push_interval: float = 0.25
+    ping_interval: float = 30.0
+    max_buffer: int = 64 * 1024
+
+
+class MetricsServer:
+    """``async with MetricsServer(config) as srv:`` serves until the block ends."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.service: MetricsService | None = None
+        self.hub: Hub | None = None
+        self._server: Server | None = None
+        self._demo: asyncio.Task[None] | None = None
+
+    async def start(self) -> MetricsServer:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        store = await loop.run_in_executor(None, SQLiteStore, cfg.db)
+        service = MetricsService(
+            store,
+            tz=cfg.tz,
+            interval=cfg.interval,
+            history=cfg.history,
+            push_interval=cfg.push_interval,
+        )
+        try:
+            await service.start()
+            hub = Hub(service, max_buffer=cfg.max_buffer, ping_interval=cfg.ping_interval)
+            self._server = await serve(
+                self._handler,
+                cfg.host,
+                cfg.port,
+                process_request=make_router(service.get_metrics),
+                max_size=MAX_MESSAGE,
+                # Snapshots are a few hundred bytes: deflate would save little on the wire and
+                # cost about 50 KB of memory per connection (see docs/PERFORMANCE.md).
+                compression=None,
+            )
+        except BaseException:
+            await service.close()
+            raise
+        self.service, self.hub = service, hub
+        hub.start()
+        service.start_metrics_updates()
+        if cfg.demo:
+            self._demo = asyncio.create_task(run_demo(service), name="metrics-demo")
+        return self
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        assert self.hub is not None
+        path = urlsplit(ws.request.path).path if ws.request else ""
+        if path == p.WS_INGEST_PATH:
+            await self.hub.producer(ws)
+        else:
+            await self.hub.subscriber(ws)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def _host(self) -> str:
+        host = self.config.host
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self._host}:{self.port}{p.WS_METRICS_PATH}"
+
+    @property
+    def ingest_url(self) -> str:
+        return f"ws://{self._host}:{self.port}{p.WS_INGEST_PATH}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Graceful: stop the demo, close every client with 1001, flush and close the store."""
+        if self._demo is not None:
+            self._demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._demo
+        if self._server is not None:
+            self._server.close()  # code 1001, going away
+            await self._server.wait_closed()
+        if self.hub is not None:
+            await self.hub.stop()
+        if self.service is not None:
+            await self.service.close()
+
+    async def __aenter__(self) -> MetricsServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()

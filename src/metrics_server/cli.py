@@ -1,0 +1,180 @@
+"""metrics-server command line: flags (each also from an env var), signals, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import __version__
+from .app import MetricsServer, ServerConfig
+from .store import StoreError
+
+log = logging.getLogger("metrics_server")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return _positive_float(text)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, not {value}")
+    return value
+
+
+def _history(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"must be 1-10000, not {value}")
+    return value
+
+
+def _tz(text: str) -> str:
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {text!r}") from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(
+        prog="metrics-server",
+        description="Take business events, keep them in a store, and broadcast exact live "
+        "metrics over ws://HOST:PORT/ws/metrics (REST: /api/v1/analytics/realtime-metrics).",
+        epilog="Every flag can also be set from the environment variable shown in brackets.",
+    )
+    parser.add_argument(
+        "--host",
+        default=env("METRICS_HOST", "127.0.0.1"),
+        help="address to listen on [METRICS_HOST] (default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=env("METRICS_PORT", "3000"),
+        help="port, 0 for any free one [METRICS_PORT] (default 3000)",
+    )
+    parser.add_argument(
+        "--db",
+        default=env("METRICS_DB", "metrics.db"),
+        help="SQLite database file [METRICS_DB] (default ./metrics.db)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=env("METRICS_INTERVAL", "5"),
+        help="seconds between metrics snapshots [METRICS_INTERVAL] (default 5)",
+    )
+    parser.add_argument(
+        "--tz",
+        type=_tz,
+        default=env("METRICS_TZ", "UTC"),
+        help="time zone of today/week/month [METRICS_TZ] (default UTC)",
+    )
+    parser.add_argument(
+        "--history",
+        type=_history,
+        default=env("METRICS_HISTORY", "20"),
+        help="snapshots replayed to a new subscriber [METRICS_HISTORY] (default 20)",
+    )
+    parser.add_argument(
+        "--push-interval",
+        type=_non_negative_float,
+        default=env("METRICS_PUSH_INTERVAL", "0.25"),
+        help="least seconds between change-driven pushes, 0 pushes every "
+        "change [METRICS_PUSH_INTERVAL] (default 0.25)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        default=env("METRICS_DEMO", "") not in ("", "0", "false"),
+        help="generate synthetic traffic [METRICS_DEMO]",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
+    args = build_parser().parse_args(argv)
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        db=args.db,
+        interval=args.interval,
+        tz=args.tz,
+        history=args.history,
+        push_interval=args.push_interval,
+        demo=args.demo,
+    )
+
+
+async def serve(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with MetricsServer(config) as server:
+        log.info(
+            "listening on %s (REST %s%s) db=%s interval=%gs tz=%s%s",
+            server.url,
+            server.http_url,
+            "/api/v1/analytics/realtime-metrics",
+            config.db,
+            config.interval,
+            config.tz,
+            " demo traffic on" if config.demo else "",
+        )
+        await stop.wait()
+        log.info("shutting down")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_config(argv)  # argparse exits 2 with one line on a bad flag
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    # One line per connection would drown the log of a busy server.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(config))
+    except StoreError as exc:
+        print(f"metrics-server: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(
+            f"metrics-server: cannot listen on {config.host}:{config.port}: {reason or exc}",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:  # a second ^C during shutdown
+        return 130
+    return 0

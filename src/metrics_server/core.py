@@ -1,0 +1,286 @@
+"""The metrics, as plain code: events -> batch plan -> rollups -> snapshot.
+
+No I/O and no clock reads: every function takes the time it needs. The store persists exactly
+what a :class:`Plan` says, in one transaction, so that :class:`Rollups` rebuilt from the store
+after a restart equal the ones kept in memory.
+
+Definitions (see docs/protocol.md):
+
+* revenue: completed amounts; today / week / month by the completing event's time in the zone.
+* activeUsers.current: distinct users with an event dated within the last 5 minutes;
+  today: distinct users with an event dated at or after local midnight; peak24h: the largest
+  ``current`` sampled over the trailing 24 hours (never below ``current``).
+* transactions: counts by current status; conversionRate = completed / views x 100, 2 decimals.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
+
+from .events import ContentView, Event, EventError, TransactionEvent, UserActivity
+from .protocol import CENT, ActiveUsers, Content, Metrics, Revenue, Transactions
+
+#: Revenue is kept in UTC buckets of 15 minutes: every zone in use today has an offset that is a
+#: multiple of 15 minutes, so a bucket never straddles a local midnight in any --tz, and the
+#: store stays independent of the zone the server happens to run with.
+BUCKET_SECONDS = 900
+ACTIVE_WINDOW = 300.0
+PEAK_WINDOW_MINUTES = 24 * 60
+#: How far back the per-user last-seen map must reach: a local midnight is at most 25 h ago
+#: (a DST day), so 48 h is ample and bounds memory.
+USER_HORIZON = 48 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRecord:
+    status: str
+    amount_cents: int
+
+
+@dataclass(slots=True)
+class Counters:
+    views: int = 0
+    txn_total: int = 0
+    pending: int = 0
+    completed: int = 0
+    failed: int = 0
+    revenue_cents: int = 0
+
+    def add(self, other: Counters) -> None:
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one accepted batch changes. The store writes it in a single transaction."""
+
+    events: list[Event]
+    txns: dict[str, TxnRecord] = field(default_factory=dict)  # new or changed, final state
+    txn_meta: dict[str, tuple[str | None, str | None, float]] = field(default_factory=dict)
+    counters: Counters = field(default_factory=Counters)
+    revenue_buckets: dict[int, int] = field(default_factory=dict)  # bucket -> cents added
+    users: dict[str, float] = field(default_factory=dict)  # user -> latest event time in batch
+
+
+def txn_ids(events: Iterable[Event]) -> set[str]:
+    return {e.txn_id for e in events if isinstance(e, TransactionEvent)}
+
+
+def plan_batch(events: list[Event], known: Mapping[str, TxnRecord]) -> Plan:
+    """Validate transaction transitions against ``known`` (the stored state) and compute deltas.
+
+    Raises EventError (with the event's index) and then nothing of the batch may be stored.
+    """
+    plan = Plan(events=list(events))
+    c = plan.counters
+    state: dict[str, TxnRecord] = {}
+    for i, e in enumerate(events):
+        user = e.user_id
+        if user is not None and e.ts > plan.users.get(user, float("-inf")):
+            plan.users[user] = e.ts
+        if isinstance(e, ContentView):
+            c.views += 1
+        elif isinstance(e, TransactionEvent):
+            prev = state.get(e.txn_id) or known.get(e.txn_id)
+            if prev is None:
+                if e.amount_cents is None:
+                    raise EventError(f"transaction {e.txn_id!r} is new: 'amount' is required", i)
+                rec = TxnRecord(e.status, e.amount_cents)
+                c.txn_total += 1
+                setattr(c, e.status, getattr(c, e.status) + 1)
+                plan.txn_meta[e.txn_id] = (e.user_id, e.content_id, e.ts)
+            else:
+                if e.amount_cents is not None and e.amount_cents != prev.amount_cents:
+                    raise EventError(
+                        f"transaction {e.txn_id!r} has amount {prev.amount_cents / 100:.2f}, "
+                        f"not {e.amount_cents / 100:.2f}",
+                        i,
+                    )
+                if e.status == prev.status:
+                    continue  # a producer's retry: idempotent
+                if prev.status != "pending" or e.status == "pending":
+                    raise EventError(
+                        f"transaction {e.txn_id!r} cannot move from {prev.status} to {e.status}",
+                        i,
+                    )
+                rec = TxnRecord(e.status, prev.amount_cents)
+                setattr(c, prev.status, getattr(c, prev.status) - 1)
+                setattr(c, e.status, getattr(c, e.status) + 1)
+            state[e.txn_id] = rec
+            plan.txns[e.txn_id] = rec
+            if rec.status == "completed":
+                c.revenue_cents += rec.amount_cents
+                b = int(e.ts // BUCKET_SECONDS)
+                plan.revenue_buckets[b] = plan.revenue_buckets.get(b, 0) + rec.amount_cents
+        elif not isinstance(e, UserActivity):  # pragma: no cover - the union is closed
+            raise TypeError(type(e).__name__)
+    return plan
+
+
+def cents_to_decimal(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(CENT)
+
+
+def conversion_rate(purchases: int, views: int) -> Decimal:
+    if views == 0:
+        return Decimal("0.00")
+    return (Decimal(purchases) * 100 / Decimal(views)).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def period_starts(now: float, tz: ZoneInfo) -> tuple[date, date, date]:
+    """Local today, the Monday of this ISO week, and the first of this month."""
+    today = datetime.fromtimestamp(now, tz).date()
+    return today, today - timedelta(days=today.weekday()), today.replace(day=1)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> float:
+    """The first instant of ``day`` in ``tz`` (midnight, or the first hour if DST skips it)."""
+    naive = datetime(day.year, day.month, day.day)
+    # fold=0 picks the earlier of two midnights; a skipped midnight maps past the gap.
+    ts = naive.replace(tzinfo=tz).timestamp()
+    if datetime.fromtimestamp(ts, tz).date() != day:  # pragma: no cover - zones skipping 00:00
+        ts = naive.replace(tzinfo=tz, fold=1).timestamp()
+    return ts
+
+
+class Rollups:
+    """Everything a snapshot needs, kept current batch by batch; a snapshot never scans history.
+
+    Costs per snapshot: O(1) counters, at most 31 + 7 day lookups, the expiry of users who went
+    quiet (amortised O(log n) each), and a max over at most 1,440 per-minute peak samples.
+    """
+
+    def __init__(self, tz: ZoneInfo | str = "UTC") -> None:
+        self.tz = ZoneInfo(tz) if isinstance(tz, str) else tz
+        self.counters = Counters()
+        self._day_cents: dict[date, int] = {}
+        self._last_seen: dict[str, float] = {}  # users seen within USER_HORIZON
+        self._active: dict[str, float] = {}  # users seen within ACTIVE_WINDOW (or later)
+        self._active_heap: list[tuple[float, str]] = []
+        self._today: date | None = None
+        self._today_start = 0.0
+        self._today_users: set[str] = set()
+        self.peaks: dict[int, int] = {}  # minute -> largest sampled current
+
+    # ---- loading and applying
+
+    def load(
+        self,
+        counters: Mapping[str, int],
+        revenue_buckets: Iterable[tuple[int, int]],
+        users: Iterable[tuple[str, float]],
+        peaks: Iterable[tuple[int, int]],
+        now: float,
+    ) -> None:
+        """Rebuild from what the store kept (users: those seen within USER_HORIZON of now)."""
+        self.counters = Counters(**counters)
+        for bucket, cents in revenue_buckets:
+            self._add_bucket(bucket, cents)
+        for user, ts in users:
+            self._see(user, ts, now)
+        self.peaks = {m: v for m, v in peaks if m > now // 60 - PEAK_WINDOW_MINUTES}
+
+    def apply(self, plan: Plan, now: float) -> None:
+        self.counters.add(plan.counters)
+        for bucket, cents in plan.revenue_buckets.items():
+            self._add_bucket(bucket, cents)
+        for user, ts in plan.users.items():
+            self._see(user, ts, now)
+
+    def _add_bucket(self, bucket: int, cents: int) -> None:
+        day = datetime.fromtimestamp(bucket * BUCKET_SECONDS, self.tz).date()
+        self._day_cents[day] = self._day_cents.get(day, 0) + cents
+
+    def _see(self, user: str, ts: float, now: float) -> None:
+        if ts < now - USER_HORIZON or ts <= self._last_seen.get(user, float("-inf")):
+            return
+        self._last_seen[user] = ts
+        if ts > now - ACTIVE_WINDOW:
+            self._active[user] = ts
+            heapq.heappush(self._active_heap, (ts, user))
+        self._roll_day(now)
+        if ts >= self._today_start:
+            self._today_users.add(user)
+
+    def _roll_day(self, now: float) -> None:
+        today = datetime.fromtimestamp(now, self.tz).date()
+        if today == self._today:
+            return
+        self._today = today
+        self._today_start = local_midnight(today, self.tz)
+        horizon = now - USER_HORIZON
+        self._last_seen = {u: t for u, t in self._last_seen.items() if t >= horizon}
+        self._today_users = {u for u, t in self._last_seen.items() if t >= self._today_start}
+
+    def _expire_active(self, now: float) -> None:
+        cutoff = now - ACTIVE_WINDOW
+        heap, active = self._active_heap, self._active
+        while heap and heap[0][0] <= cutoff:
+            ts, user = heapq.heappop(heap)
+            if active.get(user) == ts:
+                del active[user]
+
+    # ---- reading
+
+    def active_now(self, now: float) -> int:
+        self._expire_active(now)
+        return len(self._active)
+
+    def sample_peak(self, now: float) -> tuple[int, int]:
+        """Record ``current`` for this minute; returns (minute, value) for the store to keep."""
+        minute = int(now // 60)
+        value = max(self.peaks.get(minute, 0), self.active_now(now))
+        self.peaks[minute] = value
+        return minute, value
+
+    def peak24h(self, now: float) -> int:
+        oldest = int(now // 60) - PEAK_WINDOW_MINUTES
+        stale = (
+            [m for m in self.peaks if m <= oldest] if len(self.peaks) > PEAK_WINDOW_MINUTES else []
+        )
+        for m in stale:
+            del self.peaks[m]
+        window = (v for m, v in self.peaks.items() if m > oldest)
+        return max(max(window, default=0), self.active_now(now))
+
+    def snapshot(self, now: float) -> Metrics:
+        self._roll_day(now)
+        today, week, month = period_starts(now, self.tz)
+        days = self._day_cents
+        week_cents = sum(days.get(week + timedelta(days=i), 0) for i in range(7))
+        month_cents = 0
+        d = month
+        while d.month == month.month:
+            month_cents += days.get(d, 0)
+            d += timedelta(days=1)
+        c = self.counters
+        current = self.active_now(now)
+        return Metrics(
+            timestamp=datetime.fromtimestamp(now, UTC),
+            revenue=Revenue(
+                total=cents_to_decimal(c.revenue_cents),
+                today=cents_to_decimal(days.get(today, 0)),
+                this_week=cents_to_decimal(week_cents),
+                this_month=cents_to_decimal(month_cents),
+            ),
+            active_users=ActiveUsers(
+                current=current, today=len(self._today_users), peak24h=self.peak24h(now)
+            ),
+            transactions=Transactions(
+                total=c.txn_total, pending=c.pending, completed=c.completed, failed=c.failed
+            ),
+            content=Content(
+                total_views=c.views,
+                total_purchases=c.completed,
+                conversion_rate=conversion_rate(c.completed, c.views),
+            ),
+        )

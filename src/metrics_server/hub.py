@@ -1,0 +1,183 @@
+"""Subscribers of /ws/metrics and producers on /ws/ingest: the WebSocket shell over the service.
+
+Broadcast encodes each message once per distinct channel selection and hands it to
+``websockets.broadcast``, which writes without waiting. Slow-client policy: a subscriber whose
+unsent bytes exceed ``max_buffer`` is skipped (it will get the next snapshot once it drains,
+and a snapshot is a whole frame, so nothing is lost by skipping one); one that stops reading
+altogether is closed by the protocol keepalive, whose pings it no longer answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+
+from . import protocol as p
+from .events import EventError
+from .service import MetricsService
+from .store import StoreError
+
+log = logging.getLogger("metrics_server")
+
+#: Inbound messages from subscribers are small; producers send batches of up to 1000 events.
+SUBSCRIBER_MAX_MESSAGE = 64 * 1024
+
+
+class Hub:
+    def __init__(
+        self,
+        service: MetricsService,
+        *,
+        max_buffer: int = 64 * 1024,
+        ping_interval: float = 30.0,
+    ) -> None:
+        self.service = service
+        self.max_buffer = max_buffer
+        self.ping_interval = ping_interval
+        self.subscribers: dict[ServerConnection, tuple[str, ...]] = {}
+        self.skipped = 0  # messages not sent to slow subscribers
+        self._latest: p.Metrics | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        service.add_listener(self.publish)
+
+    def start(self) -> None:
+        if self.ping_interval > 0:
+            self._pinger = asyncio.create_task(self._ping_loop(), name="metrics-ping")
+
+    async def stop(self) -> None:
+        self.service.remove_listener(self.publish)
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+
+    # ---- outbound
+
+    def _send_all(self, encode: Any) -> None:
+        """``encode(channels) -> str`` is called once per distinct channel selection."""
+        groups: dict[tuple[str, ...], list[ServerConnection]] = defaultdict(list)
+        for ws, channels in self.subscribers.items():
+            transport = ws.transport
+            if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
+                self.skipped += 1
+                continue
+            groups[channels].append(ws)
+        for channels, conns in groups.items():
+            broadcast(conns, encode(channels))
+
+    def publish(self, metrics: p.Metrics, kind: p.Kind) -> None:
+        self._latest = metrics
+        self._send_all(lambda channels: p.encode_metrics(metrics, kind, channels))
+
+    async def _ping_loop(self) -> None:
+        ping = p.encode({"type": "ping"})
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            self._send_all(lambda _channels: ping)
+
+    # ---- /ws/metrics
+
+    async def subscriber(self, ws: ServerConnection) -> None:
+        ws.protocol.max_message_size = SUBSCRIBER_MAX_MESSAGE
+        channels = p.CHANNELS
+        try:
+            current = self.service.get_metrics()
+            await ws.send(p.encode_history(list(self.service.history), channels))
+            await ws.send(p.encode_metrics(current, "change", channels))
+            self.subscribers[ws] = channels
+            # A publish that happened while those were being written was not sent here.
+            latest = self._latest
+            if latest is not None and latest.timestamp > current.timestamp:
+                await ws.send(p.encode_metrics(latest, "change", channels))
+            async for raw in ws:
+                reply, new_channels = self._on_subscriber_message(raw)
+                if new_channels is not None:
+                    self.subscribers[ws] = new_channels
+                if reply is not None:
+                    await ws.send(reply)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.subscribers.pop(ws, None)
+
+    def _on_subscriber_message(self, raw: str | bytes) -> tuple[str | None, tuple[str, ...] | None]:
+        try:
+            msg = p.loads(raw)
+        except p.ProtocolError as exc:
+            return _error(p.ERR_INVALID_JSON, str(exc)), None
+        if not isinstance(msg, dict):
+            return _error(p.ERR_INVALID_MESSAGE, "a message must be a JSON object"), None
+        kind = msg.get("type")
+        if kind == "ping":
+            return p.encode({"type": "pong"}), None
+        if kind == "pong":
+            return None, None
+        if kind == "subscribe":
+            channels = msg.get("channels")
+            if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+                return _error(p.ERR_INVALID_MESSAGE, "'channels' must be an array of strings"), None
+            unknown = [c for c in channels if c not in p.CHANNELS]
+            if unknown:
+                return _error(
+                    p.ERR_UNKNOWN_CHANNEL,
+                    f"unknown channel(s) {', '.join(map(repr, unknown))};"
+                    f" channels are {', '.join(p.CHANNELS)}",
+                ), None
+            chosen = tuple(c for c in p.CHANNELS if c in channels)  # canonical order, no repeats
+            return p.encode({"type": "subscribed", "channels": list(chosen)}), chosen
+        if not isinstance(kind, str):
+            return _error(p.ERR_INVALID_MESSAGE, "'type' must be a string"), None
+        return _error(
+            p.ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}; expected ping, pong or subscribe"
+        ), None
+
+    # ---- /ws/ingest
+
+    async def producer(self, ws: ServerConnection) -> None:
+        try:
+            async for raw in ws:
+                await ws.send(await self._on_batch(raw))
+        except ConnectionClosed:
+            pass
+
+    async def _on_batch(self, raw: str | bytes) -> str:
+        try:
+            msg = p.loads(raw)
+        except p.ProtocolError as exc:
+            return _error(p.ERR_INVALID_JSON, str(exc))
+        if not isinstance(msg, dict):
+            return _error(p.ERR_INVALID_MESSAGE, "a message must be a JSON object")
+        batch_id = msg.get("id")
+        kind = msg.get("type")
+        if kind == "ping":
+            return p.encode({"type": "pong"})
+        if kind != "events":
+            return _error(
+                p.ERR_UNKNOWN_TYPE if isinstance(kind, str) else p.ERR_INVALID_MESSAGE,
+                f"unknown message type {kind!r}; expected events",
+                id=batch_id,
+            )
+        if "events" not in msg:
+            return _error(p.ERR_INVALID_BATCH, "'events' is required", id=batch_id)
+        try:
+            accepted = await self.service.ingest(msg["events"])
+        except EventError as exc:
+            if exc.index is None:
+                return _error(p.ERR_INVALID_BATCH, exc.message, id=batch_id)
+            return _error(p.ERR_INVALID_EVENT, exc.message, id=batch_id, index=exc.index)
+        except StoreError as exc:
+            log.error("%s", exc)
+            return _error(
+                p.ERR_STORE_UNAVAILABLE, "the store cannot take events now; retry", id=batch_id
+            )
+        return p.encode({"type": "ack", "id": batch_id, "accepted": accepted})
+
+
+def _error(code: str, message: str, **extra: Any) -> str:
+    return p.encode(p.error_message(code, message, **extra))

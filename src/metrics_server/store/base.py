@@ -1,0 +1,41 @@
+"""The interface every store implements (SQLite now; PostgreSQL plugs in here later).
+
+Methods are blocking; the service calls them from one worker thread, one at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..core import Plan, TxnRecord
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written (unwritable path, disk full, locked)."""
+
+
+@dataclass(slots=True)
+class LoadedState:
+    counters: dict[str, int] = field(default_factory=dict)
+    revenue_buckets: list[tuple[int, int]] = field(default_factory=list)
+    users: list[tuple[str, float]] = field(default_factory=list)
+    peaks: list[tuple[int, int]] = field(default_factory=list)
+    history: list[str] = field(default_factory=list)  # encoded data objects, oldest first
+
+
+class Store(Protocol):
+    def load(self, now: float, user_horizon: float, history: int) -> LoadedState: ...
+
+    def get_transactions(self, ids: Iterable[str]) -> Mapping[str, TxnRecord]: ...
+
+    def commit(self, plan: Plan) -> None:
+        """Write the batch's events and rollup deltas atomically and durably, or raise."""
+
+    def save_sample(self, minute: int, peak: int, ts: float, data: str, keep: int) -> None:
+        """Keep one interval snapshot (for history) and the minute's peak sample."""
+
+    def event_count(self) -> int: ...
+
+    def close(self) -> None: ...
