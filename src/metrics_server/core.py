@@ -264,8 +264,10 @@ class Rollups:
             d += timedelta(days=1)
         c = self.counters
         current = self.active_now(now)
+        stamp = datetime.fromtimestamp(now, UTC)
         return Metrics(
-            timestamp=datetime.fromtimestamp(now, UTC),
+            # Milliseconds, as the wire carries them: a snapshot read back equals the original.
+            timestamp=stamp.replace(microsecond=stamp.microsecond // 1000 * 1000),
             revenue=Revenue(
                 total=cents_to_decimal(c.revenue_cents),
                 today=cents_to_decimal(days.get(today, 0)),

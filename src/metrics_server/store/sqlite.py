@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS revenue_buckets (bucket INTEGER PRIMARY KEY, cents IN
 CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, last_seen REAL NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS users_by_last_seen ON users (last_seen);
 CREATE TABLE IF NOT EXISTS peaks (minute INTEGER PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS history (ts REAL PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, data TEXT NOT NULL);
 """
 
 _COUNTERS = ("views", "txn_total", "pending", "completed", "failed", "revenue_cents")
@@ -59,7 +59,7 @@ def _event_row(e: object) -> tuple:
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 2000) -> None:
         self.path = str(path)
         try:
             if self.path != ":memory:":
@@ -69,7 +69,7 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a batch is acknowledged only once its commit is on disk.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=2000")
+            self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             self._db.executescript(_SCHEMA)
             with self._tx():
                 self._db.execute(
@@ -105,8 +105,8 @@ class SQLiteStore:
                 history=[
                     r[0]
                     for r in db.execute(
-                        "SELECT data FROM (SELECT ts, data FROM history ORDER BY ts DESC LIMIT ?)"
-                        " ORDER BY ts",
+                        "SELECT data FROM (SELECT seq, data FROM history ORDER BY seq DESC LIMIT ?)"
+                        " ORDER BY seq",
                         (history,),
                     )
                 ],
@@ -181,12 +181,10 @@ class SQLiteStore:
                     (minute, peak),
                 )
                 db.execute("DELETE FROM peaks WHERE minute <= ?", (minute - 24 * 60,))
-                db.execute("INSERT OR REPLACE INTO history VALUES (?, ?)", (ts, data))
-                db.execute(
-                    "DELETE FROM history WHERE ts NOT IN"
-                    " (SELECT ts FROM history ORDER BY ts DESC LIMIT ?)",
-                    (keep,),
-                )
+                seq = db.execute(
+                    "INSERT INTO history (ts, data) VALUES (?, ?)", (ts, data)
+                ).lastrowid
+                db.execute("DELETE FROM history WHERE seq <= ?", (seq - keep,))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write database: {exc}") from None
 

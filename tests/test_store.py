@@ -1,0 +1,151 @@
+"""The service over a real SQLite file: restarts keep every figure, store faults lose nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from metrics_server.events import EventError
+from metrics_server.service import MetricsService
+from metrics_server.store import SQLiteStore, StoreError
+
+
+def figures(service: MetricsService) -> tuple:
+    m = service.get_metrics()
+    return (m.revenue, m.active_users, m.transactions, m.content)
+
+
+async def open_service(db: Path, **kw: object) -> MetricsService:
+    service = MetricsService(SQLiteStore(db, busy_timeout_ms=50), **kw)  # type: ignore[arg-type]
+    await service.start()
+    return service
+
+
+def batch(i: int, now: float) -> list[dict]:
+    return [
+        {"type": "user_activity", "userId": f"u{i % 13}", "ts": now - i},
+        {"type": "content_view", "contentId": f"c{i % 4}", "userId": f"u{i % 5}"},
+        {"type": "transaction", "id": f"t{i}", "status": "pending", "amount": f"{i}.{i % 100:02d}",
+         "ts": now - 86400 * (i % 40)},
+        {"type": "transaction", "id": f"t{i}", "status": ("completed", "failed")[i % 5 == 0],
+         "ts": now - 86400 * (i % 40) + 1},
+    ]
+
+
+async def test_figures_identical_across_restart(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    service = await open_service(db, tz="Europe/Berlin", history=5)
+    now = time.time()
+    for i in range(60):
+        await service.ingest(batch(i, now))
+    for _ in range(7):
+        await service.tick()
+    before = figures(service)
+    history = list(service.history)
+    peak = before[1].peak24h
+    await service.close()
+
+    again = await open_service(db, tz="Europe/Berlin", history=5)
+    assert figures(again) == before
+    assert list(again.history) == history and len(history) == 5
+    assert again.get_metrics().active_users.peak24h == peak  # type: ignore[union-attr]
+    # And the raw events are all there.
+    assert again.store.event_count() == 60 * 4
+    await again.close()
+
+
+async def test_other_zone_after_restart_regroups_days(tmp_path: Path) -> None:
+    """Buckets are stored in UTC, so restarting with another --tz is still exact."""
+    db = tmp_path / "m.db"
+    service = await open_service(db, tz="UTC")
+    now = time.time()
+    for i in range(30):
+        await service.ingest(batch(i, now))
+    await service.close()
+    fresh = MetricsService(SQLiteStore(tmp_path / "other.db"), tz="Asia/Kathmandu")
+    await fresh.start()
+    for i in range(30):
+        await fresh.ingest(batch(i, now))
+    reopened = await open_service(db, tz="Asia/Kathmandu")
+    assert figures(reopened)[0] == figures(fresh)[0]
+    await fresh.close()
+    await reopened.close()
+
+
+async def test_bad_batch_changes_nothing(tmp_path: Path) -> None:
+    service = await open_service(tmp_path / "m.db")
+    await service.ingest([{"type": "transaction", "id": "t", "status": "completed",
+                           "amount": "5.00"}])
+    before, count = figures(service), service.store.event_count()
+    with pytest.raises(EventError) as err:
+        await service.ingest([
+            {"type": "user_activity", "userId": "new"},
+            {"type": "content_view", "contentId": "c"},
+            {"type": "transaction", "id": "t", "status": "failed"},
+        ])
+    assert err.value.index == 2
+    assert figures(service) == before and service.store.event_count() == count
+    await service.close()
+
+
+async def test_locked_store_refuses_then_recovers(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    service = await open_service(db)
+    await service.ingest([{"type": "user_activity", "userId": "a"}])
+    before = figures(service)
+
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holding the database
+    with pytest.raises(StoreError):
+        await service.ingest([{"type": "transaction", "id": "t", "status": "completed",
+                               "amount": "1.00"}])
+    assert figures(service) == before  # nothing counted that was not stored
+    assert service.store_error is not None
+    assert service.get_metrics() is not None  # still serving the last figures
+    other.execute("ROLLBACK")
+    other.close()
+
+    await service.ingest([{"type": "transaction", "id": "t", "status": "completed",
+                           "amount": "1.00"}])
+    assert service.store_error is None
+    assert figures(service)[2].completed == 1  # type: ignore[union-attr]
+    await service.close()
+
+
+def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot open database"):
+        SQLiteStore(blocker / "m.db")
+    with pytest.raises(StoreError, match="cannot open database"):
+        SQLiteStore(tmp_path)  # a directory
+
+
+async def test_seed_api_names(tmp_path: Path) -> None:
+    service = await open_service(tmp_path / "m.db", push_interval=0)
+    seen: list[str] = []
+    ticked = asyncio.Event()
+
+    def listen(_m: object, kind: str) -> None:
+        seen.append(kind)
+        if kind == "interval":
+            ticked.set()
+
+    service.add_listener(listen)  # type: ignore[arg-type]
+    await service.track_user_activity("u1")
+    await service.track_content_view("c1", user_id="u2")
+    await service.record_transaction("t1", "pending", "9.99", user_id="u1", content_id="c1")
+    await service.record_transaction("t1", "completed")
+    m = service.get_metrics()
+    assert m.revenue.total == m.revenue.today and str(m.revenue.total) == "9.99"  # type: ignore[union-attr]
+    assert (m.active_users.current, m.content.total_views) == (2, 1)  # type: ignore[union-attr]
+    assert seen.count("change") == 4
+    service.interval = 0.01
+    service.start_metrics_updates()
+    await asyncio.wait_for(ticked.wait(), 5)
+    await service.stop_metrics_updates()
+    await service.close()
