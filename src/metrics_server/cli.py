@@ -30,8 +30,11 @@ def _positive_float(text: str) -> float:
 
 
 def _non_negative_float(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0
+    try:
+        if float(text) == 0:  # any spelling of zero: 0, 0.00, 0e0
+            return 0.0
+    except ValueError:
+        pass  # _positive_float says why
     return _positive_float(text)
 
 
@@ -115,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--demo",
         action="store_true",
-        default=env("METRICS_DEMO", "") not in ("", "0", "false"),
+        default=env("METRICS_DEMO", "").strip().lower() not in ("", "0", "false", "no", "off"),
         help="generate synthetic traffic [METRICS_DEMO]",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -170,6 +170,7 @@ class Rollups:
         self._today_start = 0.0
         self._today_users: set[str] = set()
         self.peaks: dict[int, int] = {}  # minute -> largest sampled current
+        self.unsaved_peaks: set[int] = set()  # minutes whose sample the store has not kept
 
     # ---- loading and applying
 
@@ -185,6 +186,7 @@ class Rollups:
         self.counters = Counters(**counters)
         for bucket, cents in revenue_buckets:
             self._add_bucket(bucket, cents)
+        self._roll_day(now)
         for user, ts in users:
             self._see(user, ts, now)
         self.peaks = {m: v for m, v in peaks if m > now // 60 - PEAK_WINDOW_MINUTES}
@@ -193,6 +195,7 @@ class Rollups:
         self.counters.add(plan.counters)
         for bucket, cents in plan.revenue_buckets.items():
             self._add_bucket(bucket, cents)
+        self._roll_day(now)  # once per batch, not per user: it reads the clock into a date
         for user, ts in plan.users.items():
             self._see(user, ts, now)
 
@@ -201,13 +204,13 @@ class Rollups:
         self._day_cents[day] = self._day_cents.get(day, 0) + cents
 
     def _see(self, user: str, ts: float, now: float) -> None:
+        """Callers run ``_roll_day(now)`` first."""
         if ts < now - USER_HORIZON or ts <= self._last_seen.get(user, float("-inf")):
             return
         self._last_seen[user] = ts
         if ts > now - ACTIVE_WINDOW:
             self._active[user] = ts
             heapq.heappush(self._active_heap, (ts, user))
-        self._roll_day(now)
         if ts >= self._today_start:
             self._today_users.add(user)
 
@@ -238,9 +241,17 @@ class Rollups:
     def sample_peak(self, now: float) -> tuple[int, int]:
         """Record ``current`` for this minute; returns (minute, value) for the store to keep."""
         minute = int(now // 60)
-        value = max(self.peaks.get(minute, 0), self.active_now(now))
-        self.peaks[minute] = value
-        return minute, value
+        value = self.active_now(now)
+        if value > self.peaks.get(minute, -1):
+            self.peaks[minute] = value
+            self.unsaved_peaks.add(minute)
+        return minute, self.peaks[minute]
+
+    def take_unsaved_peaks(self) -> list[tuple[int, int]]:
+        """The samples to hand to the store; they count as saved from now on."""
+        out = [(m, self.peaks[m]) for m in self.unsaved_peaks if m in self.peaks]
+        self.unsaved_peaks.clear()
+        return out
 
     def peak24h(self, now: float) -> int:
         oldest = int(now // 60) - PEAK_WINDOW_MINUTES
@@ -249,6 +260,7 @@ class Rollups:
         )
         for m in stale:
             del self.peaks[m]
+            self.unsaved_peaks.discard(m)
         window = (v for m, v in self.peaks.items() if m > oldest)
         return max(max(window, default=0), self.active_now(now))
 

@@ -64,6 +64,9 @@ _FIELDS = {
 
 
 def _ident(obj: dict[str, Any], key: str, required: bool) -> str | None:
+    value = obj.get(key)
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:  # the common case, first
+        return value
     if key not in obj or (obj[key] is None and not required):
         if required:
             raise EventError(f"{key!r} is required")
@@ -129,10 +132,12 @@ def parse_event(obj: Any, now: float) -> Event:
     kind = obj.get("type")
     if kind not in _FIELDS:
         raise EventError(f"unknown event type {kind!r}; expected one of {', '.join(_FIELDS)}")
-    extra = set(obj) - _FIELDS[kind]
-    if extra:
+    allowed = _FIELDS[kind]
+    if not obj.keys() <= allowed:
+        extra = set(obj) - allowed
         raise EventError(f"unknown field(s) for {kind}: {', '.join(sorted(extra))}")
-    ts = parse_ts(obj.get("ts"), now)
+    ts = obj.get("ts")
+    ts = now if ts is None else parse_ts(ts, now)
     if kind == "user_activity":
         return UserActivity(_ident(obj, "userId", True), ts)  # type: ignore[arg-type]
     if kind == "content_view":

@@ -42,7 +42,7 @@ class Hub:
         self.ping_interval = ping_interval
         self.subscribers: dict[ServerConnection, tuple[str, ...]] = {}
         self.skipped = 0  # messages not sent to slow subscribers
-        self._latest: p.Metrics | None = None
+        self._latest: tuple[p.Metrics, p.Kind] | None = None
         self._pinger: asyncio.Task[None] | None = None
         service.add_listener(self.publish)
 
@@ -72,7 +72,7 @@ class Hub:
             broadcast(conns, encode(channels))
 
     def publish(self, metrics: p.Metrics, kind: p.Kind) -> None:
-        self._latest = metrics
+        self._latest = (metrics, kind)
         self._send_all(lambda channels: p.encode_metrics(metrics, kind, channels))
 
     async def _ping_loop(self) -> None:
@@ -92,9 +92,8 @@ class Hub:
             await ws.send(p.encode_metrics(current, "change", channels))
             self.subscribers[ws] = channels
             # A publish that happened while those were being written was not sent here.
-            latest = self._latest
-            if latest is not None and latest.timestamp > current.timestamp:
-                await ws.send(p.encode_metrics(latest, "change", channels))
+            if self._latest is not None and self._latest[0].timestamp > current.timestamp:
+                await ws.send(p.encode_metrics(*self._latest, channels))
             async for raw in ws:
                 reply, new_channels = self._on_subscriber_message(raw)
                 if new_channels is not None:

@@ -151,8 +151,9 @@ def encode(message: dict[str, Any]) -> str:
 
 
 def _default(o: object) -> Any:
+    # loads() reads numbers as Decimal; echo them back as numbers (e.g. a batch id of 1.5).
     if isinstance(o, Decimal):
-        return str(o)
+        return int(o) if o == o.to_integral_value() and "." not in str(o) else float(o)
     raise TypeError(f"cannot encode {type(o).__name__}")
 
 

@@ -4,6 +4,12 @@ Blocking store calls run on one worker thread, one at a time, so the event loop 
 disk and SQLite sees a single writer. Batches are serialised by a lock: a batch is validated
 against the stored transaction states, committed, and only then applied to the in-memory
 rollups, so memory never runs ahead of disk.
+
+Group commit: batches that arrive while a commit is in flight wait together and are then
+committed in one store transaction (one fsync for all of them), each still validated on its own,
+in arrival order, against the stored states plus those of the batches before it in the group. A
+batch with a bad event is refused alone; a store failure refuses the whole group, none of which
+is then stored.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import protocol
-from .core import USER_HORIZON, Plan, Rollups, plan_batch, txn_ids
-from .events import Event, parse_batch
+from .core import USER_HORIZON, Plan, Rollups, TxnRecord, plan_batch, txn_ids
+from .events import Event, EventError, parse_batch
 from .protocol import Kind, Metrics
 from .store import Store, StoreError
 
@@ -51,6 +57,7 @@ class MetricsService:
         self._listeners: list[Listener] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-store")
         self._lock = asyncio.Lock()
+        self._pending: list[tuple[list[Event], asyncio.Future[int]]] = []
         self._ticker: asyncio.Task[None] | None = None
         self._push_handle: asyncio.TimerHandle | None = None
         self._last_push = float("-inf")
@@ -79,6 +86,12 @@ class MetricsService:
             self._push_handle.cancel()
             self._push_handle = None
         async with self._lock:  # let an in-flight batch finish committing
+            peaks = self.rollups.take_unsaved_peaks()
+            if peaks:
+                try:
+                    await self._run(self.store.save_sample, peaks, None, None, 0)
+                except StoreError as exc:
+                    log.warning("%s", exc)
             await self._run(self.store.close)
         self._executor.shutdown(wait=True)
 
@@ -98,21 +111,66 @@ class MetricsService:
         cases nothing of the batch is stored or counted.
         """
         events = parse_batch(raw_events, self.clock())
-        async with self._lock:
-            plan = await self._run(self._plan_and_commit, events)
-            self.store_error = None
-            self.rollups.apply(plan, self.clock())
-        self._changed()
-        return len(events)
-
-    def _plan_and_commit(self, events: list[Event]) -> Plan:
-        plan = plan_batch(events, self.store.get_transactions(txn_ids(events)))
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        entry = (events, done)
+        self._pending.append(entry)
         try:
-            self.store.commit(plan)
-        except StoreError as exc:
-            self.store_error = str(exc)
+            async with self._lock:
+                if not done.done():  # nobody took it into a group yet: commit all that waits
+                    group, self._pending = self._pending, []
+                    await asyncio.shield(self._commit_group(group))
+        except asyncio.CancelledError:
+            if any(e is entry for e in self._pending):
+                self._pending = [e for e in self._pending if e is not entry]
             raise
-        return plan
+        return done.result()
+
+    async def _commit_group(self, group: list[tuple[list[Event], asyncio.Future[int]]]) -> None:
+        try:
+            results = await self._run(self._plan_and_commit, [events for events, _ in group])
+        except BaseException as exc:  # pragma: no cover - the worker itself failed
+            for _, done in group:
+                if not done.done():
+                    done.set_exception(exc)
+            raise
+        now = self.clock()
+        applied = False
+        for (events, done), result in zip(group, results, strict=True):
+            if isinstance(result, Plan):
+                self.rollups.apply(result, now)
+                done.set_result(len(events))
+                applied = True
+            else:
+                done.set_exception(result)
+        if applied:
+            self.store_error = None
+            self._changed()
+
+    def _plan_and_commit(self, batches: list[list[Event]]) -> list[Plan | Exception]:
+        """Plan each batch in order (each sees the ones before it), then commit the valid ones
+        in one transaction. Returns, per batch, its plan or the exception that refuses it."""
+        results: list[Plan | Exception] = []
+        plans: list[Plan] = []
+        planned: dict[str, TxnRecord] = {}  # states written by earlier batches of this group
+        for events in batches:
+            ids = txn_ids(events)
+            try:
+                known = dict(self.store.get_transactions(ids.difference(planned)))
+                known.update((i, planned[i]) for i in ids if i in planned)
+                plan = plan_batch(events, known)
+            except (EventError, StoreError) as exc:
+                results.append(exc)
+                continue
+            planned.update(plan.txns)
+            plans.append(plan)
+            results.append(plan)
+        if plans:
+            try:
+                self.store.commit_many(plans)
+            except StoreError as exc:
+                self.store_error = str(exc)
+                return [StoreError(str(exc)) if isinstance(r, Plan) else r for r in results]
+        return results
 
     async def track_user_activity(self, user_id: str, ts: Any = None) -> None:
         await self.ingest([_event("user_activity", userId=user_id, ts=ts)])
@@ -190,18 +248,17 @@ class MetricsService:
             metrics.transactions,
             metrics.content,
         )
-        assert metrics.active_users is not None
-        minute = int(metrics.timestamp.timestamp() // 60)
+        peaks = self.rollups.take_unsaved_peaks()
         try:
             await self._run(
                 self.store.save_sample,
-                minute,
-                self.rollups.peaks.get(minute, metrics.active_users.current),
+                peaks,
                 metrics.timestamp.timestamp(),
                 protocol.encode_data(metrics),
                 self.history.maxlen,
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept
+            self.rollups.unsaved_peaks.update(m for m, _ in peaks)
             log.warning("%s", exc)
         self._publish(metrics, "interval")
         return metrics

@@ -5,7 +5,7 @@ Methods are blocking; the service calls them from one worker thread, one at a ti
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,8 +33,14 @@ class Store(Protocol):
     def commit(self, plan: Plan) -> None:
         """Write the batch's events and rollup deltas atomically and durably, or raise."""
 
-    def save_sample(self, minute: int, peak: int, ts: float, data: str, keep: int) -> None:
-        """Keep one interval snapshot (for history) and the minute's peak sample."""
+    def commit_many(self, plans: Sequence[Plan]) -> None:
+        """Write several batches' plans, in order, in one atomic and durable transaction (group
+        commit: one fsync for all), or raise and write none of them."""
+
+    def save_sample(
+        self, peaks: list[tuple[int, int]], ts: float | None, data: str | None, keep: int
+    ) -> None:
+        """Keep per-minute peak samples and, when ``data`` is given, one interval snapshot."""
 
     def event_count(self) -> int: ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..core import Plan, TxnRecord
@@ -131,60 +131,73 @@ class SQLiteStore:
         return found
 
     def commit(self, plan: Plan) -> None:
+        self.commit_many((plan,))
+
+    def commit_many(self, plans: Sequence[Plan]) -> None:
+        """All the plans in one transaction: one fsync however many batches (group commit)."""
+        try:
+            with self._tx():
+                for plan in plans:
+                    self._write(plan)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write database: {exc}") from None
+
+    def _write(self, plan: Plan) -> None:
+        db = self._db
+        db.executemany(
+            "INSERT INTO events (ts, type, user_id, content_id, txn_id, status,"
+            " amount_cents) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [_event_row(e) for e in plan.events],
+        )
+        if plan.txns:
+            db.executemany(
+                "INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(id) DO UPDATE SET status = excluded.status",
+                [
+                    (
+                        tid,
+                        r.status,
+                        r.amount_cents,
+                        *plan.txn_meta.get(tid, (None, None, 0)),
+                    )
+                    for tid, r in plan.txns.items()
+                ],
+            )
+        deltas = [(v, k) for k, v in plan.counters.as_dict().items() if v]
+        if deltas:
+            db.executemany("UPDATE counters SET value = value + ? WHERE name = ?", deltas)
+        if plan.revenue_buckets:
+            db.executemany(
+                "INSERT INTO revenue_buckets VALUES (?, ?)"
+                " ON CONFLICT(bucket) DO UPDATE SET cents = cents + excluded.cents",
+                plan.revenue_buckets.items(),
+            )
+        if plan.users:
+            db.executemany(
+                "INSERT INTO users VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE"
+                " SET last_seen = max(last_seen, excluded.last_seen)",
+                plan.users.items(),
+            )
+
+    def save_sample(
+        self, peaks: list[tuple[int, int]], ts: float | None, data: str | None, keep: int
+    ) -> None:
         db = self._db
         try:
             with self._tx():
                 db.executemany(
-                    "INSERT INTO events (ts, type, user_id, content_id, txn_id, status,"
-                    " amount_cents) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [_event_row(e) for e in plan.events],
-                )
-                if plan.txns:
-                    db.executemany(
-                        "INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT(id) DO UPDATE SET status = excluded.status",
-                        [
-                            (
-                                tid,
-                                r.status,
-                                r.amount_cents,
-                                *plan.txn_meta.get(tid, (None, None, 0)),
-                            )
-                            for tid, r in plan.txns.items()
-                        ],
-                    )
-                deltas = [(v, k) for k, v in plan.counters.as_dict().items() if v]
-                if deltas:
-                    db.executemany("UPDATE counters SET value = value + ? WHERE name = ?", deltas)
-                if plan.revenue_buckets:
-                    db.executemany(
-                        "INSERT INTO revenue_buckets VALUES (?, ?)"
-                        " ON CONFLICT(bucket) DO UPDATE SET cents = cents + excluded.cents",
-                        plan.revenue_buckets.items(),
-                    )
-                if plan.users:
-                    db.executemany(
-                        "INSERT INTO users VALUES (?, ?) ON CONFLICT(user_id) DO UPDATE"
-                        " SET last_seen = max(last_seen, excluded.last_seen)",
-                        plan.users.items(),
-                    )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot write database: {exc}") from None
-
-    def save_sample(self, minute: int, peak: int, ts: float, data: str, keep: int) -> None:
-        db = self._db
-        try:
-            with self._tx():
-                db.execute(
                     "INSERT INTO peaks VALUES (?, ?)"
                     " ON CONFLICT(minute) DO UPDATE SET value = max(value, excluded.value)",
-                    (minute, peak),
+                    peaks,
                 )
-                db.execute("DELETE FROM peaks WHERE minute <= ?", (minute - 24 * 60,))
-                seq = db.execute(
-                    "INSERT INTO history (ts, data) VALUES (?, ?)", (ts, data)
-                ).lastrowid
-                db.execute("DELETE FROM history WHERE seq <= ?", (seq - keep,))
+                if peaks:
+                    newest = max(m for m, _ in peaks)
+                    db.execute("DELETE FROM peaks WHERE minute <= ?", (newest - 24 * 60,))
+                if data is not None:
+                    seq = db.execute(
+                        "INSERT INTO history (ts, data) VALUES (?, ?)", (ts, data)
+                    ).lastrowid
+                    db.execute("DELETE FROM history WHERE seq <= ?", (seq - keep,))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write database: {exc}") from None
 
