@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,8 +13,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from . import protocol as p
 from .demo import run_demo
-from .http import make_router
-from .hub import Hub
+from .http import Access, make_router
+from .hub import Hub, Limits
+from .security import server_ssl_context
 from .service import MetricsService
 from .store import SQLiteStore
 
@@ -36,6 +37,13 @@ class ServerConfig:
     push_interval: float = 0.25
     ping_interval: float = 30.0
     max_buffer: int = 64 * 1024
+    token: str | None = None
+    ingest_token: str | None = None
+    origins: tuple[str, ...] | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    max_clients: int = 10_000
+    limits: Limits = field(default_factory=Limits)
 
 
 class MetricsServer:
@@ -61,12 +69,22 @@ class MetricsServer:
         )
         try:
             await service.start()
-            hub = Hub(service, max_buffer=cfg.max_buffer, ping_interval=cfg.ping_interval)
+            hub = Hub(
+                service,
+                max_buffer=cfg.max_buffer,
+                ping_interval=cfg.ping_interval,
+                limits=cfg.limits,
+            )
+            access = Access(cfg.token, cfg.ingest_token, cfg.max_clients)
             self._server = await serve(
                 self._handler,
                 cfg.host,
                 cfg.port,
-                process_request=make_router(service.get_metrics),
+                process_request=make_router(service.get_metrics, access, lambda: hub.connected),
+                ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
+                # Browsers send Origin; other clients (the monitor, producers) send none, and
+                # are let through, since the origin check only defends against web pages.
+                origins=[*cfg.origins, None] if cfg.origins else None,
                 max_size=MAX_MESSAGE,
                 # Snapshots are a few hundred bytes: deflate would save little on the wire and
                 # cost about 50 KB of memory per connection (see docs/PERFORMANCE.md).
@@ -101,16 +119,20 @@ class MetricsServer:
         return f"[{host}]" if ":" in host else host
 
     @property
+    def _tls(self) -> bool:
+        return bool(self.config.certfile)
+
+    @property
     def url(self) -> str:
-        return f"ws://{self._host}:{self.port}{p.WS_METRICS_PATH}"
+        return f"{'wss' if self._tls else 'ws'}://{self._host}:{self.port}{p.WS_METRICS_PATH}"
 
     @property
     def ingest_url(self) -> str:
-        return f"ws://{self._host}:{self.port}{p.WS_INGEST_PATH}"
+        return f"{'wss' if self._tls else 'ws'}://{self._host}:{self.port}{p.WS_INGEST_PATH}"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
 
     async def stop(self) -> None:
         """Graceful: stop the demo, close every client with 1001, flush and close the store."""

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import __version__
 from .app import MetricsServer, ServerConfig
+from .hub import Limits
+from .security import is_loopback, server_ssl_context
 from .store import StoreError
 
 log = logging.getLogger("metrics_server")
@@ -121,12 +123,81 @@ def build_parser() -> argparse.ArgumentParser:
         default=env("METRICS_DEMO", "").strip().lower() not in ("", "0", "false", "no", "off"),
         help="generate synthetic traffic [METRICS_DEMO]",
     )
+    sec = parser.add_argument_group("access and limits")
+    sec.add_argument(
+        "--token",
+        default=env("METRICS_TOKEN") or None,
+        help="required from subscribers and REST clients, as 'Authorization: Bearer "
+        "TOKEN' or ?token=TOKEN [METRICS_TOKEN]",
+    )
+    sec.add_argument(
+        "--ingest-token",
+        default=env("METRICS_INGEST_TOKEN") or None,
+        help="required from producers on /ws/ingest [METRICS_INGEST_TOKEN]",
+    )
+    sec.add_argument(
+        "--origins",
+        default=env("METRICS_ORIGINS") or None,
+        help="comma-separated Origin values browsers may connect from "
+        "[METRICS_ORIGINS] (default: any)",
+    )
+    sec.add_argument(
+        "--certfile",
+        default=env("METRICS_CERTFILE") or None,
+        help="PEM certificate (chain): serve wss:// and https:// [METRICS_CERTFILE]",
+    )
+    sec.add_argument(
+        "--keyfile",
+        default=env("METRICS_KEYFILE") or None,
+        help="PEM private key, if not in --certfile [METRICS_KEYFILE]",
+    )
+    sec.add_argument(
+        "--max-clients",
+        type=_count,
+        default=env("METRICS_MAX_CLIENTS", "10000"),
+        help="subscribers at once; more get HTTP 503 [METRICS_MAX_CLIENTS] (default 10000)",
+    )
+    sec.add_argument(
+        "--max-message-size",
+        type=_count,
+        default=env("METRICS_MAX_MESSAGE_SIZE", str(64 * 1024)),
+        help="largest message a subscriber may send, in bytes; larger closes "
+        "with 1009 [METRICS_MAX_MESSAGE_SIZE] (default 65536)",
+    )
+    sec.add_argument(
+        "--rate-limit",
+        type=_positive_float,
+        default=env("METRICS_RATE_LIMIT", "20"),
+        help="messages a second a subscriber may send (bursts of twice that); "
+        "beyond it an error, then close 1008 [METRICS_RATE_LIMIT] (default 20)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
+    if args.certfile:
+        try:  # fail now with a clear line, not at the first connection
+            server_ssl_context(args.certfile, args.keyfile)
+        except (OSError, ValueError) as exc:
+            parser.error(f"cannot load the TLS certificate or key: {exc}")
+    origins = (
+        tuple(o.strip() for o in args.origins.split(",") if o.strip()) if args.origins else None
+    )
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -136,6 +207,15 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         history=args.history,
         push_interval=args.push_interval,
         demo=args.demo,
+        token=args.token,
+        ingest_token=args.ingest_token,
+        origins=origins,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        max_clients=args.max_clients,
+        limits=Limits(
+            max_message=args.max_message_size, rate=args.rate_limit, burst=2 * args.rate_limit
+        ),
     )
 
 
@@ -155,6 +235,21 @@ async def serve(config: ServerConfig) -> None:
             config.tz,
             " demo traffic on" if config.demo else "",
         )
+        if not is_loopback(config.host):
+            if not config.token:
+                log.warning(
+                    "listening on %s without --token: anyone who can reach this port can read "
+                    "the metrics",
+                    config.host or "all interfaces",
+                )
+            if not config.ingest_token:
+                log.warning(
+                    "listening on %s without --ingest-token: anyone who can reach this port can "
+                    "send events",
+                    config.host or "all interfaces",
+                )
+            if not config.certfile and (config.token or config.ingest_token):
+                log.warning("tokens travel in clear text without --certfile (TLS)")
         await stop.wait()
         log.info("shutting down")
 

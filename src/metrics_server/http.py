@@ -7,6 +7,7 @@ and these routes are read-only.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from . import protocol as p
+from .security import presented_token, token_ok
 
 WS_PATHS = (p.WS_METRICS_PATH, p.WS_INGEST_PATH)
 
@@ -36,7 +38,20 @@ def _error(status: HTTPStatus, code: str, message: str, **headers: str) -> Respo
     return json_response(status, p.encode(p.error_message(code, message)), **headers)
 
 
-def make_router(current_metrics: Callable[[], p.Metrics]) -> Callable[..., Response | None]:
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may do what: tokens (None: open) and the subscriber cap."""
+
+    token: str | None = None
+    ingest_token: str | None = None
+    max_clients: int = 10_000
+
+
+def make_router(
+    current_metrics: Callable[[], p.Metrics],
+    access: Access = Access(),
+    subscriber_count: Callable[[], int] = lambda: 0,
+) -> Callable[..., Response | None]:
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through."""
 
     def route(_connection: object, request: Request) -> Response | None:
@@ -51,10 +66,26 @@ def make_router(current_metrics: Callable[[], p.Metrics]) -> Callable[..., Respo
                 f"{request.method} is not allowed on {path}; use GET",
                 Allow="GET",
             )
-        if path == p.HEALTH_PATH:
+        if path == p.HEALTH_PATH:  # open, for load balancers and probes
             return json_response(HTTPStatus.OK, '{"status":"ok"}')
+        expected = access.ingest_token if path == p.WS_INGEST_PATH else access.token
+        presented = presented_token(request.headers.get("Authorization"), request.path)
+        if not token_ok(expected, presented):
+            return _error(
+                HTTPStatus.UNAUTHORIZED,
+                p.ERR_UNAUTHORIZED,
+                "a valid token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)",
+                WWW_Authenticate="Bearer",
+            )
         if path == p.REST_METRICS_PATH:
             return json_response(HTTPStatus.OK, p.encode_metrics(current_metrics(), "change"))
+        if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
+            return _error(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                p.ERR_TOO_MANY_CLIENTS,
+                f"the server has {access.max_clients} subscribers already; try again later",
+                Retry_After="5",
+            )
         return None  # a WebSocket path: go on with the handshake
 
     return route

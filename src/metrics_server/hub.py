@@ -13,20 +13,34 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from . import protocol as p
 from .events import EventError
+from .security import RateLimiter
 from .service import MetricsService
 from .store import StoreError
 
 log = logging.getLogger("metrics_server")
 
-#: Inbound messages from subscribers are small; producers send batches of up to 1000 events.
-SUBSCRIBER_MAX_MESSAGE = 64 * 1024
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Inbound limits per connection. Subscribers send little (pings, a subscribe); producers
+    send batches of up to 1000 events, hence their larger message size and rate."""
+
+    max_message: int = 64 * 1024
+    rate: float = 20.0  # messages per second, sustained
+    burst: float = 40.0
+    ingest_rate: float = 500.0
+    ingest_burst: float = 1000.0
+    #: Refused messages in a row before the connection is closed with 1008.
+    strikes: int = 20
 
 
 class Hub:
@@ -36,10 +50,13 @@ class Hub:
         *,
         max_buffer: int = 64 * 1024,
         ping_interval: float = 30.0,
+        limits: Limits = Limits(),
     ) -> None:
         self.service = service
         self.max_buffer = max_buffer
         self.ping_interval = ping_interval
+        self.limits = limits
+        self.connected = 0  # subscribers, counted from the handshake (for --max-clients)
         self.subscribers: dict[ServerConnection, tuple[str, ...]] = {}
         self.skipped = 0  # messages not sent to slow subscribers
         self._latest: tuple[p.Metrics, p.Kind] | None = None
@@ -83,9 +100,25 @@ class Hub:
 
     # ---- /ws/metrics
 
+    async def _throttled(
+        self, ws: ServerConnection, limiter: RateLimiter, reply: str | None = None
+    ) -> bool:
+        """True when this message must be dropped. The first refusal in a row is answered
+        (``reply`` answers every one, so a producer knows to send the batch again); a flood
+        that goes on is closed with 1008."""
+        if limiter.allow(asyncio.get_running_loop().time()):
+            return False
+        if limiter.strikes >= self.limits.strikes:
+            await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+        elif reply is not None or limiter.strikes == 1:
+            await ws.send(reply or _error(p.ERR_RATE_LIMITED, "too many messages; slow down"))
+        return True
+
     async def subscriber(self, ws: ServerConnection) -> None:
-        ws.protocol.max_message_size = SUBSCRIBER_MAX_MESSAGE
+        ws.protocol.max_message_size = self.limits.max_message
+        limiter = RateLimiter(self.limits.rate, self.limits.burst)
         channels = p.CHANNELS
+        self.connected += 1
         try:
             current = self.service.get_metrics()
             await ws.send(p.encode_history(list(self.service.history), channels))
@@ -95,6 +128,8 @@ class Hub:
             if self._latest is not None and self._latest[0].timestamp > current.timestamp:
                 await ws.send(p.encode_metrics(*self._latest, channels))
             async for raw in ws:
+                if await self._throttled(ws, limiter):
+                    continue
                 reply, new_channels = self._on_subscriber_message(raw)
                 if new_channels is not None:
                     self.subscribers[ws] = new_channels
@@ -103,6 +138,7 @@ class Hub:
         except ConnectionClosed:
             pass
         finally:
+            self.connected -= 1
             self.subscribers.pop(ws, None)
 
     def _on_subscriber_message(self, raw: str | bytes) -> tuple[str | None, tuple[str, ...] | None]:
@@ -139,8 +175,11 @@ class Hub:
     # ---- /ws/ingest
 
     async def producer(self, ws: ServerConnection) -> None:
+        limiter = RateLimiter(self.limits.ingest_rate, self.limits.ingest_burst)
         try:
             async for raw in ws:
+                if await self._throttled(ws, limiter, _batch_refusal(raw)):
+                    continue
                 await ws.send(await self._on_batch(raw))
         except ConnectionClosed:
             pass
@@ -176,6 +215,15 @@ class Hub:
                 p.ERR_STORE_UNAVAILABLE, "the store cannot take events now; retry", id=batch_id
             )
         return p.encode({"type": "ack", "id": batch_id, "accepted": accepted})
+
+
+def _batch_refusal(raw: str | bytes) -> str:
+    try:
+        msg = p.loads(raw)
+    except p.ProtocolError:
+        msg = None
+    batch_id = msg.get("id") if isinstance(msg, dict) else None
+    return _error(p.ERR_RATE_LIMITED, "too many batches; send this one again later", id=batch_id)
 
 
 def _error(code: str, message: str, **extra: Any) -> str:

@@ -39,6 +39,9 @@ ERR_INVALID_BATCH = "invalid_batch"
 ERR_STORE_UNAVAILABLE = "store_unavailable"
 ERR_NOT_FOUND = "not_found"
 ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
+ERR_UNAUTHORIZED = "unauthorized"
+ERR_TOO_MANY_CLIENTS = "too_many_clients"
+ERR_RATE_LIMITED = "rate_limited"
 
 CENT = Decimal("0.01")
 

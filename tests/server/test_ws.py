@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
 from metrics_server.app import MetricsServer, ServerConfig
+from metrics_server.hub import Limits
 from metrics_server.protocol import format_timestamp
 
 SUBSCRIBER_LIMIT = 64 * 1024
@@ -315,7 +316,13 @@ MESSAGES = (
 
 
 def test_any_text_gets_one_reply_and_never_a_close(tmp_path: Path, parse) -> None:
-    config = ServerConfig(port=0, db=str(tmp_path / "m.db"), interval=3600, ping_interval=0)
+    config = ServerConfig(
+        port=0,
+        db=str(tmp_path / "m.db"),
+        interval=3600,
+        ping_interval=0,
+        limits=Limits(rate=1e6, burst=1e6),  # this test floods on purpose
+    )
     with server_in_thread(config) as srv, sync_connect(srv.url, open_timeout=5) as ws:
         assert parse(ws.recv(timeout=5))["type"] == "history"
         assert parse(ws.recv(timeout=5))["type"] == "metrics"
