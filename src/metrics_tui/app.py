@@ -1,0 +1,370 @@
+"""The Textual app: a dashboard fed by MetricsClient through messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import select
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from textual import events
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Container
+from textual.css.query import NoMatches
+from textual.filter import Monochrome, NoColor
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from metrics_server.protocol import Metrics
+from metrics_tui import formatting
+from metrics_tui.client import MetricsClient
+from metrics_tui.layout import MIN_HEIGHT, MIN_WIDTH, layout_for
+from metrics_tui.messages import (
+    ConnectionChanged,
+    ConnState,
+    HistoryReceived,
+    MetricsUpdated,
+    ServerError,
+    Status,
+)
+from metrics_tui.screens.help import HelpScreen
+from metrics_tui.widgets.cards import (
+    MetricCard,
+    card_values,
+    content_card,
+    revenue_card,
+    transactions_card,
+    users_card,
+)
+from metrics_tui.widgets.charts import TrendChart
+from metrics_tui.widgets.status import StatusLine
+
+CHART_POINTS = 20
+
+_Draw = TypeVar("_Draw", bound=Callable[..., None])
+
+
+def _drawing(method: _Draw) -> _Draw:
+    """Drawing is best-effort: at shutdown widgets go before the last messages are handled."""
+
+    @functools.wraps(method)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        with contextlib.suppress(NoMatches):
+            method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Dashboard(Screen[None]):
+    """The one screen: status line, cards, charts, footer. Picks a layout on every resize."""
+
+    def __init__(self, url: str, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._url = url
+        self._clock = clock
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(self._url, self._clock, id="status")
+        with Container(id="body"):
+            with Container(id="cards"):
+                yield revenue_card()
+                yield users_card()
+                yield transactions_card()
+                yield content_card()
+            with Container(id="charts"):
+                yield TrendChart(
+                    "Revenue",
+                    "green",
+                    formatting.axis_money,
+                    title_fmt=formatting.money,
+                    id="revenue-chart",
+                )
+                yield TrendChart(
+                    "Active users", "blue", formatting.count, integer=True, id="users-chart"
+                )
+        yield Static(id="too-small", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._apply_layout(self.size.width, self.size.height)
+        app = self.app
+        if isinstance(app, MetricsApp):
+            app.dashboard_ready()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_layout(event.size.width, event.size.height)
+
+    def _apply_layout(self, width: int, height: int) -> None:
+        lay = layout_for(width, height)
+        self.set_class(lay.too_small, "-too-small")
+        self.set_class(lay.cards == "grid", "-cards-grid")
+        self.set_class(lay.roomy, "-roomy")
+        for mode in ("plot", "spark", "none"):
+            self.set_class(lay.charts == mode, f"-charts-{mode}")
+        self.set_class(lay.stacked, "-charts-stacked")
+        if lay.too_small:
+            self.query_one("#too-small", Static).update(
+                f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
+                "q quits"
+            )
+
+
+class MetricsApp(App[None]):
+    """Live monitor of a metrics-server.
+
+    State (latest snapshot, chart points) lives here, not in widgets, so pausing only stops
+    drawing and resuming shows everything that arrived meanwhile.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "metrics-tui"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("r", "reconnect", "Reconnect"),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("question_mark", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        max_retries: int | None = None,
+        theme: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        animate: bool = True,
+        connect: bool = True,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.clock = clock
+        self._token = token
+        self._max_retries = max_retries
+        self._animate = animate
+        self._connect = connect
+        if theme:
+            self.theme = theme
+        self._match_no_color_filter()
+        self.client: MetricsClient | None = None
+        self.latest: Metrics | None = None
+        self.points: deque[Metrics] = deque(maxlen=CHART_POINTS)
+        self.interval = 5.0
+        self.paused = False
+        self._cards_dirty = False
+        self._charts_dirty = False
+        self._stale = False
+        self._drawable = False
+        self.status = Status(ConnState.CONNECTING)
+        self.last_update: float | None = None
+        self._hup_poll: select.poll | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def get_default_screen(self) -> Screen[None]:
+        return Dashboard(self.url, self.clock)
+
+    def _match_no_color_filter(self, *_: object) -> None:
+        """Keep NO_COLOR readable after a theme switch.
+
+        Textual picks its NO_COLOR filter once, for the theme active at start-up; applied to
+        an ANSI theme (ansi-dark/ansi-light, chosen later) it would paint black on black.
+        """
+        if not self.no_color:
+            return
+        want = NoColor if self.native_ansi_color else Monochrome
+        for i, flt in enumerate(self._filters):
+            if isinstance(flt, NoColor | Monochrome) and not isinstance(flt, want):
+                self._filters[i] = want()
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._match_no_color_filter)
+        self.set_interval(1.0, self._tick)
+        if not self.is_headless:
+            self._watch_terminal()
+
+    def dashboard_ready(self) -> None:
+        """Draw whatever arrived before the widgets existed, then start the feed."""
+        self._drawable = True
+        self._sync_status()
+        self._show_cards()
+        self._show_charts()
+        if self._connect and self.client is None:
+            self.client = MetricsClient(
+                self.url, self.post_message, token=self._token, max_retries=self._max_retries
+            )
+            self.run_worker(self.client.run(), name="metrics-client", exclusive=True)
+
+    def _watch_terminal(self) -> None:
+        """Exit when the terminal goes away (ssh drop, tmux kill) instead of spinning."""
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+        try:
+            poller = select.poll()
+            poller.register(sys.__stdin__.fileno(), 0)  # type: ignore[union-attr]
+            self._hup_poll = poller
+        except (AttributeError, OSError, ValueError):
+            self._hup_poll = None
+
+    def _hangup(self) -> None:
+        self.exit(return_code=129)
+
+    def _terminal_gone(self) -> bool:
+        if self._hup_poll is None:
+            return False
+        try:
+            events_ = self._hup_poll.poll(0)
+        except OSError:
+            return True
+        return any(ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, ev in events_)
+
+    def _tick(self) -> None:
+        """1 Hz: age text and staleness; nothing else runs while the feed is quiet."""
+        if self._terminal_gone():
+            self._hangup()
+            return
+        self._sync_status()
+
+    @_drawing
+    def _sync_status(self) -> None:
+        if not self._drawable:
+            return
+        line = self.status_line
+        line.status = self.status
+        line.last_update = self.last_update
+        line.interval = self.interval
+        line.paused = self.paused
+        self._update_stale()
+        line.refresh()
+
+    # ------------------------------------------------------------------ widgets
+
+    @property
+    def status_line(self) -> StatusLine:
+        return self._dashboard().query_one(StatusLine)
+
+    def _dashboard(self) -> Screen[None]:
+        if not self.screen_stack:  # shutting down
+            raise NoMatches("no dashboard")
+        return self.screen_stack[0]
+
+    def _animating(self) -> bool:
+        return self._animate and self.animation_level != "none"
+
+    @_drawing
+    def _show_cards(self) -> None:
+        if self.latest is None or not self._drawable:
+            return
+        screen = self._dashboard()
+        animate = self._animating()
+        for card_id, values in card_values(self.latest).items():
+            screen.query_one(f"#{card_id}", MetricCard).set_values(values, animate=animate)
+        if animate:
+            screen.query_one("#users", MetricCard).pulse()
+        self._cards_dirty = False
+
+    @_drawing
+    def _show_charts(self) -> None:
+        if not self._drawable:
+            return
+        screen = self._dashboard()
+        pts = [m for m in self.points]
+        rev = [(float(m.revenue.total), m.timestamp) for m in pts if m.revenue is not None]
+        usr = [(float(m.active_users.current), m.timestamp) for m in pts if m.active_users]
+        screen.query_one("#revenue-chart", TrendChart).set_points(
+            [v for v, _ in rev], [t for _, t in rev]
+        )
+        screen.query_one("#users-chart", TrendChart).set_points(
+            [v for v, _ in usr], [t for _, t in usr]
+        )
+        self._charts_dirty = False
+
+    @_drawing
+    def _update_stale(self) -> None:
+        if not self._drawable:
+            return
+        stale = self.status_line.is_stale()
+        if stale == self._stale:
+            return
+        self._stale = stale
+        screen = self._dashboard()
+        screen.query_one("#body").set_class(stale, "-stale")
+        for card in screen.query(MetricCard):
+            card.border_subtitle = "stale" if stale else ""
+
+    # ------------------------------------------------------------------ messages
+
+    def on_metrics_updated(self, message: MetricsUpdated) -> None:
+        if message.interval is not None:
+            self.interval = message.interval
+        self.latest = message.metrics
+        self.last_update = self.clock()
+        self._cards_dirty = True
+        if message.kind != "change":
+            self.points.append(message.metrics)
+            self._charts_dirty = True
+        if not self.paused:
+            self._show_cards()
+            if self._charts_dirty:
+                self._show_charts()
+        self._sync_status()
+
+    def on_history_received(self, message: HistoryReceived) -> None:
+        self.interval = message.interval
+        self.points.clear()
+        self.points.extend(message.snapshots[-CHART_POINTS:])
+        self._charts_dirty = True
+        if not self.paused:
+            self._show_charts()
+        self._sync_status()
+
+    def on_connection_changed(self, message: ConnectionChanged) -> None:
+        self.status = message.status
+        self._sync_status()
+
+    def on_server_error(self, message: ServerError) -> None:
+        self.notify(f"{message.code}: {message.text}", title="Server error", severity="error")
+
+    # ------------------------------------------------------------------ actions
+
+    def action_reconnect(self) -> None:
+        """Reconnect now: skips the backoff wait, leaves Offline, or restarts a live link."""
+        if self.client is not None:
+            self.client.reconnect_now()
+            self.notify("Reconnecting…", timeout=2)
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            if self._cards_dirty:
+                self._show_cards()
+            if self._charts_dirty:
+                self._show_charts()
+        self._sync_status()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand(
+            "Reconnect now", "Skip the wait and connect again", self.action_reconnect
+        )
+        yield SystemCommand(
+            "Pause / resume", "Freeze or unfreeze the display", self.action_toggle_pause
+        )
+        yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
+
+    # ------------------------------------------------------------------ for tests and status
+
+    @property
+    def connected(self) -> bool:
+        return self.status.state is ConnState.LIVE

@@ -1,0 +1,285 @@
+"""The four metric cards.
+
+A card renders its own rows so it can pick label lengths for the width it has (a tmux split
+is narrow) and so a changing figure can count up to its new value without re-mounting widgets.
+The count-up runs a short timer only while a figure is moving; at rest a card costs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from rich.style import Style
+from rich.text import Text
+from textual.timer import Timer
+from textual.widget import Widget
+
+from metrics_server.protocol import Metrics
+from metrics_tui import formatting
+
+Number = Decimal | int
+
+COUNT_UP_SECONDS = 0.5
+COUNT_UP_FPS = 12
+PULSE_SECONDS = 0.8
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure: its key, labels from longest to shortest, and how to format it."""
+
+    key: str
+    labels: tuple[str, ...]
+    fmt: Callable[[Number], str]
+    #: "error" styles the value in the error colour when it is non-zero.
+    alert: bool = False
+    #: Show the live pulse beside this figure.
+    pulse: bool = False
+
+
+def _ease_out(t: float) -> float:
+    return 1 - (1 - t) ** 3
+
+
+def _between(a: Number, b: Number, t: float) -> Number:
+    if isinstance(b, Decimal):
+        return (Decimal(a) + (b - Decimal(a)) * Decimal(str(round(t, 4)))).quantize(formatting.CENT)
+    return round(a + (b - a) * t)
+
+
+class MetricCard(Widget):
+    """A titled block of label/value rows."""
+
+    COMPONENT_CLASSES = {
+        "card--label",
+        "card--value",
+        "card--alert",
+        "card--pulse",
+        "card--pulse-rest",
+    }
+
+    DEFAULT_CSS = """
+    MetricCard {
+        height: auto;
+        border: round $primary;
+        border-title-style: bold;
+        padding: 0 1;
+    }
+    MetricCard > .card--label { color: $text-muted; }
+    MetricCard > .card--value { text-style: bold; }
+    MetricCard > .card--alert { color: $text-error; text-style: bold; }
+    MetricCard > .card--pulse { color: $text-success; text-style: bold; }
+    MetricCard > .card--pulse-rest { color: $success-darken-1; }
+    """
+
+    def __init__(
+        self,
+        title: str,
+        rows: Sequence[Row],
+        *,
+        count_up: bool = False,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(id=id, classes=classes)
+        self.border_title = title
+        #: Animate changed figures (money); counts just jump, which keeps a busy feed cheap.
+        self.count_up = count_up
+        self.rows = tuple(rows)
+        self.targets: dict[str, Number] = {}
+        self.shown: dict[str, Number] = {}
+        self._from: dict[str, Number] = {}
+        self._tween_started = 0.0
+        self._tween: Timer | None = None
+        self._pulse_until = 0.0
+        self._pulse_timer: Timer | None = None
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[override]
+        return len(self.rows)
+
+    # ------------------------------------------------------------------ data
+
+    def set_values(self, values: dict[str, Number], *, animate: bool) -> None:
+        """Show new figures; with ``animate`` the changed ones count up to their new value."""
+        changed = {k: v for k, v in values.items() if self.targets.get(k) != v}
+        if not changed and self.targets:
+            return
+        first = not self.targets
+        self.targets = dict(values)
+        if animate and self.count_up and not first:
+            self._from = dict(self.shown)
+            self._tween_started = time.monotonic()
+            if self._tween is None:
+                self._tween = self.set_interval(1 / COUNT_UP_FPS, self._step)
+        else:
+            self._finish()
+        self.refresh()
+
+    def _step(self) -> None:
+        t = (time.monotonic() - self._tween_started) / COUNT_UP_SECONDS
+        if t >= 1:
+            self._finish()
+        else:
+            e = _ease_out(t)
+            self.shown = {
+                k: _between(self._from.get(k, v), v, e) if k in self._from else v
+                for k, v in self.targets.items()
+            }
+        self.refresh()
+
+    def _finish(self) -> None:
+        self.shown = dict(self.targets)
+        if self._tween is not None:
+            self._tween.stop()
+            self._tween = None
+
+    def pulse(self) -> None:
+        """Flash the live dot: an update just arrived (only cards with a pulse row)."""
+        if not any(r.pulse for r in self.rows):
+            return
+        self._pulse_until = time.monotonic() + PULSE_SECONDS
+        if self._pulse_timer is not None:
+            self._pulse_timer.stop()
+        self._pulse_timer = self.set_timer(PULSE_SECONDS, self._end_pulse)
+
+    def _end_pulse(self) -> None:
+        self._pulse_timer = None
+        self.refresh()
+
+    # ------------------------------------------------------------------ drawing
+
+    def render(self) -> Text:
+        width = max(1, self.content_size.width)
+        label_style = self.get_component_rich_style("card--label")
+        value_style = self.get_component_rich_style("card--value")
+        alert_style = self.get_component_rich_style("card--alert")
+        pulsing = time.monotonic() < self._pulse_until
+        pulse_style = self.get_component_rich_style(
+            "card--pulse" if pulsing else "card--pulse-rest"
+        )
+        cells: list[tuple[Row, str, Style, Text]] = []
+        for row in self.rows:
+            value = self.shown.get(row.key)
+            shown = "—" if value is None else row.fmt(value)
+            style: Style = alert_style if row.alert and value else value_style
+            tail = Text(" ●", style=pulse_style) if row.pulse and value is not None else Text()
+            cells.append((row, shown, style, tail))
+        tier = self._label_tier(width, cells)
+        lines: list[Text] = []
+        for row, shown, style, tail in cells:
+            room = width - len(shown) - len(tail)
+            label = row.labels[min(tier, len(row.labels) - 1)] if tier >= 0 else ""
+            if len(label) + 1 > room:
+                label = ""
+            line = Text(no_wrap=True, overflow="crop", end="")
+            line.append(label, label_style)
+            line.append(" " * max(0, room - len(label)))
+            line.append(shown, style)
+            line.append_text(tail)
+            lines.append(line)
+        return Text("\n").join(lines)
+
+    def _label_tier(self, width: int, cells: Sequence[tuple[Row, str, Style, Text]]) -> int:
+        """The longest label set that fits every row, so a card never mixes long and short."""
+        tiers = max(len(row.labels) for row, *_ in cells)
+        for tier in range(tiers):
+            if all(
+                len(row.labels[min(tier, len(row.labels) - 1)]) + 1 + len(shown) + len(tail)
+                <= width
+                for row, shown, _, tail in cells
+            ):
+                return tier
+        return tiers - 1
+
+
+def revenue_card() -> MetricCard:
+    m = formatting.money
+    return MetricCard(
+        "Revenue",
+        [
+            Row("total", ("Total", "Total", "Tot"), m),
+            Row("today", ("Today", "Today", "Day"), m),
+            Row("this_week", ("This week", "Week", "Wk"), m),
+            Row("this_month", ("This month", "Month", "Mo"), m),
+        ],
+        count_up=True,
+        id="revenue",
+        classes="card",
+    )
+
+
+def users_card() -> MetricCard:
+    c = formatting.count
+    return MetricCard(
+        "Active users",
+        [
+            Row("current", ("Current", "Current", "Now"), c, pulse=True),
+            Row("today", ("Today", "Today", "Day"), c),
+            Row("peak24h", ("Peak 24h", "Peak", "Pk"), c),
+        ],
+        id="users",
+        classes="card",
+    )
+
+
+def transactions_card() -> MetricCard:
+    c = formatting.count
+    return MetricCard(
+        "Transactions",
+        [
+            Row("total", ("Total", "Total", "Tot"), c),
+            Row("pending", ("Pending", "Pending", "Pend"), c),
+            Row("completed", ("Completed", "Done"), c),
+            Row("failed", ("Failed", "Failed", "Fail"), c, alert=True),
+        ],
+        id="transactions",
+        classes="card",
+    )
+
+
+def content_card() -> MetricCard:
+    return MetricCard(
+        "Content",
+        [
+            Row("views", ("Views", "Views", "Vw"), formatting.count),
+            Row("purchases", ("Purchases", "Bought", "Buys"), formatting.count),
+            Row("conversion", ("Conversion", "Conv", "Cv"), formatting.percent),
+        ],
+        id="content",
+        classes="card",
+    )
+
+
+def card_values(m: Metrics) -> dict[str, dict[str, Number]]:
+    """Each card's figures from a snapshot, keyed by card id (groups left out stay as they were)."""
+    out: dict[str, dict[str, Number]] = {}
+    if m.revenue is not None:
+        r = m.revenue
+        out["revenue"] = {
+            "total": r.total,
+            "today": r.today,
+            "this_week": r.this_week,
+            "this_month": r.this_month,
+        }
+    if m.active_users is not None:
+        a = m.active_users
+        out["users"] = {"current": a.current, "today": a.today, "peak24h": a.peak24h}
+    if m.transactions is not None:
+        t = m.transactions
+        out["transactions"] = {
+            "total": t.total,
+            "pending": t.pending,
+            "completed": t.completed,
+            "failed": t.failed,
+        }
+    if m.content is not None:
+        c = m.content
+        out["content"] = {
+            "views": c.total_views,
+            "purchases": c.total_purchases,
+            "conversion": c.conversion_rate,
+        }
+    return out

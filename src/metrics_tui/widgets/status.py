@@ -1,0 +1,117 @@
+"""The status line: connection state, age of the last update, stale/paused markers.
+
+It is redrawn by the app's 1 Hz ticker and on connection events, nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from rich.text import Text
+from textual.widget import Widget
+
+from metrics_tui import formatting
+from metrics_tui.messages import ConnState, Status
+
+
+def state_text(status: Status, now: float) -> str:
+    """The words for a connection state, e.g. ``Reconnecting in 4s (attempt 2)``."""
+    match status.state:
+        case ConnState.LIVE:
+            return "Live ●"
+        case ConnState.CONNECTING:
+            return f"Connecting (attempt {status.attempt + 1})" if status.attempt else "Connecting"
+        case ConnState.RECONNECTING:
+            left = max(0, math.ceil((status.retry_at or now) - now))
+            return f"Reconnecting in {left}s (attempt {status.attempt})"
+        case ConnState.POLLING:
+            return "Polling (REST)"
+        case ConnState.OFFLINE:
+            return "Offline, press r"
+    return status.state.value  # pragma: no cover
+
+
+class StatusLine(Widget):
+    """One row at the top of the dashboard."""
+
+    COMPONENT_CLASSES = {
+        "status--live",
+        "status--busy",
+        "status--offline",
+        "status--stale",
+        "status--paused",
+        "status--dim",
+    }
+
+    DEFAULT_CSS = """
+    StatusLine { height: 1; background: $panel; padding: 0 1; }
+    StatusLine > .status--live { color: $text-success; text-style: bold; }
+    StatusLine > .status--busy { color: $text-warning; text-style: bold; }
+    StatusLine > .status--offline { color: $text-error; text-style: bold; }
+    StatusLine > .status--stale { color: $text-warning; text-style: bold reverse; }
+    StatusLine > .status--paused { color: $text-accent; text-style: bold reverse; }
+    StatusLine > .status--dim { color: $text-muted; }
+    """
+
+    def __init__(self, url: str, clock: Callable[[], float], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        parts = urlsplit(url)
+        self.where = parts.netloc or url
+        self.clock = clock
+        self.status = Status(ConnState.CONNECTING)
+        self.last_update: float | None = None
+        self.interval = 5.0
+        self.paused = False
+
+    def is_stale(self, now: float | None = None) -> bool:
+        """No update for two intervals, or figures held over from a lost connection."""
+        if self.last_update is None:
+            return False
+        now = self.clock() if now is None else now
+        if self.status.state not in (ConnState.LIVE, ConnState.POLLING):
+            return True
+        return now - self.last_update > 2 * self.interval
+
+    def render(self) -> Text:
+        now = self.clock()
+        style = self.get_component_rich_style
+        state = self.status.state
+        cls = {
+            ConnState.LIVE: "status--live",
+            ConnState.POLLING: "status--busy",
+            ConnState.CONNECTING: "status--busy",
+            ConnState.RECONNECTING: "status--busy",
+            ConnState.OFFLINE: "status--offline",
+        }[state]
+        dim = style("status--dim")
+        # (text, style) pieces in priority order; dropped from the end when the pane is narrow.
+        pieces: list[tuple[str, object]] = [(state_text(self.status, now), style(cls))]
+        if self.paused:
+            pieces.append((" PAUSED ", style("status--paused")))
+        if self.is_stale(now):
+            pieces.append((" stale ", style("status--stale")))
+        if self.last_update is None:
+            pieces.append(("no data yet", dim))
+        else:
+            pieces.append((f"updated {formatting.age(now - self.last_update)} ago", dim))
+        if state not in (ConnState.LIVE, ConnState.POLLING) and self.status.detail:
+            pieces.append((self.status.detail, dim))
+        pieces.append((f"every {formatting.interval(self.interval)}", dim))
+
+        width = self.content_size.width
+        right = self.where
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        used = 0
+        for i, (chunk, st) in enumerate(pieces):
+            sep = "" if i == 0 else " · " if not chunk.startswith(" ") else " "
+            if i and used + len(sep) + len(chunk) > width:
+                break
+            text.append(sep, dim)
+            text.append(chunk, st)  # type: ignore[arg-type]
+            used += len(sep) + len(chunk)
+        if used + 2 + len(right) <= width:
+            text.append(" " * (width - used - len(right)))
+            text.append(right, dim)
+        return text
