@@ -54,6 +54,22 @@ class DemoTraffic:
         self._txn_seq += 1
         return f"demo-{self.rng.getrandbits(32):08x}-{self._txn_seq}"
 
+    def arrive(self, now: float, count: int) -> list[dict[str, Any]]:
+        """Visitors already on the site when the demo starts, last seen in the past 5 minutes."""
+        events = []
+        for _ in range(count):
+            user = f"u{self.rng.randrange(1, 20_000):05d}"
+            seen = now - self.rng.uniform(0, 290)
+            self.visitors.append(
+                _Visitor(
+                    user,
+                    now + self.rng.expovariate(1 / self.mean_stay),
+                    now + self.rng.uniform(0, 8),
+                )
+            )
+            events.append({"type": "user_activity", "userId": user, "ts": seen})
+        return events
+
     def step(self, now: float, dt: float) -> list[dict[str, Any]]:
         rng, events = self.rng, []
         # Arrivals vary through a slow wave so the active-users chart has a shape.
@@ -140,14 +156,20 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
-async def run_demo(service: MetricsService, step: float = 0.25, seed: int | None = None) -> None:
-    """Feed the service until cancelled, through ``service.ingest`` like any producer."""
-    traffic = DemoTraffic(seed=seed)
+async def prepare_demo(service: MetricsService, traffic: DemoTraffic) -> None:
+    """Backfill an empty store and seat the first visitors, before the first snapshot is taken,
+    so that a new viewer's first chart point is not a half-loaded store."""
+    now = service.clock()
+    events = traffic.arrive(now, 40)
     if service.rollups.counters.txn_total == 0:
-        past = traffic.backfill(service.clock())
-        for i in range(0, len(past), MAX_BATCH):
-            await service.ingest(past[i : i + MAX_BATCH])
-        log.info("demo: backfilled %d past events", len(past))
+        events = traffic.backfill(now) + events
+    for i in range(0, len(events), MAX_BATCH):
+        await service.ingest(events[i : i + MAX_BATCH])
+    log.info("demo: %d events to start with", len(events))
+
+
+async def run_demo(service: MetricsService, traffic: DemoTraffic, step: float = 0.25) -> None:
+    """Feed the service until cancelled, through ``service.ingest`` like any producer."""
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:
