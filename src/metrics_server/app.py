@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from . import protocol as p
-from .demo import run_demo
+from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
 from .hub import Hub, Limits
 from .security import server_ssl_context
@@ -67,8 +67,11 @@ class MetricsServer:
             history=cfg.history,
             push_interval=cfg.push_interval,
         )
+        traffic = DemoTraffic() if cfg.demo else None
         try:
             await service.start()
+            if traffic is not None:
+                await prepare_demo(service, traffic)
             hub = Hub(
                 service,
                 max_buffer=cfg.max_buffer,
@@ -96,8 +99,8 @@ class MetricsServer:
         self.service, self.hub = service, hub
         hub.start()
         service.start_metrics_updates()
-        if cfg.demo:
-            self._demo = asyncio.create_task(run_demo(service), name="metrics-demo")
+        if traffic is not None:
+            self._demo = asyncio.create_task(run_demo(service, traffic), name="metrics-demo")
         return self
 
     async def _handler(self, ws: ServerConnection) -> None:
