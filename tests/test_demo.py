@@ -12,7 +12,7 @@ from metrics_server.events import TransactionEvent, parse_batch
 
 
 def test_simulated_half_hour_is_valid_and_moves_every_figure() -> None:
-    """Half an hour of demo traffic, in simulated time, passes validation and touches every figure."""
+    """Half an hour of simulated demo traffic passes validation and touches every figure."""
     traffic = DemoTraffic(seed=7)
     now = 1_767_000_000.0
     rollups = Rollups("Europe/Berlin")

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import select
 import signal
+import ssl
 import sys
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from textual.widgets import Footer, Static
 from metrics_server.protocol import Metrics
 from metrics_tui import formatting
 from metrics_tui.client import MetricsClient
-from metrics_tui.layout import MIN_HEIGHT, MIN_WIDTH, layout_for
+from metrics_tui.layout import FULL_FOOTER_WIDTH, MIN_HEIGHT, MIN_WIDTH, layout_for
 from metrics_tui.messages import (
     ConnectionChanged,
     ConnState,
@@ -45,6 +46,7 @@ from metrics_tui.widgets.cards import (
 )
 from metrics_tui.widgets.charts import TrendChart
 from metrics_tui.widgets.status import StatusLine
+from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
 
@@ -65,13 +67,14 @@ def _drawing(method: _Draw) -> _Draw:
 class Dashboard(Screen[None]):
     """The one screen: status line, cards, charts, footer. Picks a layout on every resize."""
 
-    def __init__(self, url: str, clock: Callable[[], float]) -> None:
+    def __init__(self, url: str, clock: Callable[[], float], *, insecure: bool = False) -> None:
         super().__init__()
         self._url = url
         self._clock = clock
+        self._insecure = insecure
 
     def compose(self) -> ComposeResult:
-        yield StatusLine(self._url, self._clock, id="status")
+        yield StatusLine(self._url, self._clock, insecure=self._insecure, id="status")
         with Container(id="body"):
             with Container(id="cards"):
                 yield revenue_card()
@@ -109,6 +112,11 @@ class Dashboard(Screen[None]):
         for mode in ("plot", "spark", "none"):
             self.set_class(lay.charts == mode, f"-charts-{mode}")
         self.set_class(lay.stacked, "-charts-stacked")
+        # A narrow pane gets the compact footer without the palette hint, so no key label is
+        # cut mid-word (ctrl+p still works).
+        narrow = width < FULL_FOOTER_WIDTH
+        self.set_class(narrow, "-narrow")
+        self.query_one(Footer).compact = narrow
         if lay.too_small:
             self.query_one("#too-small", Static).update(
                 f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
@@ -137,6 +145,7 @@ class MetricsApp(App[None]):
         url: str,
         *,
         token: str | None = None,
+        tls: ssl.SSLContext | None = None,
         max_retries: int | None = None,
         theme: str | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -147,6 +156,7 @@ class MetricsApp(App[None]):
         self.url = url
         self.clock = clock
         self._token = token
+        self._tls = tls
         self._max_retries = max_retries
         self._animate = animate
         self._connect = connect
@@ -155,12 +165,14 @@ class MetricsApp(App[None]):
         self._match_no_color_filter()
         self.client: MetricsClient | None = None
         self.latest: Metrics | None = None
+        #: The snapshot the cards show; behind ``latest`` while paused.
+        self.shown: Metrics | None = None
         self.points: deque[Metrics] = deque(maxlen=CHART_POINTS)
         self.interval = 5.0
         self.paused = False
         self._cards_dirty = False
         self._charts_dirty = False
-        self._stale = False
+        self._marks = (False, False)  # (paused, stale) as last drawn on the cards
         self._drawable = False
         self.status = Status(ConnState.CONNECTING)
         self.last_update: float | None = None
@@ -169,7 +181,7 @@ class MetricsApp(App[None]):
     # ------------------------------------------------------------------ lifecycle
 
     def get_default_screen(self) -> Screen[None]:
-        return Dashboard(self.url, self.clock)
+        return Dashboard(self.url, self.clock, insecure=is_insecure(self._tls))
 
     def _match_no_color_filter(self, *_: object) -> None:
         """Keep NO_COLOR readable after a theme switch.
@@ -198,7 +210,11 @@ class MetricsApp(App[None]):
         self._show_charts()
         if self._connect and self.client is None:
             self.client = MetricsClient(
-                self.url, self.post_message, token=self._token, max_retries=self._max_retries
+                self.url,
+                self.post_message,
+                token=self._token,
+                tls=self._tls,
+                max_retries=self._max_retries,
             )
             self.run_worker(self.client.run(), name="metrics-client", exclusive=True)
 
@@ -241,7 +257,8 @@ class MetricsApp(App[None]):
         line.last_update = self.last_update
         line.interval = self.interval
         line.paused = self.paused
-        self._update_stale()
+        line.shown_at = self.shown.timestamp if self.shown is not None else None
+        self._update_marks()
         line.refresh()
 
     # ------------------------------------------------------------------ widgets
@@ -268,6 +285,7 @@ class MetricsApp(App[None]):
             screen.query_one(f"#{card_id}", MetricCard).set_values(values, animate=animate)
         if animate:
             screen.query_one("#users", MetricCard).pulse()
+        self.shown = self.latest
         self._cards_dirty = False
 
     @_drawing
@@ -287,17 +305,19 @@ class MetricsApp(App[None]):
         self._charts_dirty = False
 
     @_drawing
-    def _update_stale(self) -> None:
+    def _update_marks(self) -> None:
         if not self._drawable:
             return
         stale = self.status_line.is_stale()
-        if stale == self._stale:
+        marks = (self.paused, stale)
+        if marks == self._marks:
             return
-        self._stale = stale
+        self._marks = marks
         screen = self._dashboard()
         screen.query_one("#body").set_class(stale, "-stale")
+        subtitle = " · ".join(w for w, on in (("paused", self.paused), ("stale", stale)) if on)
         for card in screen.query(MetricCard):
-            card.border_subtitle = "stale" if stale else ""
+            card.border_subtitle = subtitle
 
     # ------------------------------------------------------------------ messages
 

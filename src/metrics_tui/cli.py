@@ -1,4 +1,4 @@
-"""Command line: ``metrics-tui [--url URL] [--token TOKEN] [--once] [--json] [--demo] ...``.
+"""Command line: ``metrics-tui [--url URL] [--token T] [--cafile F | --insecure] [--once] ...``.
 
 Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error.
 Textual is imported only for the interactive monitor, so ``--once`` stays quick.
@@ -10,13 +10,15 @@ import argparse
 import asyncio
 import logging
 import os
+import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from metrics_tui import __version__
-from metrics_tui.wire import DEFAULT_URL, validate_ws_url
+from metrics_tui.wire import DEFAULT_URL, tls_context, validate_ws_url
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -44,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a built-in metrics-server with demo traffic and watch it",
     )
     p.add_argument("--token", default=None, help="bearer token (env METRICS_TOKEN)")
+    trust = p.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--cafile",
+        default=None,
+        metavar="FILE",
+        help="PEM CA certificate(s) to trust for wss:// (env METRICS_CAFILE), for a private CA",
+    )
+    trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="wss:// without verifying the server's certificate (flagged on screen)",
+    )
     p.add_argument("--once", action="store_true", help="print one snapshot and exit")
     p.add_argument("--json", action="store_true", help="with --once: print the JSON data object")
     p.add_argument(
@@ -91,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     token = args.token or os.environ.get("METRICS_TOKEN") or None
+    tls = _tls(parser, args, url)
     if args.theme and not args.once:
         from textual.theme import BUILTIN_THEMES
 
@@ -100,14 +115,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     _quiet_logging()
     try:
-        return asyncio.run(_run(args, url, token))
+        return asyncio.run(_run(args, url, token, tls))
     except KeyboardInterrupt:
         return 130
 
 
-async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
+def _tls(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, url: str
+) -> ssl.SSLContext | None:
+    """The TLS context for a wss:// URL; a CA file that cannot be loaded is a usage error.
+
+    An explicit --cafile or --insecure with a ws:// URL is refused (most likely wss:// was
+    meant); METRICS_CAFILE is ignored there, since it may be set for other servers.
+    """
+    if (args.cafile or args.insecure) and (args.demo or urlsplit(url).scheme != "wss"):
+        parser.error("--cafile and --insecure need a wss:// URL")
+    cafile = None if args.insecure else args.cafile or os.environ.get("METRICS_CAFILE") or None
+    try:
+        return tls_context(url, cafile=cafile, insecure=args.insecure)
+    except (OSError, ssl.SSLError) as exc:
+        parser.error(f"cannot load CA file {cafile!r}: {exc.strerror or exc}")
+
+
+async def _run(
+    args: argparse.Namespace, url: str, token: str | None, tls: ssl.SSLContext | None
+) -> int:
     if not args.demo:
-        return await _watch(args, url, token)
+        return await _watch(args, url, token, tls)
     from metrics_server.app import MetricsServer, ServerConfig
 
     with tempfile.TemporaryDirectory(prefix="metrics-tui-demo-") as tmp:
@@ -121,27 +155,35 @@ async def _run(args: argparse.Namespace, url: str, token: str | None) -> int:
             demo=True,
         )
         async with MetricsServer(cfg) as srv:
-            return await _watch(args, srv.url, token)
+            return await _watch(args, srv.url, token, None)
 
 
-async def _watch(args: argparse.Namespace, url: str, token: str | None) -> int:
+async def _watch(
+    args: argparse.Namespace, url: str, token: str | None, tls: ssl.SSLContext | None
+) -> int:
     if args.once:
-        return await _once(url, token, as_json=args.json)
+        return await _once(url, token, tls, as_json=args.json)
     from metrics_tui.app import MetricsApp
 
-    app = MetricsApp(url, token=token, max_retries=args.max_retries, theme=args.theme)
+    app = MetricsApp(url, token=token, tls=tls, max_retries=args.max_retries, theme=args.theme)
     await app.run_async()
     return app.return_code or 0
 
 
-async def _once(url: str, token: str | None, *, as_json: bool) -> int:
+async def _once(url: str, token: str | None, tls: ssl.SSLContext | None, *, as_json: bool) -> int:
     from metrics_tui.once import print_snapshot
-    from metrics_tui.wire import fetch_once
+    from metrics_tui.wire import Unauthorized, fetch_once, is_insecure
 
+    if is_insecure(tls):
+        print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
+    where = url.partition("?")[0]  # a ?token= must not end up in logs
     try:
-        snapshot = await fetch_once(url, token)
+        snapshot = await fetch_once(url, token, tls=tls)
+    except Unauthorized as exc:
+        print(f"metrics-tui: {where}: {_reason(exc)}, check --token", file=sys.stderr)
+        return EXIT_CONNECT
     except Exception as exc:  # one line, never a traceback: scripts read this
-        print(f"metrics-tui: cannot get metrics from {url}: {_reason(exc)}", file=sys.stderr)
+        print(f"metrics-tui: cannot get metrics from {where}: {_reason(exc)}", file=sys.stderr)
         return EXIT_CONNECT
     print_snapshot(snapshot, as_json=as_json)
     return EXIT_OK

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from metrics_server.protocol import Metrics, ProtocolError, decode_data, loads
-from metrics_tui.backoff import Backoff
+from metrics_tui.backoff import CAP, Backoff
 from metrics_tui.messages import (
     ConnectionChanged,
     ConnState,
@@ -33,12 +34,15 @@ from metrics_tui.messages import (
 from metrics_tui.wire import (
     DEFAULT_INTERVAL,
     PONG,
-    auth_headers,
     decode_metrics_body,
     describe_error,
     fetch_rest,
+    http_client,
     infer_interval,
+    is_unauthorized,
     rest_url,
+    tls_failure,
+    ws_options,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,7 @@ class MetricsClient:
         post: Callable[[Any], object],
         *,
         token: str | None = None,
+        tls: ssl.SSLContext | None = None,
         max_retries: int | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -65,7 +70,11 @@ class MetricsClient:
         self.url = url
         self.rest_url = rest_url(url)
         self._post = post
-        self._headers = auth_headers(token)
+        self._token = token
+        self._tls = tls
+        #: Handshakes tried so far (for tests and diagnostics: proves there is no tight loop).
+        self.attempts = 0
+        self._rest_refused = False  # REST polling got a 401 (the socket failed otherwise)
         self.backoff = Backoff(max_retries=max_retries, rng=rng or random.Random())
         self._clock = clock
         self._open_timeout = open_timeout
@@ -109,10 +118,12 @@ class MetricsClient:
             self._phase_to(Status(ConnState.CONNECTING, attempt=self.backoff.attempt))
             opened = False
             detail = ""
+            refused = no_rest = False
+            self.attempts += 1
             try:
                 async with websockets.connect(
                     self.url,
-                    additional_headers=self._headers,
+                    **ws_options(self._token, self._tls),
                     open_timeout=self._open_timeout,
                     ping_interval=20,
                     ping_timeout=20,
@@ -121,6 +132,7 @@ class MetricsClient:
                 ) as ws:
                     opened = True
                     self._ws = ws
+                    self._rest_refused = False
                     self.backoff.reset()
                     await self._stop_polling()
                     self._phase_to(Status(ConnState.LIVE))
@@ -129,6 +141,9 @@ class MetricsClient:
                 raise
             except Exception as exc:  # any failure means: reconnect
                 detail = describe_error(exc)
+                refused = is_unauthorized(exc)
+                # REST would fail the same way: same token, same certificate.
+                no_rest = refused or tls_failure(exc) is not None
                 log.info("connection to %s failed: %s", self.url, detail)
             else:
                 detail = "connection closed"
@@ -138,7 +153,19 @@ class MetricsClient:
             if self._restart:
                 self._restart = False
                 continue
-            if not opened and self._poll_task is None:
+            if refused:
+                await self._stop_polling()
+                self._phase_to(
+                    Status(
+                        ConnState.UNAUTHORIZED,
+                        retry_at=self._clock() + CAP,
+                        detail="token refused" if self._token else "no token sent",
+                    )
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), CAP)
+                continue
+            if not opened and not no_rest and self._poll_task is None:
                 self._poll_task = asyncio.create_task(self._poll_loop())
             delay = self.backoff.next_delay()
             if delay is None:
@@ -210,18 +237,21 @@ class MetricsClient:
     async def _poll_loop(self) -> None:
         """Poll the REST endpoint every interval while the WebSocket is retried behind it."""
         try:
-            async with httpx.AsyncClient(headers=self._headers, timeout=self._open_timeout) as http:
+            async with http_client(self._token, self._tls, self._open_timeout) as http:
                 while True:
                     try:
                         metrics = await fetch_rest(http, self.rest_url)
                     except (httpx.HTTPError, ProtocolError, OSError) as exc:
                         log.info("REST poll failed: %s", describe_error(exc))
-                        if self._polling_ok:
+                        refused = is_unauthorized(exc)
+                        if self._polling_ok or refused != self._rest_refused:
                             self._polling_ok = False
+                            self._rest_refused = refused
                             self._publish()
                         return
-                    if not self._polling_ok:
+                    if not self._polling_ok or self._rest_refused:
                         self._polling_ok = True
+                        self._rest_refused = False
                         self._publish()
                     self._post(MetricsUpdated(metrics, "poll", self.interval))
                     await asyncio.sleep(self.interval)
@@ -244,12 +274,22 @@ class MetricsClient:
 
     def _publish(self) -> None:
         status = self._phase
-        if self._polling_ok and status.state in (ConnState.CONNECTING, ConnState.RECONNECTING):
+        retrying = status.state in (ConnState.CONNECTING, ConnState.RECONNECTING)
+        if self._polling_ok and retrying:
             status = Status(
                 ConnState.POLLING,
                 attempt=status.attempt,
                 retry_at=status.retry_at,
                 detail=status.detail,
+            )
+        elif self._rest_refused and retrying:
+            # The socket is refused by something else (a proxy) but REST said 401: the token
+            # is what the user has to fix, so say that rather than "Reconnecting".
+            status = Status(
+                ConnState.UNAUTHORIZED,
+                attempt=status.attempt,
+                retry_at=status.retry_at,
+                detail="token refused over REST" if self._token else "no token sent",
             )
         if status != self._status:
             self._status = status

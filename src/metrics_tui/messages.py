@@ -25,6 +25,8 @@ class ConnState(Enum):
     RECONNECTING = "reconnecting"
     POLLING = "polling"
     OFFLINE = "offline"
+    #: The server refused the token (401). Retried only at the backoff cap, or on ``r``.
+    UNAUTHORIZED = "unauthorized"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class HistoryReceived(Message):
 
 
 class ConnectionChanged(Message):
-    """The connection state changed (connecting, live, reconnecting, polling, offline)."""
+    """The connection state changed (connecting, live, reconnecting, polling, offline, ...)."""
 
     def __init__(self, status: Status) -> None:
         super().__init__()

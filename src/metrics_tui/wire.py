@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,72 @@ PONG = '{"type":"pong"}'
 
 def auth_headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def tls_context(
+    url: str, *, cafile: str | None = None, insecure: bool = False
+) -> ssl.SSLContext | None:
+    """Client TLS settings for a wss:// URL, shared by the WebSocket and its REST fallback.
+
+    None for ws:// (websockets refuses a context there). ``cafile`` trusts a private CA
+    instead of the system store; ``insecure`` turns verification off altogether. Raises
+    OSError or ssl.SSLError when the CA file cannot be read.
+    """
+    if urlsplit(url).scheme != "wss":
+        return None
+    ctx = ssl.create_default_context(cafile=cafile)
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def is_insecure(ctx: ssl.SSLContext | None) -> bool:
+    """True when TLS is in use without certificate verification (--insecure)."""
+    return ctx is not None and ctx.verify_mode == ssl.CERT_NONE
+
+
+def ws_options(token: str | None, tls: ssl.SSLContext | None) -> dict[str, Any]:
+    """Keyword arguments for ``websockets.connect``: the token header and any TLS context."""
+    options: dict[str, Any] = {"additional_headers": auth_headers(token)}
+    if tls is not None:
+        options["ssl"] = tls
+    return options
+
+
+def http_client(token: str | None, tls: ssl.SSLContext | None, timeout: float) -> httpx.AsyncClient:
+    """An HTTP client for the REST fallback with the same token and TLS settings as the socket."""
+    return httpx.AsyncClient(headers=auth_headers(token), timeout=timeout, verify=tls or True)
+
+
+def is_unauthorized(exc: BaseException) -> bool:
+    """The server refused the token (HTTP 401): retrying soon or over REST cannot help."""
+    if isinstance(exc, InvalidStatus):
+        return exc.response.status_code == 401
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 401
+    return False
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """A short reason when a TLS handshake failed, looking through wrapping exceptions.
+
+    httpx wraps the ssl error twice; websockets raises it as is.
+    """
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, ssl.SSLCertVerificationError):
+            why = (err.verify_message or "").rstrip(".")
+            return f"certificate verify failed: {why}" if why else "certificate verify failed"
+        if isinstance(err, ssl.SSLError):
+            reason = (err.reason or "").replace("_", " ").lower()
+            if reason == "wrong version number":
+                return "TLS handshake failed (not a TLS server? try ws://)"
+            return f"TLS error: {reason}" if reason else "TLS error"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def validate_ws_url(url: str) -> str:
@@ -67,6 +134,11 @@ def infer_interval(snapshots: Sequence[Metrics], fallback: float = DEFAULT_INTER
 
 def describe_error(exc: BaseException) -> str:
     """A few words for the status line about why a connection failed."""
+    if is_unauthorized(exc):
+        return "unauthorized (HTTP 401)"
+    tls = tls_failure(exc)
+    if tls is not None:
+        return tls
     if isinstance(exc, InvalidStatus):
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, httpx.HTTPStatusError):
@@ -105,16 +177,22 @@ async def fetch_rest(http: httpx.AsyncClient, url: str) -> Metrics:
     return decode_metrics_body(loads(response.content))[0]
 
 
-async def fetch_once(ws_url: str, token: str | None, wait: float = 10.0) -> Metrics:
-    """One current snapshot: over WebSocket, else over REST (for proxies that block upgrades)."""
-    headers = auth_headers(token)
+class Unauthorized(ConnectionError):
+    """The server answered 401: the token is missing or wrong."""
+
+
+async def fetch_once(
+    ws_url: str, token: str | None, wait: float = 10.0, tls: ssl.SSLContext | None = None
+) -> Metrics:
+    """One current snapshot: over WebSocket, else over REST (for proxies that block upgrades).
+
+    A 401 or a TLS failure is final: REST sits behind the same token and certificate.
+    """
     ws_error: BaseException
     try:
-        async with (
-            websockets.connect(
-                ws_url, additional_headers=headers, open_timeout=wait, max_size=2**22
-            ) as ws,
-        ):
+        async with websockets.connect(
+            ws_url, open_timeout=wait, max_size=2**22, **ws_options(token, tls)
+        ) as ws:
             async with asyncio.timeout(wait):
                 while True:
                     raw = await ws.recv()
@@ -123,8 +201,14 @@ async def fetch_once(ws_url: str, token: str | None, wait: float = 10.0) -> Metr
                         return decode_metrics_body(body)[0]
     except (OSError, TimeoutError, websockets.WebSocketException, ProtocolError) as exc:
         ws_error = exc
+    if is_unauthorized(ws_error):
+        raise Unauthorized(describe_error(ws_error)) from ws_error
+    if tls_failure(ws_error) is not None:
+        raise ConnectionError(describe_error(ws_error)) from ws_error
     try:
-        async with httpx.AsyncClient(headers=headers, timeout=wait) as http:
+        async with http_client(token, tls, wait) as http:
             return await fetch_rest(http, rest_url(ws_url))
-    except (httpx.HTTPError, ProtocolError, OSError):
+    except (httpx.HTTPError, ProtocolError, OSError) as exc:
+        if is_unauthorized(exc):
+            raise Unauthorized(describe_error(exc)) from exc
         raise ConnectionError(describe_error(ws_error)) from ws_error

@@ -177,7 +177,9 @@ async def test_keys_q_r_p_help_and_palette(server: ServerHandle) -> None:
         # p: the display freezes while data keeps arriving, then catches up
         await pilot.press("p")
         assert app.paused
-        assert "PAUSED" in str(app.status_line.render())
+        line = str(app.status_line.render())
+        assert "PAUSED" in line and "showing " in line  # names the time of the frozen figures
+        assert app.screen_stack[0].query_one("#revenue", MetricCard).border_subtitle == "paused"
         shown = dict(app.screen_stack[0].query_one("#revenue", MetricCard).shown)
         await server.service.ingest(EVENTS[2:3])
         await wait_until(
@@ -191,6 +193,7 @@ async def test_keys_q_r_p_help_and_palette(server: ServerHandle) -> None:
         assert app.screen_stack[0].query_one("#revenue", MetricCard).shown == shown
         await pilot.press("p")
         assert not app.paused
+        assert "PAUSED" not in str(app.status_line.render())
         assert app.screen_stack[0].query_one("#revenue", MetricCard).shown["total"] == Decimal(
             "12.50"
         )

@@ -11,7 +11,7 @@ from decimal import Decimal
 from metrics_server.protocol import decode_data, encode_data, loads
 from metrics_tui.cli import main
 
-from .conftest import ServerHandle, free_port
+from .conftest import TOKEN, Cert, ServerHandle, free_port
 from .test_app_live import EVENTS
 
 SEED_SHAPE = {
@@ -68,10 +68,54 @@ async def test_once_against_dead_url_exits_1_with_one_line() -> None:
     assert url in err
 
 
-def test_usage_errors_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
+async def test_once_with_token_from_flag_or_env(token_server: ServerHandle) -> None:
+    await token_server.service.ingest(EVENTS)
+    code, out, err = await run_cli("--once", "--json", "--url", token_server.url, "--token", TOKEN)
+    assert code == 0, err
+    assert loads(out)["revenue"]["total"] == Decimal("1212.75")
+    code, out, err = await run_cli(
+        "--once", "--json", "--url", token_server.url, env={"METRICS_TOKEN": TOKEN}
+    )
+    assert code == 0, err
+
+
+async def test_once_refused_token_exits_1_with_one_line(token_server: ServerHandle) -> None:
+    for extra in (["--token", "wrong"], []):
+        code, out, err = await run_cli("--once", "--url", token_server.url, *extra)
+        assert code == 1, extra
+        assert out == ""
+        assert len(err.strip().splitlines()) == 1, err
+        assert "unauthorized" in err.lower()
+        assert "wrong" not in err  # the token itself is never echoed
+
+
+async def test_once_over_tls(tls_server: ServerHandle, cert: Cert) -> None:
+    once = ("--once", "--json", "--url", tls_server.url)
+    env = {"METRICS_TOKEN": TOKEN}
+    code, out, err = await run_cli(*once, "--cafile", cert.certfile, env=env)
+    assert code == 0, err
+    assert err == "" and set(json.loads(out)) == {*SEED_SHAPE, "timestamp"}
+    code, _, err = await run_cli(*once, env={**env, "METRICS_CAFILE": cert.certfile})
+    assert code == 0, err
+    code, _, err = await run_cli(*once, "--insecure", env=env)
+    assert code == 0, err
+    assert "not verified" in err and "--insecure" in err
+    code, _, err = await run_cli(*once, env=env)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert "certificate verify failed" in err
+
+
+def test_usage_errors_exit_2(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    wss = "wss://127.0.0.1:1/ws/metrics"
     for argv in (
         ["--json"],
         ["--url", "http://x"],
+        ["--url", wss, "--cafile", str(tmp_path / "missing.pem")],
+        ["--url", wss, "--cafile", __file__],  # not a certificate
+        ["--url", wss, "--cafile", __file__, "--insecure"],
+        ["--url", "ws://127.0.0.1:1/ws/metrics", "--insecure"],
+        ["--demo", "--insecure"],
         ["--max-retries", "-1"],
         ["--theme", "no-such-theme"],
         ["--bogus"],

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
+from textual.widgets import Footer
+from textual.widgets._footer import FooterKey
 
 from metrics_server.protocol import ActiveUsers, Content, Metrics, Revenue, Transactions
 from metrics_tui.app import MetricsApp
@@ -18,6 +22,8 @@ from metrics_tui.messages import (
     MetricsUpdated,
     Status,
 )
+from metrics_tui.screens.help import HelpScreen
+from metrics_tui.wire import tls_context
 
 NOW = 1000.0
 URL = "ws://metrics.example.com:3000/ws/metrics"
@@ -60,8 +66,9 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> None:
     time.tzset()
 
 
-def make_app(theme: str | None = None) -> MetricsApp:
-    return MetricsApp(URL, clock=lambda: NOW, animate=False, connect=False, theme=theme)
+def make_app(theme: str | None = None, url: str = URL, insecure: bool = False) -> MetricsApp:
+    tls = tls_context(url, insecure=insecure)
+    return MetricsApp(url, tls=tls, clock=lambda: NOW, animate=False, connect=False, theme=theme)
 
 
 async def feed_live(pilot: Pilot) -> None:
@@ -90,6 +97,17 @@ def test_reconnecting_keeps_stale_figures(snap_compare) -> None:  # type: ignore
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=feed_reconnecting)
 
 
+async def feed_unauthorized(pilot: Pilot) -> None:
+    status = Status(ConnState.UNAUTHORIZED, retry_at=NOW + 30, detail="token refused")
+    pilot.app.post_message(ConnectionChanged(status))
+    await pilot.pause()
+
+
+def test_unauthorized_over_insecure_tls(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(url=URL.replace("ws://", "wss://"), insecure=True)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=feed_unauthorized)
+
+
 def test_waiting_for_first_data(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(make_app(), terminal_size=(80, 24))
 
@@ -102,6 +120,37 @@ def test_help_screen(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(
         make_app(), terminal_size=(80, 24), run_before=feed_live, press=["question_mark"]
     )
+
+
+def test_help_screen_small(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(
+        make_app(), terminal_size=(60, 20), run_before=feed_live, press=["question_mark"]
+    )
+
+
+async def test_help_fits_60x20_without_scrolling() -> None:
+    app = make_app()
+    async with app.run_test(size=(60, 20)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        box = app.screen.query_one(VerticalScroll)
+        assert box.max_scroll_y == 0 and box.max_scroll_x == 0
+
+
+@pytest.mark.parametrize("width", [40, 50, 60, 80])
+async def test_footer_never_cuts_a_key_label(width: int) -> None:
+    app = make_app()
+    async with app.run_test(size=(width, 15)) as pilot:
+        await feed_live(pilot)
+        footer = app.screen.query_one(Footer)
+        keys = [k for k in footer.query(FooterKey) if k.display]
+        assert {k.key for k in keys} >= {"q", "r", "p", "question_mark"}
+        for key in keys:
+            assert footer.region.contains_region(key.region), (key.key, key.region)
+        regions = sorted(k.region for k in keys)
+        for a, b in itertools.pairwise(regions):
+            assert a.right <= b.x, (a, b)  # no key drawn over another
 
 
 def test_paused_ansi_dark(snap_compare) -> None:  # type: ignore[no-untyped-def]

@@ -8,29 +8,25 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+#: Compact on purpose: it fits a 60x20 pane without scrolling.
 HELP_TEXT = """\
-[b]metrics-tui[/b] — live business metrics from metrics-server
-
-[b]Keys[/b]
-  [b]q[/b]        quit
-  [b]r[/b]        reconnect now (also leaves Offline)
-  [b]p[/b]        pause / resume the display (data keeps arriving)
-  [b]?[/b]        this help
-  [b]ctrl+p[/b]   command palette (themes, commands)
+[b]q[/b] quit  [b]r[/b] reconnect now  [b]p[/b] pause/resume  [b]?[/b] help
+[b]ctrl+p[/b] commands and themes
 
 [b]Status line[/b]
-  [b]Live ●[/b]            streaming over WebSocket
-  [b]Connecting[/b]        opening the WebSocket
-  [b]Reconnecting in Ns[/b] waiting before the next attempt (backoff)
-  [b]Polling (REST)[/b]    WebSocket blocked, polling the REST endpoint
-  [b]Offline, press r[/b]  gave up after --max-retries attempts
-  [b]stale[/b]             no update for two intervals, or figures kept
-                    from a lost connection (shown dimmed)
+[b]Live ●[/b]          streaming over WebSocket
+[b]Connecting[/b]      opening the WebSocket
+[b]Reconnecting[/b]    waiting before the next attempt
+[b]Polling (REST)[/b]  WebSocket blocked; polling REST
+[b]Unauthorized[/b]    token missing or wrong (--token)
+[b]Offline[/b]         gave up after --max-retries
+[b]stale[/b]           no update for 2 intervals, or kept
+                from a lost connection (dimmed)
+[b]PAUSED[/b]          display frozen at the time shown;
+                data keeps arriving
+[b]⚠ insecure TLS[/b]  certificate not checked (--insecure)
 
-Charts show the last 20 interval samples; changes between samples
-update the cards only.
-
-Press [b]escape[/b], [b]?[/b] or [b]q[/b] to close."""
+Charts: last 20 samples. escape, ? or q closes."""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -59,7 +55,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll() as box:
-            box.border_title = "Help"
+            box.border_title = "metrics-tui help"
             yield Static(HELP_TEXT)
 
     async def action_dismiss(self, result: None = None) -> None:

@@ -1,0 +1,158 @@
+"""Tokens and TLS against a real server: Live with the right settings, a plain reason without,
+and a refused token is not retried in a loop (neither over WebSocket nor over REST)."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import httpx
+import pytest
+from textual.message import Message
+
+from metrics_tui.app import MetricsApp
+from metrics_tui.messages import ConnectionChanged, ConnState
+from metrics_tui.wire import fetch_rest, http_client, is_unauthorized, rest_url, tls_context
+
+from .conftest import TOKEN, Cert, ServerHandle, wait_until
+from .test_app_live import EVENTS, card_text
+from .test_fallback import UpgradeBlockingProxy
+
+#: How long a refused monitor is watched for retries it should not make (it waits 30 s).
+QUIET_WINDOW = 2.0
+
+
+def status_text(app: MetricsApp) -> str:
+    return str(app.status_line.render())
+
+
+class StateLog:
+    """Every connection state the app was told about, via the pilot's message hook."""
+
+    def __init__(self) -> None:
+        self.seen: list[ConnState] = []
+
+    def __call__(self, message: Message) -> None:
+        if isinstance(message, ConnectionChanged):
+            self.seen.append(message.status.state)
+
+
+# ---------------------------------------------------------------------- tokens
+
+
+async def test_right_token_goes_live_with_the_figures(token_server: ServerHandle) -> None:
+    await token_server.service.ingest(EVENTS)
+    app = MetricsApp(token_server.url, token=TOKEN, animate=False)
+    async with app.run_test(size=(80, 24)):
+        await wait_until(
+            lambda: app.status.state is ConnState.LIVE and "$1,212.75" in card_text(app, "revenue"),
+            what="live figures",
+        )
+        assert "Live" in status_text(app)
+
+
+@pytest.mark.parametrize("token", [None, "wrong"], ids=["missing", "wrong"])
+async def test_refused_token_says_unauthorized_and_waits_for_r(
+    token_server: ServerHandle, token: str | None
+) -> None:
+    log = StateLog()
+    app = MetricsApp(token_server.url, token=token, animate=False)
+    async with app.run_test(size=(80, 24), message_hook=log) as pilot:
+        await wait_until(lambda: app.status.state is ConnState.UNAUTHORIZED, what="unauthorized")
+        line = status_text(app)
+        assert "Unauthorized · check --token" in line
+        assert ("no token sent" if token is None else "token refused") in line
+        client = app.client
+        assert client is not None and client.attempts == 1
+        # An observation window, not a race: nothing should happen in it.
+        await asyncio.sleep(QUIET_WINDOW)
+        assert client.attempts == 1, "a refused token must not be retried in a loop"
+        assert ConnState.POLLING not in log.seen  # REST sits behind the same token
+        assert app.status.state is ConnState.UNAUTHORIZED
+
+        await pilot.press("r")
+        await wait_until(
+            lambda: client.attempts == 2 and app.status.state is ConnState.UNAUTHORIZED,
+            what="one retry after r",
+        )
+
+
+async def test_rest_fallback_sends_the_token(token_server: ServerHandle) -> None:
+    await token_server.service.ingest(EVENTS)
+    proxy = UpgradeBlockingProxy(token_server.port)
+    port = await proxy.start()
+    try:
+        app = MetricsApp(f"ws://127.0.0.1:{port}/ws/metrics", token=TOKEN, animate=False)
+        async with app.run_test(size=(80, 24)):
+            await wait_until(
+                lambda: app.status.state is ConnState.POLLING and app.latest is not None,
+                what="polling with the token",
+            )
+            assert app.latest is not None and app.latest.revenue is not None
+            assert app.latest.revenue.total == Decimal("1212.75")
+    finally:
+        await proxy.stop()
+
+
+async def test_rest_fallback_recognises_401(token_server: ServerHandle) -> None:
+    proxy = UpgradeBlockingProxy(token_server.port)
+    port = await proxy.start()
+    log = StateLog()
+    try:
+        app = MetricsApp(f"ws://127.0.0.1:{port}/ws/metrics", token="wrong", animate=False)
+        async with app.run_test(size=(80, 24), message_hook=log):
+            await wait_until(
+                lambda: app.status.state is ConnState.UNAUTHORIZED, what="unauthorized over REST"
+            )
+            assert "Unauthorized" in status_text(app)
+            assert ConnState.POLLING not in log.seen
+            assert app.latest is None
+    finally:
+        await proxy.stop()
+
+
+# ---------------------------------------------------------------------- TLS
+
+
+async def test_wss_with_cafile_is_live(tls_server: ServerHandle, cert: Cert) -> None:
+    tls = tls_context(tls_server.url, cafile=cert.certfile)
+    app = MetricsApp(tls_server.url, token=TOKEN, tls=tls, animate=False)
+    async with app.run_test(size=(80, 24)):
+        await wait_until(
+            lambda: app.status.state is ConnState.LIVE and app.latest is not None, what="live"
+        )
+        assert "insecure" not in status_text(app)
+
+
+async def test_wss_without_cafile_shows_the_certificate_error(tls_server: ServerHandle) -> None:
+    log = StateLog()
+    app = MetricsApp(tls_server.url, token=TOKEN, tls=tls_context(tls_server.url), animate=False)
+    async with app.run_test(size=(80, 24), message_hook=log):
+        await wait_until(
+            lambda: "certificate verify failed" in app.status.detail, what="certificate error"
+        )
+        assert "certificate verify failed" in status_text(app)
+        assert ConnState.LIVE not in log.seen and ConnState.POLLING not in log.seen
+
+
+async def test_wss_insecure_is_live_and_flagged(tls_server: ServerHandle) -> None:
+    tls = tls_context(tls_server.url, insecure=True)
+    app = MetricsApp(tls_server.url, token=TOKEN, tls=tls, animate=False)
+    async with app.run_test(size=(80, 24)):
+        await wait_until(
+            lambda: app.status.state is ConnState.LIVE and app.latest is not None, what="live"
+        )
+        assert "⚠ insecure TLS" in status_text(app)
+
+
+async def test_https_rest_uses_the_same_token_and_ca(tls_server: ServerHandle, cert: Cert) -> None:
+    tls = tls_context(tls_server.url, cafile=cert.certfile)
+    url = rest_url(tls_server.url)
+    assert url.startswith("https://")
+    async with http_client(TOKEN, tls, 5.0) as http:
+        snapshot = await fetch_rest(http, url)
+    assert snapshot.revenue is not None
+    async with http_client("wrong", tls, 5.0) as http:
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            await fetch_rest(http, url)
+    assert is_unauthorized(refused.value)
