@@ -58,6 +58,7 @@ def test_history_message() -> None:
     message = p.loads(text)
     assert message["type"] == "history" and len(message["data"]) == 2
     assert p.encode_history([]) == '{"type":"history","data":[]}'
+    assert p.loads(p.encode_history([], interval=2.5))["interval"] == Decimal("2.5")
 
 
 @pytest.mark.parametrize(

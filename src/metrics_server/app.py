@@ -7,7 +7,6 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -15,7 +14,7 @@ from . import protocol as p
 from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
 from .hub import Hub, Limits
-from .security import server_ssl_context
+from .security import server_ssl_context, split_target
 from .service import MetricsService
 from .store import SQLiteStore
 
@@ -105,7 +104,7 @@ class MetricsServer:
 
     async def _handler(self, ws: ServerConnection) -> None:
         assert self.hub is not None
-        path = urlsplit(ws.request.path).path if ws.request else ""
+        path = split_target(ws.request.path)[0] if ws.request else ""
         if path == p.WS_INGEST_PATH:
             await self.hub.producer(ws)
         else:

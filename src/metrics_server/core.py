@@ -209,8 +209,12 @@ class Rollups:
             return
         self._last_seen[user] = ts
         if ts > now - ACTIVE_WINDOW:
+            # One heap entry per active user, not per event: at 1000 events/s an entry per
+            # event held 300,000 of them for the 5-minute window. A stale entry is refreshed
+            # when it comes up for expiry.
+            if user not in self._active:
+                heapq.heappush(self._active_heap, (ts, user))
             self._active[user] = ts
-            heapq.heappush(self._active_heap, (ts, user))
         if ts >= self._today_start:
             self._today_users.add(user)
 
@@ -228,9 +232,14 @@ class Rollups:
         cutoff = now - ACTIVE_WINDOW
         heap, active = self._active_heap, self._active
         while heap and heap[0][0] <= cutoff:
-            ts, user = heapq.heappop(heap)
-            if active.get(user) == ts:
+            _, user = heapq.heappop(heap)
+            latest = active.get(user)
+            if latest is None:
+                continue
+            if latest <= cutoff:
                 del active[user]
+            else:  # seen again since this entry was pushed
+                heapq.heappush(heap, (latest, user))
 
     # ---- reading
 

@@ -65,7 +65,7 @@ _FIELDS = {
 
 def _ident(obj: dict[str, Any], key: str, required: bool) -> str | None:
     value = obj.get(key)
-    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:  # the common case, first
+    if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and value.isascii():  # common case
         return value
     if key not in obj or (obj[key] is None and not required):
         if required:
@@ -76,6 +76,10 @@ def _ident(obj: dict[str, Any], key: str, required: bool) -> str | None:
         raise EventError(f"{key!r} must be a non-empty string")
     if len(value) > MAX_ID_LENGTH:
         raise EventError(f"{key!r} is longer than {MAX_ID_LENGTH} characters")
+    try:  # JSON can escape a lone surrogate ("\ud800"), which no UTF-8 store can hold
+        value.encode()
+    except UnicodeEncodeError:
+        raise EventError(f"{key!r} is not valid Unicode (a lone surrogate)") from None
     return value
 
 
@@ -93,6 +97,12 @@ def parse_amount(value: Any) -> int:
         raise EventError("'amount' must be finite")
     if amount < 0:
         raise EventError("'amount' must be >= 0")
+    # Checked on the exponent before any arithmetic: "1e999999999" * 100 overflows the decimal
+    # context, and "1e-999999999" * 100 would underflow to a silent 0.
+    if amount.adjusted() > 15:
+        raise EventError("'amount' is too large")
+    if amount and amount.adjusted() < -2:
+        raise EventError("'amount' has more than 2 decimals")
     cents = amount * 100
     if cents != cents.to_integral_value():
         raise EventError("'amount' has more than 2 decimals")
@@ -108,7 +118,10 @@ def parse_ts(value: Any, now: float) -> float:
     if isinstance(value, bool):
         raise EventError("'ts' must be an ISO 8601 string or epoch seconds")
     if isinstance(value, int | float | Decimal):
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise EventError("'ts' is out of range") from None
         if not math.isfinite(ts) or ts < 0:
             raise EventError("'ts' must be a non-negative, finite number of epoch seconds")
     elif isinstance(value, str):

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from urllib.parse import urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from . import protocol as p
-from .security import presented_token, token_ok
+from .security import presented_token, split_target, token_ok
 
 WS_PATHS = (p.WS_METRICS_PATH, p.WS_INGEST_PATH)
 
@@ -55,7 +54,7 @@ def make_router(
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through."""
 
     def route(_connection: object, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+        path = split_target(request.path)[0]
         known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
         if not known:
             return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")

@@ -61,6 +61,7 @@ class Hub:
         self.skipped = 0  # messages not sent to slow subscribers
         self._latest: tuple[p.Metrics, p.Kind] | None = None
         self._pinger: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()  # rate-limit closes under way
         service.add_listener(self.publish)
 
     def start(self) -> None:
@@ -109,7 +110,14 @@ class Hub:
         if limiter.allow(asyncio.get_running_loop().time()):
             return False
         if limiter.strikes >= self.limits.strikes:
-            await ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+            if limiter.strikes == self.limits.strikes:
+                # Not awaited here: close() waits for the peer's close frame, which sits behind
+                # the flood still queued on this connection, so the caller must go on draining
+                # it (each further message is dropped here) or the close takes close_timeout.
+                closing = ws.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                task = asyncio.create_task(closing)
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         elif reply is not None or limiter.strikes == 1:
             await ws.send(reply or _error(p.ERR_RATE_LIMITED, "too many messages; slow down"))
         return True
@@ -121,7 +129,9 @@ class Hub:
         self.connected += 1
         try:
             current = self.service.get_metrics()
-            await ws.send(p.encode_history(list(self.service.history), channels))
+            await ws.send(
+                p.encode_history(list(self.service.history), channels, self.service.interval)
+            )
             await ws.send(p.encode_metrics(current, "change", channels))
             self.subscribers[ws] = channels
             # A publish that happened while those were being written was not sent here.

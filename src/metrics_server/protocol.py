@@ -9,6 +9,7 @@ decimals from :class:`~decimal.Decimal` values, so a reader that parses floats a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -142,10 +143,17 @@ def encode_metrics(m: Metrics, kind: Kind = "change", channels: Iterable[str] = 
     return f'{{"type":"metrics","kind":"{kind}","data":{encode_data(m, channels)}}}'
 
 
-def encode_history(snapshots: Sequence[Metrics], channels: Iterable[str] = CHANNELS) -> str:
+def encode_history(
+    snapshots: Sequence[Metrics],
+    channels: Iterable[str] = CHANNELS,
+    interval: float | None = None,
+) -> str:
+    """``interval`` (seconds between samples) lets a client label and age its charts without
+    guessing from the samples' spacing, which a restart makes uneven."""
     channels = tuple(channels)
     body = ",".join(encode_data(m, channels) for m in snapshots)
-    return f'{{"type":"history","data":[{body}]}}'
+    every = "" if interval is None else f',"interval":{interval:g}'
+    return f'{{"type":"history"{every},"data":[{body}]}}'
 
 
 def encode(message: dict[str, Any]) -> str:
@@ -156,7 +164,12 @@ def encode(message: dict[str, Any]) -> str:
 def _default(o: object) -> Any:
     # loads() reads numbers as Decimal; echo them back as numbers (e.g. a batch id of 1.5).
     if isinstance(o, Decimal):
-        return int(o) if o == o.to_integral_value() and "." not in str(o) else float(o)
+        # Exponents are bounded first: int(Decimal("1e999999999")) would build a billion-digit
+        # integer. A number beyond a double's range comes back as its text.
+        if o.adjusted() <= 300 and o == o.to_integral_value() and "." not in str(o):
+            return int(o)
+        f = float(o)
+        return f if math.isfinite(f) else str(o)
     raise TypeError(f"cannot encode {type(o).__name__}")
 
 

@@ -11,7 +11,7 @@ import hmac
 import ipaddress
 import ssl
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 
 def presented_token(authorization: str | None, path: str) -> str | None:
@@ -20,7 +20,7 @@ def presented_token(authorization: str | None, path: str) -> str | None:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    for key, value in parse_qsl(urlsplit(path).query, keep_blank_values=True):
+    for key, value in parse_qsl(split_target(path)[1], keep_blank_values=True):
         if key == "token":
             return value
     return None
@@ -35,9 +35,16 @@ def token_ok(expected: str | None, presented: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """(path, query) of a request target. Not ``urlsplit``: it raises on targets such as
+    ``//[x``, and a client must not be able to turn that into a server error."""
+    path, _, query = target.partition("?")
+    return path, query
+
+
 def redact(path: str) -> str:
     """A request path fit for a log line: no query string (it may hold a token)."""
-    return urlsplit(path).path
+    return split_target(path)[0]
 
 
 def is_loopback(host: str) -> bool:

@@ -15,6 +15,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -81,6 +82,7 @@ class MetricsClient:
         self.interval = DEFAULT_INTERVAL
         # Timestamps of recent interval samples: the median gap is the server's interval.
         self._samples: deque[Metrics] = deque(maxlen=20)
+        self._announced: float | None = None  # the interval the server's history names
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._restart = False
@@ -213,7 +215,12 @@ class MetricsClient:
             snapshots = [decode_data(item) for item in data]
             self._samples.clear()
             self._samples.extend(snapshots)
-            self.interval = infer_interval(self._samples, self.interval)
+            announced = body.get("interval")
+            if isinstance(announced, int | float | Decimal) and not isinstance(announced, bool):
+                self._announced = float(announced) if announced > 0 else None
+            else:  # an older server: infer it from the samples' spacing
+                self._announced = None
+            self.interval = self._announced or infer_interval(self._samples, self.interval)
             self._post(HistoryReceived(snapshots, self.interval))
         elif kind == "ping":
             asyncio.get_running_loop().create_task(self._send(ws, PONG))
@@ -225,7 +232,8 @@ class MetricsClient:
     def _learn_interval(self, metrics: Metrics) -> None:
         """Refine the interval from recent samples (history may have been short or empty)."""
         self._samples.append(metrics)
-        self.interval = infer_interval(self._samples, self.interval)
+        if self._announced is None:
+            self.interval = infer_interval(self._samples, self.interval)
 
     @staticmethod
     async def _send(ws: ClientConnection, text: str) -> None:

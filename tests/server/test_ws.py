@@ -65,7 +65,7 @@ async def test_greeting_is_history_oldest_first_then_current(
 
 async def test_fresh_server_greets_with_empty_history(server, subscribe) -> None:
     sub = await subscribe(server)
-    assert sub.history == {"type": "history", "data": []}
+    assert sub.history == {"type": "history", "interval": server.config.interval, "data": []}
     assert sub.current["type"] == "metrics"
 
 

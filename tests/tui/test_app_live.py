@@ -85,7 +85,7 @@ async def test_charts_hold_twenty_points_right_after_connect(server: ServerHandl
             chart = app.screen_stack[0].query_one(chart_id, TrendChart)
             assert len(chart.query_one(Sparkline).data or []) == CHART_POINTS
             assert chart.query_one(TrendPlot).display
-        # the server's sampling interval is inferred from the history spacing
+        # the server names its sampling interval in the history message
         assert abs(histories[0].interval - server.cfg.interval) < 0.05
 
 
