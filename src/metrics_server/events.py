@@ -143,7 +143,7 @@ def parse_event(obj: Any, now: float) -> Event:
     if not isinstance(obj, dict):
         raise EventError("an event must be a JSON object")
     kind = obj.get("type")
-    if kind not in _FIELDS:
+    if not isinstance(kind, str) or kind not in _FIELDS:  # a list or object is unhashable
         raise EventError(f"unknown event type {kind!r}; expected one of {', '.join(_FIELDS)}")
     allowed = _FIELDS[kind]
     if not obj.keys() <= allowed:
