@@ -149,3 +149,49 @@ async def test_seed_api_names(tmp_path: Path) -> None:
     await asyncio.wait_for(ticked.wait(), 5)
     await service.stop_metrics_updates()
     await service.close()
+
+
+async def _grouped(service: MetricsService, batches: list[list[dict]]) -> list[object]:
+    """Ingest concurrently while a commit is in flight, so the batches form one group."""
+    async with service._lock:  # what an in-flight commit holds
+        tasks = [asyncio.create_task(service.ingest(b)) for b in batches]
+        await asyncio.sleep(0)  # all of them queue behind the lock
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_group_commit_validates_each_batch_in_order(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    service = await open_service(db)
+    results = await _grouped(service, [
+        [{"type": "transaction", "id": "g", "status": "pending", "amount": "5.00"}],
+        [{"type": "transaction", "id": "g", "status": "completed"}],  # needs the batch before
+        [{"type": "transaction", "id": "g", "status": "failed"}],  # completed -> failed: refused
+        [{"type": "user_activity", "userId": "u"}],
+    ])
+    assert results[:2] == [1, 1] and results[3] == 1
+    assert isinstance(results[2], EventError) and results[2].index == 0
+    after = figures(service)
+    assert after[2].completed == 1 and str(after[0].total) == "5.00"  # type: ignore[union-attr]
+    assert service.store.event_count() == 3
+    await service.close()
+    service = await open_service(db)  # what was acknowledged is on disk, and only that
+    assert figures(service)[0] == after[0] and figures(service)[2] == after[2]
+    await service.close()
+
+
+async def test_group_commit_store_failure_refuses_the_whole_group(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    service = await open_service(db)
+    before = figures(service)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    results = await _grouped(service, [
+        [{"type": "user_activity", "userId": "a"}],
+        [{"type": "transaction", "id": "x", "status": "pending", "amount": "1.00"}],
+    ])
+    assert all(isinstance(r, StoreError) for r in results)
+    assert figures(service) == before and service.store_error is not None
+    other.execute("ROLLBACK")
+    other.close()
+    assert service.store.event_count() == 0
+    await service.close()

@@ -1,0 +1,188 @@
+"""SIGKILL under ingest, many times: every acknowledged batch survives, replays count once.
+
+The scenario of ``tests/test_crash.py`` (which runs it twice), as a longer run: a real server
+takes batches pipelined 4 deep and is killed with SIGKILL at a random moment; a fresh process on
+the same database must hold every acknowledged transaction, and replaying the batches whose ack
+never came must leave every figure as if each batch had been applied exactly once.
+
+    python bench/crash_ingest.py               # 10 rounds
+    python bench/crash_ingest.py --rounds 50 --seed 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
+    args = ["--port", str(port), "--db", str(db), "--interval", "3600"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "metrics_server", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_healthy(port: int, proc: subprocess.Popen[bytes], limit: float = 15) -> None:
+    deadline = time.monotonic() + limit
+    async with httpx.AsyncClient(timeout=1) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if (await client.get(f"http://{HOST}:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError("server did not become healthy")
+
+
+def make_batch(n: int, now: float, prefix: str) -> dict[str, Any]:
+    """Fresh transaction ids (completed at once) plus dated activity: a replay is a no-op."""
+    events: list[dict[str, Any]] = [
+        {
+            "type": "transaction",
+            "id": f"{prefix}b{n}-t{i}",
+            "status": "completed",
+            "amount": f"{1 + i}.{n % 100:02d}",
+            "userId": f"u{i % 7}",
+            "ts": now,
+        }
+        for i in range(20)
+    ]
+    events.append({"type": "user_activity", "userId": f"u{n % 50}", "ts": now})
+    return {"type": "events", "id": n, "events": events}
+
+
+def batch_cents(batch: dict[str, Any]) -> int:
+    return sum(
+        int(Decimal(e["amount"]) * 100) for e in batch["events"] if e["type"] == "transaction"
+    )
+
+
+async def produce_until_killed(
+    port: int, proc: subprocess.Popen[bytes], kill_after: float, now: float, prefix: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(acknowledged batches, batches sent without an ack) when SIGKILL lands."""
+    acked: list[dict[str, Any]] = []
+    sent: dict[int, dict[str, Any]] = {}
+    n = 0
+    asyncio.get_running_loop().call_later(kill_after, proc.send_signal, signal.SIGKILL)
+    try:
+        async with connect(f"ws://{HOST}:{port}/ws/ingest") as ws:
+            while True:
+                while len(sent) < 4:
+                    n += 1
+                    sent[n] = make_batch(n, now, prefix)
+                    await ws.send(json.dumps(sent[n]))
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if reply["type"] != "ack":
+                    raise AssertionError(f"not an ack: {reply}")
+                acked.append(sent.pop(reply["id"]))
+    except (ConnectionClosed, OSError):
+        pass
+    return acked, list(sent.values())
+
+
+async def one_round(db: Path, round_: int, rng: random.Random, now: float, applied: list) -> str:
+    port = free_port()
+    proc = start_server(db, port)
+    try:
+        await wait_healthy(port, proc)
+        acked, unacked = await produce_until_killed(
+            port, proc, rng.uniform(0.3, 1.2), now, f"r{round_}"
+        )
+    finally:
+        proc.kill()
+        proc.wait(10)
+    if not acked:
+        raise AssertionError("killed before any ack: this round proved nothing")
+    with sqlite3.connect(db) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM transactions")}
+    lost = [b["id"] for b in acked if not {e["id"] for e in b["events"][:-1]} <= stored]
+    if lost:
+        raise AssertionError(f"acknowledged batches lost: {lost}")
+
+    port = free_port()
+    proc = start_server(db, port)
+    try:
+        await wait_healthy(port, proc)
+        async with connect(f"ws://{HOST}:{port}/ws/ingest") as ws:
+            for batch in unacked:
+                await ws.send(json.dumps(batch))
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if reply["type"] != "ack":
+                    raise AssertionError(f"replay refused: {reply}")
+        async with httpx.AsyncClient() as client:
+            resp = await client.get(f"http://{HOST}:{port}/api/v1/analytics/realtime-metrics")
+        data = json.loads(resp.text, parse_float=Decimal)["data"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(10)
+    if code != 0:
+        raise AssertionError(f"SIGTERM exit code {code}")
+    applied += acked + unacked
+    completed = data["transactions"]["completed"]
+    revenue = data["revenue"]["total"]
+    want_revenue = Decimal(sum(map(batch_cents, applied))) / 100
+    if completed != 20 * len(applied) or revenue != want_revenue:
+        raise AssertionError(
+            f"double count or loss: completed {completed} (want {20 * len(applied)}), "
+            f"revenue {revenue} (want {want_revenue})"
+        )
+    return f"{len(acked)} acked, {len(unacked)} in flight at the kill"
+
+
+async def main(rounds: int, seed: int | None) -> int:
+    rng = random.Random(seed)
+    now = time.time()
+    passed = failures = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "m.db"
+        applied: list[dict[str, Any]] = []
+        for round_ in range(rounds):
+            try:
+                line = await one_round(db, round_, rng, now, applied)
+                passed += 1
+                print(f"round {round_ + 1}/{rounds}: {line}")
+            except AssertionError as exc:
+                failures += 1
+                print(f"round {round_ + 1}/{rounds}: FAILED: {exc}")
+                break  # later rounds build on this database: stop at the first failure
+        print(f"{passed} rounds passed, {failures} failed;")
+        print(f"{len(applied)} batches ({20 * len(applied)} transactions), each counted once")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=None, help="for a reproducible run")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.rounds, args.seed)))

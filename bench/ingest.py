@@ -1,0 +1,203 @@
+"""Durable ingest through /ws/ingest: events per second, batches of 500, default SQLite store.
+
+The server (its own process, a fresh database) takes pre-encoded batches from ``producers``
+concurrent connections, each sending its next batch when the previous one is acknowledged
+(an ack means committed with a full fsync). Each batch is realistic: 40% content views, 40%
+user activity, 10% new pending transactions and 10% completions of the previous batch's.
+The reference, in the same run and alternating: raw ``sqlite3`` ``executemany`` of the same
+event rows into the same ``events`` table, one ``BEGIN IMMEDIATE``/``COMMIT`` per 500 rows, with
+the same pragmas (WAL, synchronous=FULL). Target: >= 20,000 events/s.
+
+    python bench/ingest.py            # 2 rounds x 6 s
+    python bench/ingest.py --full     # 3 rounds x 20 s
+    python bench/ingest.py --baseline DIR   # also run the server from DIR (an older src/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c
+from websockets.asyncio.client import connect
+
+from metrics_server.events import parse_batch
+from metrics_server.store.sqlite import _SCHEMA, _event_row
+
+
+def make_batches(producer: int, count: int, size: int = 500) -> list[list[dict[str, object]]]:
+    batches = []
+    pending: list[str] = []
+    n_txn = size // 10
+    for b in range(count):
+        events: list[dict[str, object]] = []
+        for tid in pending:
+            events.append({"type": "transaction", "id": tid, "status": "completed"})
+        pending = [f"p{producer}-b{b}-t{i}" for i in range(n_txn)]
+        for i, tid in enumerate(pending):
+            events.append(
+                {
+                    "type": "transaction",
+                    "id": tid,
+                    "status": "pending",
+                    "amount": f"{(i * 37) % 500}.{i % 100:02d}",
+                    "userId": f"u{i}",
+                    "contentId": f"c{i % 200}",
+                }
+            )
+        while len(events) < size:
+            i = len(events) + b
+            if i % 2:
+                events.append(
+                    {"type": "content_view", "contentId": f"c{i % 200}", "userId": f"u{i % 5000}"}
+                )
+            else:
+                events.append({"type": "user_activity", "userId": f"u{i % 5000}"})
+        batches.append(events)
+    return batches
+
+
+async def _producer(port: int, msgs: list[str], deadline: float) -> int:
+    sent = 0
+    async with connect(f"ws://{c.HOST}:{port}/ws/ingest", compression=None, max_size=1 << 20) as ws:
+        for msg in msgs:
+            if time.perf_counter() > deadline:
+                break
+            await ws.send(msg)
+            reply = await ws.recv()
+            assert '"ack"' in str(reply), reply
+            sent += 500
+    return sent
+
+
+def server_round(
+    db: Path, producers: int, duration: float, batches_each: int, src: str | None = None
+) -> dict[str, float]:
+    port = c.free_port()
+    msgs = [
+        [
+            json.dumps({"type": "events", "id": i, "events": b})
+            for i, b in enumerate(make_batches(p, batches_each))
+        ]
+        for p in range(producers)
+    ]
+    with c.metrics_server(port, db, interval=3600, src=src) as srv:
+        cpu0 = c.cpu_seconds(srv.pid)
+        t0 = time.perf_counter()
+
+        async def go() -> int:
+            done = await asyncio.gather(*(_producer(port, m, t0 + duration) for m in msgs))
+            return sum(done)
+
+        events = asyncio.run(go())
+        wall = time.perf_counter() - t0
+        cpu = c.cpu_seconds(srv.pid) - cpu0
+    return {"eps": events / wall, "cpu_per_kevent_ms": cpu / events * 1e6}
+
+
+def reference_round(db: Path, duration: float, batches: list[list[dict[str, object]]]) -> float:
+    rows = [[_event_row(e) for e in parse_batch(b, time.time())] for b in batches]
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.executescript(_SCHEMA)
+    n = 0
+    t0 = time.perf_counter()
+    for r in rows:
+        if time.perf_counter() - t0 > duration:
+            break
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany(
+            "INSERT INTO events (ts, type, user_id, content_id, txn_id, status, amount_cents)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            r,
+        )
+        con.execute("COMMIT")
+        n += len(r)
+    wall = time.perf_counter() - t0
+    con.close()
+    return n / wall
+
+
+def run(
+    *,
+    duration: float = 6.0,
+    rounds: int = 2,
+    producers: int = 4,
+    baseline: str | None = None,
+    single: bool = True,
+    verbose: bool = True,
+) -> dict[str, float]:
+    """Returns the worst round's server events/s, the reference's, and their ratio."""
+    each = int(duration * 40_000 / 500 / producers) + 10  # enough for well over the target
+    ref_batches = make_batches(99, int(duration * 200_000 / 500) + 10)
+    res: dict[str, list[float]] = {"srv": [], "srv1": [], "ref": [], "cpu": [], "base": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            s = server_round(Path(tmp, f"s{r}.db"), producers, duration, each)
+            s1 = (
+                server_round(Path(tmp, f"s1-{r}.db"), 1, duration, each * producers)
+                if single
+                else {"eps": float("nan")}
+            )
+            ref = reference_round(Path(tmp, f"r{r}.db"), duration, ref_batches)
+            if baseline:
+                b = server_round(Path(tmp, f"b{r}.db"), producers, duration, each, baseline)
+                res["base"].append(b["eps"])
+                if verbose:
+                    print(
+                        f"round {r + 1}: baseline {b['eps']:,.0f} events/s with {producers}"
+                        f" producers ({b['cpu_per_kevent_ms']:.1f} ms CPU per 1,000 events)"
+                    )
+            res["srv"].append(s["eps"])
+            res["cpu"].append(s["cpu_per_kevent_ms"])
+            res["srv1"].append(s1["eps"])
+            res["ref"].append(ref)
+            if verbose:
+                print(
+                    f"round {r + 1}: metrics-server {s['eps']:,.0f} events/s with {producers}"
+                    f" producers ({s['cpu_per_kevent_ms']:.1f} ms server CPU per 1,000 events),"
+                    f" {s1['eps']:,.0f} with 1; raw sqlite3 {ref:,.0f};"
+                    f" ratio {s['eps'] / ref:.2f}",
+                    flush=True,
+                )
+    out = {
+        "eps": min(res["srv"]),
+        "eps_1": min(res["srv1"]),
+        "ref_eps": min(res["ref"]),
+        "ratio": c.median([a / b for a, b in zip(res["srv"], res["ref"], strict=True)]),
+        "cpu_per_kevent_ms": c.median(res["cpu"]),
+    }
+    if baseline:
+        out["baseline_eps"] = min(res["base"])
+    if verbose:
+        print(
+            f"worst round: {out['eps']:,.0f} events/s (target >= 20,000:"
+            f" {'met' if out['eps'] >= 20_000 else 'MISSED'}); vs raw sqlite3 median ratio"
+            f" {out['ratio']:.2f}"
+        )
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--full", action="store_true", help="3 rounds of 20 s")
+    ap.add_argument("--baseline", metavar="SRC", help="also run the server from this src/ tree")
+    args = ap.parse_args()
+    c.print_header("durable ingest, batches of 500")
+    if args.full:
+        run(duration=20.0, rounds=3, baseline=args.baseline)
+    else:
+        run(baseline=args.baseline)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Bytes per metrics message: the real encoder on large, realistic figures, and on the wire.
+
+The seed's message was about 2 KB; the target is <= 600 bytes. The wire figure adds the frame
+header, and is given both without compression (what the server uses) and with websockets'
+default permessage-deflate (context takeover, 12-bit window, memLevel 5), over a stream of
+consecutive snapshots like a live feed's, since deflate's gain depends on what came before.
+
+    python bench/message_size.py [--full]      # --full: a longer stream of snapshots
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.frames import Frame, Opcode
+
+from metrics_server import protocol as p
+
+SEED_BYTES = 2048  # "about 2 KB", as the seed's message was quoted
+
+
+def stream(n: int) -> list[str]:
+    """``n`` consecutive metrics messages whose figures move like a busy feed's."""
+    m = c.big_metrics()
+    out = []
+    for i in range(n):
+        assert m.revenue and m.active_users and m.transactions and m.content
+        step = Decimal(i * 1237 % 9973) / 100
+        m = dataclasses.replace(
+            m,
+            timestamp=m.timestamp + timedelta(seconds=1, milliseconds=i * 7 % 1000),
+            revenue=p.Revenue(*(v + step for v in dataclasses.astuple(m.revenue))),
+            active_users=p.ActiveUsers(
+                m.active_users.current + i % 17, m.active_users.today + i, m.active_users.peak24h
+            ),
+            transactions=p.Transactions(
+                m.transactions.total + 3 * i,
+                m.transactions.pending + i % 5,
+                m.transactions.completed + 2 * i,
+                m.transactions.failed + i % 3,
+            ),
+            content=p.Content(
+                m.content.total_views + 41 * i,
+                m.content.total_purchases + 2 * i,
+                m.content.conversion_rate,
+            ),
+        )
+        out.append(p.encode_metrics(m, "interval" if i % 5 == 0 else "change"))
+    return out
+
+
+def wire_bytes(messages: list[str], deflate: bool) -> list[int]:
+    """Bytes each message takes on the wire as one server->client frame."""
+    ext = [PerMessageDeflate(False, False, 12, 12, {"memLevel": 5})] if deflate else []
+    return [
+        len(Frame(Opcode.TEXT, m.encode()).serialize(mask=False, extensions=ext)) for m in messages
+    ]
+
+
+def run(n: int = 200, verbose: bool = True) -> dict[str, float]:
+    msg = p.encode_metrics(c.big_metrics(), "interval")
+    msgs = stream(n)
+    plain = wire_bytes(msgs, deflate=False)
+    comp = wire_bytes(msgs, deflate=True)
+    row = {
+        "message_bytes": len(msg.encode()),
+        "seed_bytes": SEED_BYTES,
+        "wire_plain_mean": sum(plain) / len(plain),
+        "wire_deflate_first": comp[0],
+        "wire_deflate_mean": sum(comp[1:]) / max(len(comp) - 1, 1),
+        "history_bytes": len(p.encode_history([c.big_metrics()] * 20).encode()),
+    }
+    if verbose:
+        print(
+            f"metrics message, large figures: {row['message_bytes']} bytes"
+            f" (target <= 600; seed ~{SEED_BYTES}, ratio {row['message_bytes'] / SEED_BYTES:.2f})"
+        )
+        print(f"on the wire, compression=None: {row['wire_plain_mean']:.0f} bytes per message")
+        print(
+            f"on the wire, permessage-deflate: first {row['wire_deflate_first']} bytes, then"
+            f" {row['wire_deflate_mean']:.0f} bytes per message (mean over {n - 1}),"
+            f" deflate/plain {row['wire_deflate_mean'] / row['wire_plain_mean']:.2f}"
+        )
+        print(f"history message (20 snapshots): {row['history_bytes']} bytes")
+        print(msg)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--full", action="store_true", help="a longer stream")
+    args = ap.parse_args()
+    c.print_header("bytes per metrics message")
+    run(2000 if args.full else 200)
+
+
+if __name__ == "__main__":
+    main()
