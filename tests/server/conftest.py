@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from metrics_server.app import MetricsServer, ServerConfig
+from metrics_server.app import MetricsServer
 
 #: The seed's example message, verbatim: the shape every metrics message must keep.
 SEED = (
@@ -113,38 +110,6 @@ class Producer:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "m.db"
-
-
-@pytest.fixture
-async def start_server(
-    db_path: Path,
-) -> AsyncIterator[Callable[..., Awaitable[MetricsServer]]]:
-    """``await start_server(**config)``: a started server, stopped after the test.
-
-    Ticks are hourly unless a test asks otherwise, so no interval push interferes.
-    """
-    servers: list[MetricsServer] = []
-
-    async def start(**overrides: Any) -> MetricsServer:
-        config: dict[str, Any] = {
-            "host": "127.0.0.1",
-            "port": 0,
-            "db": str(db_path),
-            "interval": 3600.0,
-        }
-        config.update(overrides)
-        srv = await MetricsServer(ServerConfig(**config)).start()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for srv in reversed(servers):
-        await srv.stop()
-
-
-@pytest.fixture
 async def server(start_server: Callable[..., Awaitable[MetricsServer]]) -> MetricsServer:
     return await start_server()
 
@@ -185,22 +150,6 @@ def now() -> float:
 
 
 @pytest.fixture
-def free_port() -> int:
-    """A port nothing listens on right now (the OS picks it, so collisions are unlikely)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def cli_env() -> dict[str, str]:
-    """The environment for a server subprocess, without any inherited METRICS_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@pytest.fixture
 def python() -> str:
     return sys.executable
 
@@ -218,17 +167,3 @@ def shape_of() -> Callable[[Any], Any]:
 @pytest.fixture
 def parse() -> Callable[[str | bytes], Any]:
     return loads
-
-
-@pytest.fixture
-def wait_until() -> Callable[..., Awaitable[None]]:
-    """``await wait_until(pred, within)``: poll a condition against a deadline."""
-
-    async def wait(pred: Callable[[], bool], within: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + within
-        while not pred():
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met in time")
-            await asyncio.sleep(0.01)
-
-    return wait
