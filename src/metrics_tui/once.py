@@ -14,13 +14,7 @@ from metrics_tui import formatting
 
 def render_table(m: Metrics) -> Table:
     """The snapshot as a compact two-column table per group."""
-    table = Table(
-        title=f"metrics at {format_timestamp(m.timestamp)}",
-        show_header=False,
-        box=None,
-        pad_edge=False,
-        title_justify="left",
-    )
+    table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("group", style="bold")
     table.add_column("metric", style="dim")
     table.add_column("value", justify="right", style="bold")
@@ -55,4 +49,7 @@ def print_snapshot(m: Metrics, *, as_json: bool, out: TextIO | None = None) -> N
         out.write(encode_data(m) + "\n")
         out.flush()
     else:
-        Console(file=out, highlight=False).print(render_table(m))
+        console = Console(file=out, highlight=False)
+        # A line of its own: as a table title it would wrap at the table's narrow width.
+        console.print(f"metrics at {format_timestamp(m.timestamp)}", style="dim")
+        console.print(render_table(m))
