@@ -195,3 +195,21 @@ async def test_group_commit_store_failure_refuses_the_whole_group(tmp_path: Path
     other.close()
     assert service.store.event_count() == 0
     await service.close()
+
+
+async def test_full_disk_refuses_then_recovers(tmp_path: Path) -> None:
+    """SQLITE_FULL (the database cannot grow) is refused like any store fault, and clears."""
+    service = await open_service(tmp_path / "m.db")
+    await service.ingest([{"type": "user_activity", "userId": "a"}])
+    before, count = figures(service), service.store.event_count()
+    db = service.store._db  # type: ignore[attr-defined]
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were full
+    big = [{"type": "content_view", "contentId": f"c{i:0>150}"} for i in range(1000)]
+    with pytest.raises(StoreError, match="full"):
+        await service.ingest(big)
+    assert figures(service) == before and service.store.event_count() == count
+    db.execute("PRAGMA max_page_count = 1073741823")  # space freed
+    assert await service.ingest(big) == 1000
+    assert figures(service)[3].total_views == 1000  # type: ignore[union-attr]
+    await service.close()
