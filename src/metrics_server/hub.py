@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,10 @@ class Hub:
     # ---- /ws/metrics
 
     async def _throttled(
-        self, ws: ServerConnection, limiter: RateLimiter, reply: str | None = None
+        self,
+        ws: ServerConnection,
+        limiter: RateLimiter,
+        reply: Callable[[], str] | None = None,
     ) -> bool:
         """True when this message must be dropped. The first refusal in a row is answered
         (``reply`` answers every one, so a producer knows to send the batch again); a flood
@@ -119,7 +123,9 @@ class Hub:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         elif reply is not None or limiter.strikes == 1:
-            await ws.send(reply or _error(p.ERR_RATE_LIMITED, "too many messages; slow down"))
+            await ws.send(
+                reply() if reply else _error(p.ERR_RATE_LIMITED, "too many messages; slow down")
+            )
         return True
 
     async def subscriber(self, ws: ServerConnection) -> None:
@@ -188,7 +194,8 @@ class Hub:
         limiter = RateLimiter(self.limits.ingest_rate, self.limits.ingest_burst)
         try:
             async for raw in ws:
-                if await self._throttled(ws, limiter, _batch_refusal(raw)):
+                # The refusal is built only when needed: it parses the batch for its id.
+                if await self._throttled(ws, limiter, lambda raw=raw: _batch_refusal(raw)):
                     continue
                 await ws.send(await self._on_batch(raw))
         except ConnectionClosed:
