@@ -10,6 +10,7 @@ RSS <= 60 MB, first figures <= 1 s.
 
     python bench/monitor.py            # one 60 s window
     python bench/monitor.py --full     # three 60 s windows
+    python bench/monitor.py --window 20 # a shorter window, while iterating
     python bench/monitor.py --monitor-src DIR  # the monitor from another src/ tree (before/after)
     python bench/monitor.py --reference-app    # (what the bench runs as the reference)
 """
@@ -195,6 +196,7 @@ def run(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="three 60 s windows")
+    ap.add_argument("--window", type=float, default=60.0, help="seconds per window (default 60)")
     ap.add_argument("--monitor-src", metavar="SRC", help="run the monitor from this src/ tree")
     ap.add_argument("--reference-app", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -202,7 +204,7 @@ def main() -> None:
         reference_app()
         return
     c.print_header("the monitor vs a bare Textual app, 1 update/s")
-    run(windows=3 if args.full else 1, monitor_src=args.monitor_src)
+    run(window=args.window, windows=3 if args.full else 1, monitor_src=args.monitor_src)
 
 
 if __name__ == "__main__":

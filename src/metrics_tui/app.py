@@ -74,6 +74,9 @@ class Dashboard(Screen[None]):
         self._insecure = insecure
 
     def compose(self) -> ComposeResult:
+        # Classes set before mounting cost nothing; set afterwards, each one restyles the DOM.
+        width, height = self.app.size
+        narrow = self._set_layout_classes(width, height)
         yield StatusLine(self._url, self._clock, insecure=self._insecure, id="status")
         with Container(id="body"):
             with Container(id="cards"):
@@ -93,7 +96,7 @@ class Dashboard(Screen[None]):
                     "Active users", "blue", formatting.count, integer=True, id="users-chart"
                 )
         yield Static(id="too-small", markup=False)
-        yield Footer()
+        yield Footer(compact=narrow)
 
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
@@ -105,6 +108,16 @@ class Dashboard(Screen[None]):
         self._apply_layout(event.size.width, event.size.height)
 
     def _apply_layout(self, width: int, height: int) -> None:
+        narrow = self._set_layout_classes(width, height)
+        self.query_one(Footer).compact = narrow
+        if layout_for(width, height).too_small:
+            self.query_one("#too-small", Static).update(
+                f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
+                "q quits"
+            )
+
+    def _set_layout_classes(self, width: int, height: int) -> bool:
+        """Classes for the arrangement that fits; returns whether the footer must be compact."""
         lay = layout_for(width, height)
         self.set_class(lay.too_small, "-too-small")
         self.set_class(lay.cards == "grid", "-cards-grid")
@@ -116,12 +129,7 @@ class Dashboard(Screen[None]):
         # cut mid-word (ctrl+p still works).
         narrow = width < FULL_FOOTER_WIDTH
         self.set_class(narrow, "-narrow")
-        self.query_one(Footer).compact = narrow
-        if lay.too_small:
-            self.query_one("#too-small", Static).update(
-                f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
-                "q quits"
-            )
+        return narrow
 
 
 class MetricsApp(App[None]):
@@ -196,18 +204,9 @@ class MetricsApp(App[None]):
             if isinstance(flt, NoColor | Monochrome) and not isinstance(flt, want):
                 self._filters[i] = want()
 
-    def on_mount(self) -> None:
-        self.theme_changed_signal.subscribe(self, self._match_no_color_filter)
-        self.set_interval(1.0, self._tick)
-        if not self.is_headless:
-            self._watch_terminal()
-
-    def dashboard_ready(self) -> None:
-        """Draw whatever arrived before the widgets existed, then start the feed."""
-        self._drawable = True
-        self._sync_status()
-        self._show_cards()
-        self._show_charts()
+    def on_load(self) -> None:
+        # Connect before the screen is built: the handshake and the server's first messages
+        # overlap with mounting, and the first frame can already show figures.
         if self._connect and self.client is None:
             self.client = MetricsClient(
                 self.url,
@@ -217,6 +216,19 @@ class MetricsApp(App[None]):
                 max_retries=self._max_retries,
             )
             self.run_worker(self.client.run(), name="metrics-client", exclusive=True)
+
+    def on_mount(self) -> None:
+        self.theme_changed_signal.subscribe(self, self._match_no_color_filter)
+        self.set_interval(1.0, self._tick)
+        if not self.is_headless:
+            self._watch_terminal()
+
+    def dashboard_ready(self) -> None:
+        """Draw whatever arrived before the widgets existed (the feed starts in on_load)."""
+        self._drawable = True
+        self._sync_status()
+        self._show_cards()
+        self._show_charts()
 
     def _watch_terminal(self) -> None:
         """Exit when the terminal goes away (ssh drop, tmux kill) instead of spinning."""
@@ -259,7 +271,7 @@ class MetricsApp(App[None]):
         line.paused = self.paused
         line.shown_at = self.shown.timestamp if self.shown is not None else None
         self._update_marks()
-        line.refresh()
+        line.refresh_if_changed()
 
     # ------------------------------------------------------------------ widgets
 

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from metrics_tui import __version__
 from metrics_tui.wire import DEFAULT_URL, tls_context, validate_ws_url
 
 EXIT_OK = 0
@@ -73,8 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="colour theme, e.g. ansi-dark or ansi-light for tmux",
     )
-    p.add_argument("--version", action="version", version=f"metrics-tui {__version__}")
+    p.add_argument("--version", action=_Version, help="show the version and exit")
     return p
+
+
+class _Version(argparse.Action):
+    """``--version``, with the version looked up only when asked for (it costs start-up time)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from metrics_tui import __version__
+
+        print(f"metrics-tui {__version__}")
+        parser.exit()
 
 
 def _non_negative(text: str) -> int:

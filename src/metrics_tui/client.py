@@ -18,7 +18,6 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
@@ -244,6 +243,8 @@ class MetricsClient:
 
     async def _poll_loop(self) -> None:
         """Poll the REST endpoint every interval while the WebSocket is retried behind it."""
+        import httpx  # only here: most sessions never poll, and it costs start-up time
+
         try:
             async with http_client(self._token, self._tls, self._open_timeout) as http:
                 while True:

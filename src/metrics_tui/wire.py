@@ -1,6 +1,7 @@
 """Protocol helpers shared by the live client and ``--once``.
 
-Deliberately free of Textual so ``metrics-tui --once`` starts fast.
+Deliberately free of Textual so ``metrics-tui --once`` starts fast, and httpx is imported only
+where REST is used (polling, ``--once``): the monitor's first figures come over the WebSocket.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ import asyncio
 import itertools
 import ssl
 import statistics
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
@@ -25,6 +26,9 @@ from metrics_server.protocol import (
     decode_data,
     loads,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "ws://localhost:3000/ws/metrics"
 DEFAULT_INTERVAL = 5.0
@@ -68,15 +72,22 @@ def ws_options(token: str | None, tls: ssl.SSLContext | None) -> dict[str, Any]:
 
 def http_client(token: str | None, tls: ssl.SSLContext | None, timeout: float) -> httpx.AsyncClient:
     """An HTTP client for the REST fallback with the same token and TLS settings as the socket."""
+    import httpx
+
     return httpx.AsyncClient(headers=auth_headers(token), timeout=timeout, verify=tls or True)
+
+
+def _is_httpx(exc: BaseException, name: str) -> bool:
+    """``isinstance(exc, httpx.<name>)`` without importing httpx: if it was never imported, no
+    httpx error can exist."""
+    httpx = sys.modules.get("httpx")
+    return httpx is not None and isinstance(exc, getattr(httpx, name))
 
 
 def is_unauthorized(exc: BaseException) -> bool:
     """The server refused the token (HTTP 401): retrying soon or over REST cannot help."""
-    if isinstance(exc, InvalidStatus):
-        return exc.response.status_code == 401
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code == 401
+    if isinstance(exc, InvalidStatus) or _is_httpx(exc, "HTTPStatusError"):
+        return exc.response.status_code == 401  # type: ignore[attr-defined]
     return False
 
 
@@ -139,20 +150,18 @@ def describe_error(exc: BaseException) -> str:
     tls = tls_failure(exc)
     if tls is not None:
         return tls
-    if isinstance(exc, InvalidStatus):
-        return f"HTTP {exc.response.status_code}"
-    if isinstance(exc, httpx.HTTPStatusError):
-        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, InvalidStatus) or _is_httpx(exc, "HTTPStatusError"):
+        return f"HTTP {exc.response.status_code}"  # type: ignore[attr-defined]
     if isinstance(exc, ConnectionClosed):
         code = exc.rcvd.code if exc.rcvd is not None else None
         return f"connection closed ({code})" if code else "connection lost"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TimeoutError) or _is_httpx(exc, "TimeoutException"):
         return "timed out"
     if isinstance(exc, OSError) and exc.__class__.__name__ == "gaierror":
         return "host not found"
-    if isinstance(exc, httpx.ConnectError):
+    if _is_httpx(exc, "ConnectError"):
         return "connection failed"
     if isinstance(exc, InvalidURI):
         return "bad URL"
@@ -205,6 +214,8 @@ async def fetch_once(
         raise Unauthorized(describe_error(ws_error)) from ws_error
     if tls_failure(ws_error) is not None:
         raise ConnectionError(describe_error(ws_error)) from ws_error
+    import httpx
+
     try:
         async with http_client(token, tls, wait) as http:
             return await fetch_rest(http, rest_url(ws_url))

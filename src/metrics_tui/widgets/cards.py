@@ -3,6 +3,10 @@
 A card renders its own rows so it can pick label lengths for the width it has (a tmux split
 is narrow) and so a changing figure can count up to its new value without re-mounting widgets.
 The count-up runs a short timer only while a figure is moving; at rest a card costs nothing.
+
+Repaints are kept to the rows that read differently: a card diffs its rows against what is on
+screen and refreshes only those lines, so a pulse of the live dot or one moving figure redraws
+one row of one card.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from decimal import Decimal
 
 from rich.style import Style
 from rich.text import Text
+from textual.geometry import Region
 from textual.timer import Timer
 from textual.widget import Widget
 
@@ -22,9 +27,9 @@ from metrics_tui import formatting
 
 Number = Decimal | int
 
-COUNT_UP_SECONDS = 0.5
-COUNT_UP_FPS = 12
-PULSE_SECONDS = 0.8
+#: A count-up is ~5 frames: enough to read as counting, few enough to cost little.
+COUNT_UP_SECONDS = 0.3
+COUNT_UP_FPS = 15
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,9 @@ class MetricCard(Widget):
         self._from: dict[str, Number] = {}
         self._tween_started = 0.0
         self._tween: Timer | None = None
-        self._pulse_until = 0.0
-        self._pulse_timer: Timer | None = None
+        self._pulsing = False
+        #: The rows as last rendered, to repaint only those that change.
+        self._drawn: list[Text] | None = None
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[override]
         return len(self.rows)
@@ -110,13 +116,14 @@ class MetricCard(Widget):
         first = not self.targets
         self.targets = dict(values)
         if animate and self.count_up and not first:
+            # The first frame comes from the timer: until then the old figures stand.
             self._from = dict(self.shown)
             self._tween_started = time.monotonic()
             if self._tween is None:
                 self._tween = self.set_interval(1 / COUNT_UP_FPS, self._step)
         else:
-            self._finish()
-        self.refresh()
+            self._finish()  # the first figures are shown at once, never counted up to
+            self._repaint()
 
     def _step(self) -> None:
         t = (time.monotonic() - self._tween_started) / COUNT_UP_SECONDS
@@ -128,7 +135,7 @@ class MetricCard(Widget):
                 k: _between(self._from.get(k, v), v, e) if k in self._from else v
                 for k, v in self.targets.items()
             }
-        self.refresh()
+        self._repaint()
 
     def _finish(self) -> None:
         self.shown = dict(self.targets)
@@ -137,28 +144,45 @@ class MetricCard(Widget):
             self._tween = None
 
     def pulse(self) -> None:
-        """Flash the live dot: an update just arrived (only cards with a pulse row)."""
-        if not any(r.pulse for r in self.rows):
-            return
-        self._pulse_until = time.monotonic() + PULSE_SECONDS
-        if self._pulse_timer is not None:
-            self._pulse_timer.stop()
-        self._pulse_timer = self.set_timer(PULSE_SECONDS, self._end_pulse)
+        """Beat the live dot: it swaps between bright and dim with each update.
 
-    def _end_pulse(self) -> None:
-        self._pulse_timer = None
-        self.refresh()
+        A swap is one row repainted in the frame that draws the update anyway. A flash that
+        goes out by itself would cost a frame of its own for every update.
+        """
+        row = next((y for y, r in enumerate(self.rows) if r.pulse), None)
+        if row is None:
+            return
+        self._pulsing = not self._pulsing
+        if self.shown.get(self.rows[row].key) is not None and self.is_mounted:
+            self.refresh(Region(0, row, self.content_size.width, 1))
+
+    def _repaint(self) -> None:
+        """Refresh only the rows that now read differently from what is on screen."""
+        if self._drawn is None or not self.is_mounted:
+            self.refresh()
+            return
+        width = self.content_size.width
+        regions = [
+            Region(0, y, width, 1)
+            for y, (old, new) in enumerate(zip(self._drawn, self._lines(), strict=True))
+            if old != new
+        ]
+        if regions:
+            self.refresh(*regions)
 
     # ------------------------------------------------------------------ drawing
 
     def render(self) -> Text:
+        self._drawn = self._lines()
+        return Text("\n").join(self._drawn)
+
+    def _lines(self) -> list[Text]:
         width = max(1, self.content_size.width)
         label_style = self.get_component_rich_style("card--label")
         value_style = self.get_component_rich_style("card--value")
         alert_style = self.get_component_rich_style("card--alert")
-        pulsing = time.monotonic() < self._pulse_until
         pulse_style = self.get_component_rich_style(
-            "card--pulse" if pulsing else "card--pulse-rest"
+            "card--pulse" if self._pulsing else "card--pulse-rest"
         )
         cells: list[tuple[Row, str, Style, Text]] = []
         for row in self.rows:
@@ -180,7 +204,7 @@ class MetricCard(Widget):
             line.append(shown, style)
             line.append_text(tail)
             lines.append(line)
-        return Text("\n").join(lines)
+        return lines
 
     def _label_tier(self, width: int, cells: Sequence[tuple[Row, str, Style, Text]]) -> int:
         """The longest label set that fits every row, so a card never mixes long and short."""

@@ -1,7 +1,11 @@
 """Trend charts: a sparkline where space is short, a plotext line chart with axes where not.
 
-Both views live in one widget and the stylesheet shows one of them; the hidden one is never
-rendered, so keeping its data current is just a list assignment.
+Both views live in one widget and the stylesheet shows one of them. The hidden one takes its
+new data without asking for a repaint: Textual answers a repaint request from a widget that is
+not on screen by rebuilding the whole screen map, once a second here. It repaints when shown.
+
+The line chart (``TrendPlot``, in ``plot.py``) joins each chart after the first frame, so the
+first figures do not wait for plotext to load.
 """
 
 from __future__ import annotations
@@ -9,11 +13,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
-from textual_plotext import PlotextPlot
+
+if TYPE_CHECKING:
+    from metrics_tui.widgets.plot import TrendPlot
 
 
 def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> list[float]:
@@ -31,40 +38,10 @@ def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> 
     return [first + i * step for i in range(max(1, count))]
 
 
-class TrendPlot(PlotextPlot):
-    """A plotext line chart that rebuilds only when its points change."""
+class TrendSpark(Sparkline):
+    """The compact view; its data may change while hidden (see the module's docstring)."""
 
-    def __init__(
-        self,
-        color: str,
-        fmt: Callable[[float], str],
-        *,
-        integer: bool = False,
-        id: str | None = None,
-        classes: str | None = None,
-    ) -> None:
-        super().__init__(id=id, classes=classes)
-        self._color = color
-        self._fmt = fmt
-        self._integer = integer
-
-    def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        if values:
-            xs = list(range(1, len(values) + 1))
-            plt.plot(xs, list(values), marker="braille", color=self._color)
-            lo, hi = min(values), max(values)
-            if hi == lo:
-                plt.ylim(lo - 1, hi + 1)
-            ticks = nice_ticks(lo, hi, integer=self._integer) if hi > lo else [lo]
-            plt.yticks(ticks, [self._fmt(v) for v in ticks])
-            # First and last only: they sit on the frame edges, so placement never wobbles.
-            picks = sorted({0, len(xs) - 1})
-            labels = [stamps[i].astimezone().strftime("%H:%M:%S") for i in picks]
-            plt.xticks([xs[i] for i in picks], labels)
-            plt.xlim(1, max(2, len(xs)))
+    def on_show(self) -> None:
         self.refresh()
 
 
@@ -95,18 +72,47 @@ class TrendChart(Vertical):
         self._fmt = fmt
         self._color = color
         self._integer = integer
+        self._title_text = f"{title} · waiting for data"
+        self._points: tuple[Sequence[float], Sequence[datetime]] = ((), ())
+        self._plot: TrendPlot | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(f"{self.title} · waiting for data", classes="chart-title", markup=False)
-        yield Sparkline([], summary_function=max)
-        yield TrendPlot(self._color, self._fmt, integer=self._integer)
+        yield Static(self._title_text, classes="chart-title", markup=False)
+        yield TrendSpark([], summary_function=max)
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._add_plot)
+
+    def _add_plot(self) -> None:
+        from metrics_tui.widgets.plot import TrendPlot
+
+        plot = TrendPlot(self._color, self._fmt, integer=self._integer)
+        plot.set_points(*self._points)
+        self._plot = plot
+        self.mount(plot)
 
     def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
-        """Replace the plotted points (a new list, so the sparkline redraws)."""
-        title = self.query_one(".chart-title", Static)
-        if values:
-            title.update(f"{self.title} · {self._title_fmt(values[-1])}")
-        else:
-            title.update(f"{self.title} · waiting for data")
-        self.query_one(Sparkline).data = list(values)
-        self.query_one(TrendPlot).set_points(values, stamps)
+        """Replace the plotted points. Only what changed is redrawn, and nothing here changes a
+        size: the title is one line of fixed width, so it is updated without a layout pass."""
+        latest = self._title_fmt(values[-1]) if values else "waiting for data"
+        title = f"{self.title} · {latest}"
+        if title != self._title_text:
+            self._title_text = title
+            self.query_one(".chart-title", Static).update(title, layout=False)
+        spark = self.query_one(TrendSpark)
+        if list(spark.data or []) != list(values):
+            if spark.is_on_screen:
+                spark.data = list(values)  # a new list, so the sparkline redraws
+            else:
+                spark.set_reactive(Sparkline.data, list(values))
+        self._points = (values, stamps)
+        if self._plot is not None:
+            self._plot.set_points(values, stamps)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TrendPlot":  # loaded on first use, see the module's docstring
+        from metrics_tui.widgets.plot import TrendPlot
+
+        return TrendPlot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
