@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import select
 import signal
 import ssl
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -49,6 +51,8 @@ from metrics_tui.widgets.status import StatusLine
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
+#: Seconds a hang-up leaves for a clean exit before the process is ended regardless.
+HANGUP_GRACE = 3.0
 
 _Draw = TypeVar("_Draw", bound=Callable[..., None])
 
@@ -185,6 +189,7 @@ class MetricsApp(App[None]):
         self.status = Status(ConnState.CONNECTING)
         self.last_update: float | None = None
         self._hup_poll: select.poll | None = None
+        self._hangup_watchdog: threading.Timer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -242,6 +247,14 @@ class MetricsApp(App[None]):
             self._hup_poll = None
 
     def _hangup(self) -> None:
+        # Shutdown still writes to the terminal, and with the terminal gone that has been seen
+        # to block for good (the output thread's queue never drains). Nothing is left to
+        # restore on a vanished terminal, so a watchdog ends the process if a clean exit has
+        # not happened in time.
+        if self._hangup_watchdog is None:
+            self._hangup_watchdog = threading.Timer(HANGUP_GRACE, os._exit, args=(129,))
+            self._hangup_watchdog.daemon = True
+            self._hangup_watchdog.start()
         self.exit(return_code=129)
 
     def _terminal_gone(self) -> bool:

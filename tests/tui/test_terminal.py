@@ -70,3 +70,23 @@ def test_closed_terminal_exits_without_spinning() -> None:
     code = drain_until_exit(proc, None, 15)
     assert code is not None
     assert not ps.is_running() or ps.status() == psutil.STATUS_ZOMBIE
+
+
+async def test_hangup_ends_the_process_even_if_shutdown_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A shutdown stuck writing to a vanished terminal must not leave the process behind."""
+    import threading
+
+    from metrics_tui import app as app_module
+
+    ended = threading.Event()
+    codes: list[int] = []
+    monkeypatch.setattr(app_module, "HANGUP_GRACE", 0.05)
+    monkeypatch.setattr(app_module.os, "_exit", lambda code: (codes.append(code), ended.set()))
+    app = app_module.MetricsApp(f"ws://127.0.0.1:{free_port()}/ws/metrics", animate=False)
+    async with app.run_test(size=(80, 24)):
+        monkeypatch.setattr(app, "exit", lambda *a, **k: None)  # as if shutdown never finished
+        app._hangup()
+        assert ended.wait(5), "the watchdog did not fire"
+    assert codes == [129]
