@@ -197,19 +197,31 @@ async def test_group_commit_store_failure_refuses_the_whole_group(tmp_path: Path
     await service.close()
 
 
-async def test_full_disk_refuses_then_recovers(tmp_path: Path) -> None:
-    """SQLITE_FULL (the database cannot grow) is refused like any store fault, and clears."""
+@pytest.mark.parametrize(
+    ("fault", "clear", "words"),
+    [
+        # The database cannot grow, as on a full disk.
+        ("PRAGMA max_page_count = {pages}", "PRAGMA max_page_count = 1073741823", "full"),
+        # Writes refused, as for a file made read-only (permissions do not bind root, so the
+        # connection is made read-only instead; SQLite reports the same error).
+        ("PRAGMA query_only = ON", "PRAGMA query_only = OFF", "readonly"),
+    ],
+)
+async def test_store_fault_refuses_then_recovers(
+    tmp_path: Path, fault: str, clear: str, words: str
+) -> None:
+    """A store that cannot write refuses the batch, changes nothing, and recovers by itself."""
     service = await open_service(tmp_path / "m.db")
     await service.ingest([{"type": "user_activity", "userId": "a"}])
     before, count = figures(service), service.store.event_count()
     db = service.store._db  # type: ignore[attr-defined]
     pages = db.execute("PRAGMA page_count").fetchone()[0]
-    db.execute(f"PRAGMA max_page_count = {pages}")  # as if the disk were full
+    db.execute(fault.format(pages=pages))
     big = [{"type": "content_view", "contentId": f"c{i:0>150}"} for i in range(1000)]
-    with pytest.raises(StoreError, match="full"):
+    with pytest.raises(StoreError, match=words):
         await service.ingest(big)
     assert figures(service) == before and service.store.event_count() == count
-    db.execute("PRAGMA max_page_count = 1073741823")  # space freed
+    db.execute(clear)
     assert await service.ingest(big) == 1000
     assert figures(service)[3].total_views == 1000  # type: ignore[union-attr]
     await service.close()
