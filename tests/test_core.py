@@ -72,9 +72,7 @@ def brute_force(accepted: list[Event], now: float, tz: ZoneInfo) -> dict[str, ob
     week_start = day_start - timedelta(days=today.weekday())
     week_start = datetime(week_start.year, week_start.month, week_start.day, tzinfo=tz)
     month_start = datetime(today.year, today.month, 1, tzinfo=tz)
-    next_month = datetime(
-        today.year + (today.month == 12), today.month % 12 + 1, 1, tzinfo=tz
-    )
+    next_month = datetime(today.year + (today.month == 12), today.month % 12 + 1, 1, tzinfo=tz)
 
     def revenue(start: datetime, end: datetime) -> Decimal:
         cents = sum(
@@ -102,9 +100,7 @@ def brute_force(accepted: list[Event], now: float, tz: ZoneInfo) -> dict[str, ob
         "failed": sum(s == "failed" for s in status.values()),
         "views": views,
         "rate": (
-            (Decimal(completed) * 100 / views).quantize(Decimal("0.01"))
-            if views
-            else Decimal("0")
+            (Decimal(completed) * 100 / views).quantize(Decimal("0.01")) if views else Decimal("0")
         ),
     }
 
@@ -207,8 +203,9 @@ def test_rebuilt_rollups_equal_live_ones() -> None:
             UserActivity(f"u{i % 37}", now - (i * 997) % 90000),
             ContentView(f"c{i % 5}", f"u{i % 11}", now - i * 3.0),
             TransactionEvent(f"t{i}", "pending", 100 + i, f"u{i % 7}", None, now - i * 301.0),
-            TransactionEvent(f"t{i}", ("completed", "failed")[i % 4 == 0], None, None, None,
-                             now - i * 300.0),
+            TransactionEvent(
+                f"t{i}", ("completed", "failed")[i % 4 == 0], None, None, None, now - i * 300.0
+            ),
         ]
         known = {t: store.txns[t] for t in txn_ids(batch) if t in store.txns}
         plan = plan_batch(batch, known)
@@ -238,7 +235,9 @@ def test_transitions() -> None:
     plan = plan_batch([txn("p", "completed")], known)
     assert plan.txns["p"] == TxnRecord("completed", 500)
     assert (plan.counters.pending, plan.counters.completed, plan.counters.revenue_cents) == (
-        -1, 1, 500,
+        -1,
+        1,
+        500,
     )
     plan = plan_batch([txn("p", "failed", 500)], known)
     assert (plan.counters.pending, plan.counters.failed, plan.counters.revenue_cents) == (-1, 1, 0)
@@ -294,7 +293,10 @@ def test_midnight(tz: str) -> None:
     sales = [(at(tz, 2025, 1, 14, 23, 59, 59), 100), (at(tz, 2025, 1, 15, 0, 0, 0), 200)]
     today, week, month, total = revenue_at(tz, sales, at(tz, 2025, 1, 15, 12))
     assert (today, week, month, total) == (
-        Decimal("2.00"), Decimal("3.00"), Decimal("3.00"), Decimal("3.00"),
+        Decimal("2.00"),
+        Decimal("3.00"),
+        Decimal("3.00"),
+        Decimal("3.00"),
     )
 
 
@@ -313,7 +315,10 @@ def test_week_spanning_months() -> None:
     sales = [(at("UTC", 2025, 3, 31, 10), 700), (at("UTC", 2025, 4, 1, 10), 300)]
     today, week, month, total = revenue_at("UTC", sales, at("UTC", 2025, 4, 2, 9))
     assert (today, week, month, total) == (
-        Decimal("0.00"), Decimal("10.00"), Decimal("3.00"), Decimal("10.00"),
+        Decimal("0.00"),
+        Decimal("10.00"),
+        Decimal("3.00"),
+        Decimal("10.00"),
     )
 
 
@@ -334,8 +339,11 @@ def test_month_end_and_leap_day(tz: str) -> None:
 def test_dst_day_in_new_york() -> None:
     # 2025-03-09 has 23 hours in New York; midnight is 05:00 UTC, the next one 04:00 UTC.
     tz = "America/New_York"
-    sales = [(at(tz, 2025, 3, 9, 0, 0), 100), (at(tz, 2025, 3, 9, 23, 30), 200),
-             (at(tz, 2025, 3, 10, 0, 0), 400)]
+    sales = [
+        (at(tz, 2025, 3, 9, 0, 0), 100),
+        (at(tz, 2025, 3, 9, 23, 30), 200),
+        (at(tz, 2025, 3, 10, 0, 0), 400),
+    ]
     assert revenue_at(tz, sales, at(tz, 2025, 3, 9, 23, 59))[0] == Decimal("3.00")
     assert revenue_at(tz, sales, at(tz, 2025, 3, 10, 0, 1))[0] == Decimal("4.00")
 
@@ -369,8 +377,9 @@ def test_active_window_is_five_minutes() -> None:
     assert rollups.active_now(now + 299) == 1
     assert rollups.active_now(now + 300) == 0
     # Seen again: back in, counted once.
-    rollups.apply(plan_batch([UserActivity("a", now + 400), UserActivity("a", now + 401)], {}),
-                  now + 401)
+    rollups.apply(
+        plan_batch([UserActivity("a", now + 400), UserActivity("a", now + 401)], {}), now + 401
+    )
     assert rollups.active_now(now + 401) == 1
 
 

@@ -26,8 +26,15 @@ def test_valid_events() -> None:
         "c9", None, NOW
     )
     e = parse_event(
-        {"type": "transaction", "id": "t1", "status": "pending", "amount": "12.50",
-         "userId": "u1", "contentId": "c9", "ts": "2025-11-24T15:00:00+01:00"},
+        {
+            "type": "transaction",
+            "id": "t1",
+            "status": "pending",
+            "amount": "12.50",
+            "userId": "u1",
+            "contentId": "c9",
+            "ts": "2025-11-24T15:00:00+01:00",
+        },
         NOW,
     )
     assert e == TransactionEvent("t1", "pending", 1250, "u1", "c9", 1_763_992_800.0)
@@ -36,8 +43,16 @@ def test_valid_events() -> None:
 
 @pytest.mark.parametrize(
     ("value", "cents"),
-    [("12.50", 1250), ("0", 0), ("0.01", 1), (7, 700), (Decimal("19.9"), 1990), (" 3.10 ", 310),
-     ("1e2", 10000), ("12.500", 1250)],
+    [
+        ("12.50", 1250),
+        ("0", 0),
+        ("0.01", 1),
+        (7, 700),
+        (Decimal("19.9"), 1990),
+        (" 3.10 ", 310),
+        ("1e2", 10000),
+        ("12.500", 1250),
+    ],
 )
 def test_amounts(value: object, cents: int) -> None:
     assert parse_amount(value) == cents
@@ -45,9 +60,17 @@ def test_amounts(value: object, cents: int) -> None:
 
 @pytest.mark.parametrize(
     ("value", "words"),
-    [("-1", ">= 0"), ("1.234", "more than 2 decimals"), ("abc", "not a decimal"),
-     ("NaN", "finite"), ("Infinity", "finite"), (True, "must be a number"),
-     (None, "must be a number"), ([1], "must be a number"), ("1e20", "too large")],
+    [
+        ("-1", ">= 0"),
+        ("1.234", "more than 2 decimals"),
+        ("abc", "not a decimal"),
+        ("NaN", "finite"),
+        ("Infinity", "finite"),
+        (True, "must be a number"),
+        (None, "must be a number"),
+        ([1], "must be a number"),
+        ("1e20", "too large"),
+    ],
 )
 def test_bad_amounts(value: object, words: str) -> None:
     with pytest.raises(EventError, match=words):

@@ -34,8 +34,7 @@ def test_seed_round_trip_is_byte_exact() -> None:
 def test_money_is_written_with_two_decimals() -> None:
     m = p.Metrics(
         timestamp=datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
-        revenue=p.Revenue(Decimal("0.1"), Decimal("0"), Decimal("1234567890123.45"),
-                          Decimal("7")),
+        revenue=p.Revenue(Decimal("0.1"), Decimal("0"), Decimal("1234567890123.45"), Decimal("7")),
     )
     assert p.encode_data(m) == (
         '{"revenue":{"total":0.10,"today":0.00,"thisWeek":1234567890123.45,"thisMonth":7.00},'
@@ -63,9 +62,17 @@ def test_history_message() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [[], {"timestamp": 5}, {"timestamp": "nope"}, {"revenue": 1, "timestamp": "2025-01-01T00:00Z"},
-     {"activeUsers": {"current": -1, "today": 0, "peak24h": 0}, "timestamp": "2025-01-01T00:00Z"},
-     {"transactions": {"total": True}, "timestamp": "2025-01-01T00:00Z"}],
+    [
+        [],
+        {"timestamp": 5},
+        {"timestamp": "nope"},
+        {"revenue": 1, "timestamp": "2025-01-01T00:00Z"},
+        {
+            "activeUsers": {"current": -1, "today": 0, "peak24h": 0},
+            "timestamp": "2025-01-01T00:00Z",
+        },
+        {"transactions": {"total": True}, "timestamp": "2025-01-01T00:00Z"},
+    ],
 )
 def test_decode_refuses_bad_shapes(data: object) -> None:
     with pytest.raises(p.ProtocolError):
@@ -80,7 +87,9 @@ def test_loads_refuses_non_json() -> None:
 
 def test_error_message_shape() -> None:
     assert json.loads(p.encode(p.error_message("invalid_event", "bad", id=7, index=2))) == {
-        "type": "error", "id": 7, "error": {"code": "invalid_event", "message": "bad", "index": 2}
+        "type": "error",
+        "id": 7,
+        "error": {"code": "invalid_event", "message": "bad", "index": 2},
     }
 
 

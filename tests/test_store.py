@@ -29,10 +29,19 @@ def batch(i: int, now: float) -> list[dict]:
     return [
         {"type": "user_activity", "userId": f"u{i % 13}", "ts": now - i},
         {"type": "content_view", "contentId": f"c{i % 4}", "userId": f"u{i % 5}"},
-        {"type": "transaction", "id": f"t{i}", "status": "pending", "amount": f"{i}.{i % 100:02d}",
-         "ts": now - 86400 * (i % 40)},
-        {"type": "transaction", "id": f"t{i}", "status": ("completed", "failed")[i % 5 == 0],
-         "ts": now - 86400 * (i % 40) + 1},
+        {
+            "type": "transaction",
+            "id": f"t{i}",
+            "status": "pending",
+            "amount": f"{i}.{i % 100:02d}",
+            "ts": now - 86400 * (i % 40),
+        },
+        {
+            "type": "transaction",
+            "id": f"t{i}",
+            "status": ("completed", "failed")[i % 5 == 0],
+            "ts": now - 86400 * (i % 40) + 1,
+        },
     ]
 
 
@@ -78,15 +87,18 @@ async def test_other_zone_after_restart_regroups_days(tmp_path: Path) -> None:
 
 async def test_bad_batch_changes_nothing(tmp_path: Path) -> None:
     service = await open_service(tmp_path / "m.db")
-    await service.ingest([{"type": "transaction", "id": "t", "status": "completed",
-                           "amount": "5.00"}])
+    await service.ingest(
+        [{"type": "transaction", "id": "t", "status": "completed", "amount": "5.00"}]
+    )
     before, count = figures(service), service.store.event_count()
     with pytest.raises(EventError) as err:
-        await service.ingest([
-            {"type": "user_activity", "userId": "new"},
-            {"type": "content_view", "contentId": "c"},
-            {"type": "transaction", "id": "t", "status": "failed"},
-        ])
+        await service.ingest(
+            [
+                {"type": "user_activity", "userId": "new"},
+                {"type": "content_view", "contentId": "c"},
+                {"type": "transaction", "id": "t", "status": "failed"},
+            ]
+        )
     assert err.value.index == 2
     assert figures(service) == before and service.store.event_count() == count
     await service.close()
@@ -101,16 +113,18 @@ async def test_locked_store_refuses_then_recovers(tmp_path: Path) -> None:
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another process holding the database
     with pytest.raises(StoreError):
-        await service.ingest([{"type": "transaction", "id": "t", "status": "completed",
-                               "amount": "1.00"}])
+        await service.ingest(
+            [{"type": "transaction", "id": "t", "status": "completed", "amount": "1.00"}]
+        )
     assert figures(service) == before  # nothing counted that was not stored
     assert service.store_error is not None
     assert service.get_metrics() is not None  # still serving the last figures
     other.execute("ROLLBACK")
     other.close()
 
-    await service.ingest([{"type": "transaction", "id": "t", "status": "completed",
-                           "amount": "1.00"}])
+    await service.ingest(
+        [{"type": "transaction", "id": "t", "status": "completed", "amount": "1.00"}]
+    )
     assert service.store_error is None
     assert figures(service)[2].completed == 1  # type: ignore[union-attr]
     await service.close()
@@ -162,12 +176,17 @@ async def _grouped(service: MetricsService, batches: list[list[dict]]) -> list[o
 async def test_group_commit_validates_each_batch_in_order(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     service = await open_service(db)
-    results = await _grouped(service, [
-        [{"type": "transaction", "id": "g", "status": "pending", "amount": "5.00"}],
-        [{"type": "transaction", "id": "g", "status": "completed"}],  # needs the batch before
-        [{"type": "transaction", "id": "g", "status": "failed"}],  # completed -> failed: refused
-        [{"type": "user_activity", "userId": "u"}],
-    ])
+    results = await _grouped(
+        service,
+        [
+            [{"type": "transaction", "id": "g", "status": "pending", "amount": "5.00"}],
+            # needs the batch before it:
+            [{"type": "transaction", "id": "g", "status": "completed"}],
+            # completed -> failed: refused
+            [{"type": "transaction", "id": "g", "status": "failed"}],
+            [{"type": "user_activity", "userId": "u"}],
+        ],
+    )
     assert results[:2] == [1, 1] and results[3] == 1
     assert isinstance(results[2], EventError) and results[2].index == 0
     after = figures(service)
@@ -185,10 +204,13 @@ async def test_group_commit_store_failure_refuses_the_whole_group(tmp_path: Path
     before = figures(service)
     other = sqlite3.connect(db, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
-    results = await _grouped(service, [
-        [{"type": "user_activity", "userId": "a"}],
-        [{"type": "transaction", "id": "x", "status": "pending", "amount": "1.00"}],
-    ])
+    results = await _grouped(
+        service,
+        [
+            [{"type": "user_activity", "userId": "a"}],
+            [{"type": "transaction", "id": "x", "status": "pending", "amount": "1.00"}],
+        ],
+    )
     assert all(isinstance(r, StoreError) for r in results)
     assert figures(service) == before and service.store_error is not None
     other.execute("ROLLBACK")
