@@ -85,6 +85,15 @@ def make_router(
                 f"the server has {access.max_clients} subscribers already; try again later",
                 Retry_After="5",
             )
+        if request.protocol != "HTTP/1.1":
+            # websockets would answer 505; a client error is the truthful answer.
+            return _error(
+                HTTPStatus.UPGRADE_REQUIRED,
+                p.ERR_INVALID_MESSAGE,
+                f"a WebSocket handshake on {path} needs HTTP/1.1",
+                Upgrade="websocket",
+                Connection="Upgrade",
+            )
         return None  # a WebSocket path: go on with the handshake
 
     return route
