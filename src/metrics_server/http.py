@@ -68,7 +68,9 @@ def make_router(
         if path == p.HEALTH_PATH:  # open, for load balancers and probes
             return json_response(HTTPStatus.OK, '{"status":"ok"}')
         expected = access.ingest_token if path == p.WS_INGEST_PATH else access.token
-        presented = presented_token(request.headers.get("Authorization"), request.path)
+        # get_all: a repeated header must not raise (a 500); two of them present no token.
+        auth = request.headers.get_all("Authorization")
+        presented = presented_token(auth[0] if len(auth) == 1 else None, request.path)
         if not token_ok(expected, presented):
             return _error(
                 HTTPStatus.UNAUTHORIZED,
