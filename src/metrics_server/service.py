@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import protocol
-from .core import USER_HORIZON, Plan, Rollups, TxnRecord, plan_batch, txn_ids
+from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
 from .events import Event, EventError, parse_batch
 from .protocol import Kind, Metrics
 from .store import Store, StoreError
@@ -73,12 +73,22 @@ class MetricsService:
         """Rebuild the rollups and history from the store."""
         now = self.clock()
         state = await self._run(self.store.load, now, USER_HORIZON, self.history.maxlen)
-        self.rollups.load(state.counters, state.revenue_buckets, state.users, state.peaks, now)
-        for data in state.history:
+        try:
+            skipped = self.rollups.load(
+                state.counters, state.revenue_buckets, state.users, state.peaks, now
+            )
+        except StoredStateError as exc:  # one line and exit 1 (cli), not a traceback
+            where = getattr(self.store, "path", "the store")
+            raise StoreError(f"cannot start from {where}: {exc}") from None
+        for n, data in enumerate(state.history, 1):
             try:
                 self.history.append(protocol.decode_data(protocol.loads(data)))
-            except protocol.ProtocolError:
-                log.warning("skipping an unreadable history row")
+            except (ValueError, TypeError, ArithmeticError):  # any shape a bad row can take
+                skipped.append(f"history row {n} of {len(state.history)}: not a snapshot")
+        for row in skipped[:20]:
+            log.warning("skipping a stored row that cannot count: %s", row)
+        if len(skipped) > 20:
+            log.warning("skipping %d more such rows", len(skipped) - 20)
 
     async def close(self) -> None:
         await self.stop_metrics_updates()
@@ -137,7 +147,12 @@ class MetricsService:
         applied = False
         for (events, done), result in zip(group, results, strict=True):
             if isinstance(result, Plan):
-                self.rollups.apply(result, now)
+                try:
+                    self.rollups.apply(result, now)
+                except Exception:  # plan_batch checked what could fail here; defence in depth
+                    # Committed, so it must be acknowledged (a retry would count it twice); the
+                    # live figures may be off until a restart rebuilds them from the store.
+                    log.exception("a stored batch could not be added to the live figures")
                 done.set_result(len(events))
                 applied = True
             else:
@@ -152,15 +167,18 @@ class MetricsService:
         results: list[Plan | Exception] = []
         plans: list[Plan] = []
         planned: dict[str, TxnRecord] = {}  # states written by earlier batches of this group
+        # Read here, on the store's thread, while the loop holds the lock: nothing applies now.
+        revenue = self.rollups.counters.revenue_cents
         for events in batches:
             ids = txn_ids(events)
             try:
                 known = dict(self.store.get_transactions(ids.difference(planned)))
                 known.update((i, planned[i]) for i in ids if i in planned)
-                plan = plan_batch(events, known)
+                plan = plan_batch(events, known, revenue)
             except (EventError, StoreError) as exc:
                 results.append(exc)
                 continue
+            revenue += plan.counters.revenue_cents
             planned.update(plan.txns)
             plans.append(plan)
             results.append(plan)
