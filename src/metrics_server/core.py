@@ -242,7 +242,7 @@ class Rollups:
             elif type(value) is not int or not 0 <= value <= MAX_SUM:
                 raise StoredStateError(
                     f"the stored counter {name!r} holds {_show(value)}, not a whole number from"
-                    " 0 to 2^63-1, so no figure can be trusted"
+                    " 0 to 2^63-1, so no figure can be trusted (see docs/SECURITY.md)"
                 )
             else:
                 values[name] = value
