@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
+from websockets.server import ServerProtocol
 
 from . import protocol as p
 from .demo import DemoTraffic, prepare_demo, run_demo
@@ -20,8 +22,23 @@ from .store import SQLiteStore
 
 log = logging.getLogger("metrics_server")
 
-#: Producers' batches (1000 events) fit comfortably; subscribers get a tighter cap in the hub.
-MAX_MESSAGE = 1024 * 1024
+
+class _Connection(ServerConnection):
+    """Says in the close reason why a message was too big: websockets' own reason ("frame with
+    N bytes exceeds limit of M bytes") does not tell a producer what a batch may be."""
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        fail = protocol.fail
+
+        def fail_saying_why(code: int, reason: str = "") -> None:
+            if code == CloseCode.MESSAGE_TOO_BIG:
+                path = split_target(self.request.path)[0] if self.request else ""
+                what = "a batch" if path == p.WS_INGEST_PATH else "a message"
+                reason = f"message too big: {what} is at most {protocol.max_message_size} bytes"
+            fail(code, reason)
+
+        protocol.fail = fail_saying_why  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +104,9 @@ class MetricsServer:
                 # Browsers send Origin; other clients (the monitor, producers) send none, and
                 # are let through, since the origin check only defends against web pages.
                 origins=[*cfg.origins, None] if cfg.origins else None,
-                max_size=MAX_MESSAGE,
+                # Producers' cap; the hub lowers it for subscribers (Limits.max_message).
+                max_size=max(cfg.limits.max_batch, cfg.limits.max_message),
+                create_connection=_Connection,
                 # Snapshots are a few hundred bytes: deflate would save little on the wire and
                 # cost about 50 KB of memory per connection (see docs/PERFORMANCE.md).
                 compression=None,

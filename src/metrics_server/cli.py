@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from . import __version__
 from .app import MetricsServer, ServerConfig
 from .hub import Limits
+from .protocol import MAX_BATCH_BYTES
 from .security import is_loopback, server_ssl_context
 from .store import StoreError
 
@@ -166,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with 1009 [METRICS_MAX_MESSAGE_SIZE] (default 65536)",
     )
     sec.add_argument(
+        "--max-batch-size",
+        type=_count,
+        default=env("METRICS_MAX_BATCH_SIZE", str(MAX_BATCH_BYTES)),
+        help="largest batch a producer may send, in bytes; larger closes with 1009 "
+        f"[METRICS_MAX_BATCH_SIZE] (default {MAX_BATCH_BYTES}: 1000 events of the longest "
+        "ids fit)",
+    )
+    sec.add_argument(
         "--rate-limit",
         type=_positive_float,
         default=env("METRICS_RATE_LIMIT", "20"),
@@ -205,7 +214,10 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         keyfile=args.keyfile,
         max_clients=args.max_clients,
         limits=Limits(
-            max_message=args.max_message_size, rate=args.rate_limit, burst=2 * args.rate_limit
+            max_message=args.max_message_size,
+            rate=args.rate_limit,
+            burst=2 * args.rate_limit,
+            max_batch=args.max_batch_size,
         ),
     )
 

@@ -36,6 +36,7 @@ class Limits:
     send batches of up to 1000 events, hence their larger message size and rate."""
 
     max_message: int = 64 * 1024
+    max_batch: int = p.MAX_BATCH_BYTES  # producers' messages
     rate: float = 20.0  # messages per second, sustained
     burst: float = 40.0
     ingest_rate: float = 500.0
@@ -191,6 +192,7 @@ class Hub:
     # ---- /ws/ingest
 
     async def producer(self, ws: ServerConnection) -> None:
+        ws.protocol.max_message_size = self.limits.max_batch  # serve() has the larger of both
         limiter = RateLimiter(self.limits.ingest_rate, self.limits.ingest_burst)
         try:
             async for raw in ws:
@@ -224,8 +226,9 @@ class Hub:
             accepted = await self.service.ingest(msg["events"])
         except EventError as exc:
             if exc.index is None:
-                return _error(p.ERR_INVALID_BATCH, exc.message, id=batch_id)
-            return _error(p.ERR_INVALID_EVENT, exc.message, id=batch_id, index=exc.index)
+                return _error(exc.code or p.ERR_INVALID_BATCH, exc.message, id=batch_id)
+            code = exc.code or p.ERR_INVALID_EVENT
+            return _error(code, exc.message, id=batch_id, index=exc.index)
         except StoreError as exc:
             log.error("%s", exc)
             return _error(
