@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from metrics_server.app import MetricsServer, ServerConfig
+from metrics_server.cli import parse_config
 from metrics_server.hub import Limits
 from metrics_server.protocol import MAX_BATCH_BYTES
 from metrics_server.store import SQLiteStore
@@ -177,3 +178,14 @@ async def test_a_batch_over_the_limit_is_closed_saying_why(start_server) -> None
                 await asyncio.wait_for(sub.recv(), 5)
     assert sub.close_code == 1009
     assert sub.close_reason == "message too big: a message is at most 1024 bytes"
+
+
+def test_max_batch_size_is_a_setting_with_a_default_that_fits(monkeypatch) -> None:
+    assert parse_config([]).limits.max_batch == MAX_BATCH_BYTES == 8 * 1024 * 1024
+    assert parse_config(["--max-batch-size", "4096"]).limits.max_batch == 4096
+    monkeypatch.setenv("METRICS_MAX_BATCH_SIZE", "70000")
+    limits = parse_config([]).limits
+    assert (limits.max_batch, limits.max_message) == (70000, 64 * 1024)
+    with pytest.raises(SystemExit) as exit_:
+        parse_config(["--max-batch-size", "0"])
+    assert exit_.value.code == 2
