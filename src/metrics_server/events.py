@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .protocol import ERR_AMOUNT_TOO_LARGE, MAX_BATCH
+from .protocol import CENT, ERR_AMOUNT_TOO_LARGE, MAX_BATCH
 
 STATUSES = ("pending", "completed", "failed")
 #: Events may be dated at most this far ahead of the server's clock (producers' clocks drift).
@@ -34,7 +34,6 @@ MAX_AMOUNT_TEXT = "1000000000.00"
 #: A decimal string: ASCII digits, then at most two decimals. No sign, exponent, spaces, "_"
 #: separators or other scripts' digits (str.isdigit and Decimal accept "١٢"; re's \d would too).
 _AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
-_CENT = Decimal("0.01")
 
 
 class EventError(ValueError):
@@ -134,7 +133,7 @@ def parse_amount(value: Any) -> int:
         )
     # At most 12 digits now, so quantize is exact; == compares exact values, so
     # 1.000000000000000000000000000001 (beyond the context's 28 digits) is still refused.
-    cents = amount.quantize(_CENT)
+    cents = amount.quantize(CENT)
     if cents != amount:
         raise EventError("'amount' has more than 2 decimals")
     return int(cents.scaleb(2))
