@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -247,3 +248,20 @@ async def test_store_fault_refuses_then_recovers(
     assert await service.ingest(big) == 1000
     assert figures(service)[3].total_views == 1000  # type: ignore[union-attr]
     await service.close()
+
+
+async def test_one_server_per_database_file(tmp_path: Path) -> None:
+    """The in-process server is refused like the CLI; the lock goes with the store's close."""
+    from metrics_server.app import MetricsServer, ServerConfig
+
+    config = ServerConfig(port=0, db=str(tmp_path / "m.db"), interval=3600)
+    async with MetricsServer(config):
+        with pytest.raises(StoreError, match=rf"m\.db'.* in use .*pid {os.getpid()}"):
+            await MetricsServer(config).start()
+        # Another spelling of the same file finds the same lock.
+        with pytest.raises(StoreError, match="in use"):
+            SQLiteStore(tmp_path / "." / "m.db")
+        SQLiteStore(":memory:").close()  # nothing to share: no lock
+        SQLiteStore(":memory:").close()
+    async with MetricsServer(config):  # released at stop
+        pass

@@ -8,6 +8,7 @@ time, per-minute peak samples, and the last interval snapshots for ``history``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from ..core import Plan, TxnRecord
 from ..events import ContentView, TransactionEvent, UserActivity
 from .base import LoadedState, StoreError
+from .lock import DatabaseLock
 
 SCHEMA_VERSION = "1"
 
@@ -61,9 +63,13 @@ def _event_row(e: object) -> tuple:
 class SQLiteStore:
     def __init__(self, path: str | Path, busy_timeout_ms: int = 2000) -> None:
         self.path = str(path)
+        self._lock: DatabaseLock | None = None
         try:
-            if self.path != ":memory:":
+            if self.path not in (":memory:", ""):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                if Path(self.path).is_dir():  # before a stray '<dir>.lock' is made beside it
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                self._lock = DatabaseLock(self.path)  # StoreError: another server holds it
             # Used from one worker thread at a time, but not always the thread that opened it.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -82,8 +88,13 @@ class SQLiteStore:
                 "SELECT value FROM meta WHERE key='schema_version'"
             ).fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
+            self._release()
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from None
+        except StoreError:
+            self._release()
+            raise
         if version != SCHEMA_VERSION:
+            self._release()
             raise StoreError(f"database {self.path!r} has schema {version}, need {SCHEMA_VERSION}")
 
     def _tx(self) -> _Transaction:
@@ -209,6 +220,12 @@ class SQLiteStore:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
+        self._release()  # only once the file is closed may another server open it
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 class _Transaction:
