@@ -43,6 +43,7 @@ ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
 ERR_UNAUTHORIZED = "unauthorized"
 ERR_TOO_MANY_CLIENTS = "too_many_clients"
 ERR_RATE_LIMITED = "rate_limited"
+ERR_SHUTTING_DOWN = "shutting_down"
 
 CENT = Decimal("0.01")
 
