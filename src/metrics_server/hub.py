@@ -24,7 +24,7 @@ from websockets.frames import CloseCode
 from . import protocol as p
 from .events import EventError
 from .security import RateLimiter
-from .service import MetricsService
+from .service import KeyReused, MetricsService
 from .store import StoreError
 
 log = logging.getLogger("metrics_server")
@@ -254,7 +254,9 @@ class Hub:
                 id=batch_id,
             )
         try:
-            accepted = await self.service.ingest(msg["events"])
+            receipt = await self.service.submit(msg["events"], msg.get("key"))
+        except KeyReused as exc:
+            return _error(p.ERR_KEY_REUSED, str(exc), id=batch_id)
         except EventError as exc:
             if exc.index is None:
                 return _error(p.ERR_INVALID_BATCH, exc.message, id=batch_id)
@@ -264,7 +266,10 @@ class Hub:
             return _error(
                 p.ERR_STORE_UNAVAILABLE, "the store cannot take events now; retry", id=batch_id
             )
-        return p.encode({"type": "ack", "id": batch_id, "accepted": accepted})
+        ack = {"type": "ack", "id": batch_id, "accepted": receipt.accepted}
+        if receipt.duplicate:  # the same ack as the first time, said to be a repeat
+            ack["duplicate"] = True
+        return p.encode(ack)
 
 
 def _batch_refusal(raw: str | bytes) -> str:
