@@ -60,6 +60,8 @@ class ServerConfig:
     keyfile: str | None = None
     max_clients: int = 10_000
     limits: Limits = field(default_factory=Limits)
+    #: Seconds a shutdown waits for the batches being committed to get their acks.
+    shutdown_grace: float = 5.0
 
 
 class MetricsServer:
@@ -156,13 +158,24 @@ class MetricsServer:
         return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
 
     async def stop(self) -> None:
-        """Graceful: stop the demo, close every client with 1001, flush and close the store."""
+        """Graceful: stop the demo and taking connections; let the batches being committed get
+        their acks (``shutdown_grace`` seconds at most) while later ones are refused with
+        ``shutting_down``; then close every client with 1001, flush and close the store."""
         if self._demo is not None:
             self._demo.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._demo
         if self._server is not None:
-            self._server.close()  # code 1001, going away
+            self._server.close(close_connections=False)  # no new connections; these stay open
+            if self.hub is not None:
+                await self.hub.drain(self.config.shutdown_grace)
+            # The same as close() would do, only after the drain: code 1001, going away.
+            closing = [
+                asyncio.create_task(ws.close(CloseCode.GOING_AWAY, "server shutting down"))
+                for ws in self._server.connections
+            ]
+            if closing:
+                await asyncio.wait(closing)
             await self._server.wait_closed()
         if self.hub is not None:
             await self.hub.stop()

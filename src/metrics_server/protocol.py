@@ -50,6 +50,8 @@ ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
 ERR_UNAUTHORIZED = "unauthorized"
 ERR_TOO_MANY_CLIENTS = "too_many_clients"
 ERR_RATE_LIMITED = "rate_limited"
+ERR_SHUTTING_DOWN = "shutting_down"
+ERR_KEY_REUSED = "key_reused"
 
 CENT = Decimal("0.01")
 
