@@ -175,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"unknown theme {args.theme!r}; choose from {', '.join(sorted(BUILTIN_THEMES))}"
             )
     if not args.once and os.environ.get("TERM") == "dumb":
+        # One line that fits 80 columns: a dumb terminal does not wrap for us.
         print(
-            "metrics-tui: TERM=dumb cannot draw the live monitor; "
-            "use --once (or --once --json) for plain output",
+            "metrics-tui: TERM=dumb cannot draw the monitor; use --once for plain output",
             file=sys.stderr,
         )
         return EXIT_USAGE

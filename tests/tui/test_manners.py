@@ -77,9 +77,19 @@ def run_in_pty(args: list[str], env: dict[str, str], cwd: Path, until: bytes) ->
         assert until in seen, seen[-2000:]
         return seen
     finally:
-        with contextlib.suppress(ProcessLookupError):
+        # q, so that --demo removes its temporary database; a kill only if that fails.
+        with contextlib.suppress(OSError):
+            os.write(master, b"q")
+        try:
+            while proc.poll() is None and select.select([master], [], [], 10)[0]:
+                os.read(master, 65536)  # keep draining, or its last writes could block
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            proc.wait()
         os.close(master)
 
 
@@ -94,6 +104,7 @@ def test_no_color_draws_without_any_colour_code(tmp_path: Path) -> None:
     env.pop("NO_COLOR")
     out = run_in_pty(["--demo"], env, tmp_path, until=b"Revenue")
     assert colour_codes(out)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("theme", [None, "ansi-dark", "textual-light"])
