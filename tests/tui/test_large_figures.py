@@ -186,3 +186,16 @@ async def test_exact_where_it_fits() -> None:
         ]
         # An exact figure with a short label beats a compact one with a long label.
         assert rows["users"][0].split() == ["Now", "1,234,567", "●"]
+
+
+def test_once_prints_the_exact_figures() -> None:
+    """``--once`` has room for every digit: no compact figure there, even at the bound."""
+    import io
+
+    from metrics_tui.once import print_snapshot
+
+    out = io.StringIO()
+    print_snapshot(metrics(MAX_REVENUE, INT64), as_json=False, out=out)
+    assert "$92,233,720,368,547,758.07" in out.getvalue()
+    assert "9,223,372,036,854,775,807" in out.getvalue()
+    assert "Q" not in out.getvalue()  # no compact unit
