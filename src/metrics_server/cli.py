@@ -12,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import __version__
@@ -19,7 +20,7 @@ from .app import MetricsServer, ServerConfig
 from .hub import Limits
 from .protocol import MAX_BATCH_BYTES
 from .security import is_loopback, server_ssl_context
-from .store import StoreError
+from .store import StoreError, parse_store_url
 
 log = logging.getLogger("metrics_server")
 
@@ -77,6 +78,27 @@ def _tz(text: str) -> str:
     return text
 
 
+def _store_url(text: str) -> str:
+    try:
+        parse_store_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _broker_url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"malformed broker URL: {exc}") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"a broker URL is redis://host:6379/0 or rediss://host:6379/0 (TLS), not {text!r}"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     parser = argparse.ArgumentParser(
@@ -98,9 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        default=env("METRICS_DB") or None,
+        default=None,
         help="SQLite database file [METRICS_DB] (default ./metrics.db; with --demo a "
         "temporary file, removed on exit)",
+    )
+    parser.add_argument(
+        "--store",
+        type=_store_url,
+        default=None,
+        help="where events and figures are kept: sqlite:///relative.db, "
+        "sqlite:////absolute.db or postgresql://user@host:5432/dbname (several servers may "
+        "share one; docs/SCALING.md) [METRICS_STORE] (default sqlite:///metrics.db; --db PATH "
+        "is the same as sqlite:///PATH)",
+    )
+    parser.add_argument(
+        "--broker",
+        type=_broker_url,
+        default=env("METRICS_BROKER") or None,
+        help="redis://host:6379/0 (rediss:// for TLS): cross-instance fan-out, coming; for "
+        "now recorded so that servers sharing a PostgreSQL store agree on it [METRICS_BROKER]",
     )
     parser.add_argument(
         "--interval",
@@ -206,10 +244,13 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
     origins = (
         tuple(o.strip() for o in args.origins.split(",") if o.strip()) if args.origins else None
     )
+    db, store = _store_choice(parser, args)
     return ServerConfig(
         host=args.host,
         port=args.port,
-        db=args.db if args.db is not None else DEMO_DB if args.demo else DEFAULT_DB,
+        db=db if db is not None else DEMO_DB if args.demo and store is None else DEFAULT_DB,
+        store=store,
+        broker=args.broker,
         interval=args.interval,
         tz=args.tz,
         history=args.history,
@@ -230,6 +271,26 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
     )
 
 
+def _store_choice(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[str | None, str | None]:
+    """(SQLite path or None, PostgreSQL URL or None). ``--db PATH`` is ``--store
+    sqlite:///PATH``; a flag beats the environment, and METRICS_STORE beats METRICS_DB."""
+    if args.store is not None and args.db is not None:
+        parser.error("--store and --db both name the store: give one")
+    url, db = args.store, args.db
+    if url is None and db is None:
+        url = os.environ.get("METRICS_STORE") or None
+        db = None if url else os.environ.get("METRICS_DB") or None
+    if url is None:
+        return db, None
+    try:
+        kind, target = parse_store_url(url)
+    except ValueError as exc:
+        parser.error(f"METRICS_STORE: {exc}")
+    return (target, None) if kind == "sqlite" else (None, target)
+
+
 async def serve(config: ServerConfig) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -237,11 +298,11 @@ async def serve(config: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with MetricsServer(config) as server:
         log.info(
-            "listening on %s (REST %s%s) db=%s interval=%gs tz=%s%s",
+            "listening on %s (REST %s%s) store=%s interval=%gs tz=%s%s",
             server.url,
             server.http_url,
             "/api/v1/analytics/realtime-metrics",
-            config.db,
+            getattr(server.service and server.service.store, "path", config.db),
             config.interval,
             config.tz,
             " demo traffic on" if config.demo else "",
