@@ -14,6 +14,9 @@ import pytest
 
 from metrics_server.app import MetricsServer, ServerConfig
 
+# PostgreSQL fixtures (postgres, pg_url, private_postgres) and the two-store ``stores``.
+from pg_service import pg_schema, pg_url, postgres, private_postgres, stores  # noqa: F401
+
 TIMEOUT = 3.0
 
 

@@ -298,11 +298,15 @@ async def serve(config: ServerConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with MetricsServer(config) as server:
         log.info(
-            "listening on %s (REST %s%s) store=%s interval=%gs tz=%s%s",
+            "listening on %s (REST %s%s) %s=%s interval=%gs tz=%s%s",
             server.url,
             server.http_url,
             "/api/v1/analytics/realtime-metrics",
-            getattr(server.service and server.service.store, "path", config.db),
+            *(
+                ("store", getattr(server.service.store, "path", ""))
+                if config.store
+                else ("db", config.db)
+            ),
             config.interval,
             config.tz,
             " demo traffic on" if config.demo else "",

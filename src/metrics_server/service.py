@@ -103,6 +103,10 @@ class MetricsService:
         self._last_push = float("-inf")
         self._last_figures: tuple[Any, ...] | None = None
         self.store_error: str | None = None  # the last store failure, until a write succeeds
+        # After a failed commit, whose outcome a lost connection leaves unknown, the rollups
+        # are rebuilt from the store before the next group (which the worker hands over here).
+        self._resync = False
+        self._fresh: Rollups | None = None
 
     # ---- lifecycle
 
@@ -194,6 +198,12 @@ class MetricsService:
                 if not batch.done.done():
                     batch.done.set_exception(exc)
             raise
+        if self._fresh is not None:  # what the store holds, and this server's unsaved peaks
+            fresh, old = self._fresh, self.rollups
+            for minute in old.unsaved_peaks:
+                fresh.peaks[minute] = max(fresh.peaks.get(minute, 0), old.peaks.get(minute, 0))
+            fresh.unsaved_peaks = old.unsaved_peaks
+            self.rollups, self._fresh = fresh, None
         now = self.clock()
         applied = False
         for batch, result in zip(group, results, strict=True):
@@ -224,10 +234,20 @@ class MetricsService:
         results: list[Plan | Receipt | Exception] = []
         repeats: set[int] = set()  # results that repeat a key of this group: its commit decides
         try:
+            if self._resync:
+                now = self.clock()
+                state = self.store.load(now, USER_HORIZON, 0)
+                fresh = Rollups(self.rollups.tz)
+                try:
+                    fresh.load(state.counters, state.revenue_buckets, state.users, state.peaks, now)
+                except StoredStateError as exc:
+                    raise StoreError(f"cannot reload the figures: {exc}") from None
+                self._fresh, self._resync = fresh, False
             with self.store.atomic():
                 self._plan_group(batches, results, repeats)
         except StoreError as exc:
             self.store_error = str(exc)
+            self._resync = True
             results += [exc] * (len(batches) - len(results))  # those not planned yet
             return [
                 StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r

@@ -48,6 +48,9 @@ LOCK_REGISTRY = 0x4D540003
 LIVE_SECONDS = 3 * HEARTBEAT_SECONDS + 1.0
 #: How long ingest waits for a connection before answering store_unavailable.
 CONNECT_TIMEOUT = 3.0
+#: How long a write waits for the write lock (another instance stuck mid-commit) before the
+#: batch is answered store_unavailable, rather than holding its producer indefinitely.
+LOCK_TIMEOUT = 5.0
 
 # Each migration runs once, in order, in one transaction with the version row that records it.
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
@@ -117,6 +120,11 @@ _COPY_EVENTS = (
 )
 
 
+def lock_key(schema: str) -> int:
+    """The second int of a schema's advisory locks: the same on every instance (an int4)."""
+    return zlib.crc32(schema.encode()) - 2**31
+
+
 def redact(url: str) -> str:
     """The URL without its password (for messages, logs and the registry)."""
     try:
@@ -141,7 +149,12 @@ class PostgresStore:
     ``options=-csearch_path=NAME`` in it selects a schema other than ``public``."""
 
     def __init__(
-        self, url: str, *, connect_timeout: float = CONNECT_TIMEOUT, pool_size: int = 2
+        self,
+        url: str,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        lock_timeout: float = LOCK_TIMEOUT,
+        pool_size: int = 2,
     ) -> None:
         try:
             import psycopg
@@ -154,6 +167,7 @@ class PostgresStore:
         self.url = url
         self.path = redact(url)  # what the service names in a start-up error
         self._timeout = connect_timeout
+        self._lock_timeout = f"{max(1, round(lock_timeout * 1000))}ms"
         self._local = threading.local()  # the connection of an atomic() scope, per thread
         self._instance: str | None = None
         try:
@@ -211,7 +225,7 @@ class PostgresStore:
                 f"cannot open PostgreSQL store {self.path}: its search_path names no existing"
                 " schema (create it first)"
             )
-        key = zlib.crc32(schema.encode()) - 2**31  # an int4, the same on every instance
+        key = lock_key(schema)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_MIGRATE, key))
             conn.execute(
@@ -265,10 +279,11 @@ class PostgresStore:
             raise RuntimeError("atomic() scopes do not nest")
         try:
             with self._pool.connection(timeout=self._timeout) as conn, conn.transaction():
+                # Evaluated left to right: the settings hold before the lock is waited for.
                 conn.execute(
                     "SELECT set_config('synchronous_commit', 'on', true),"
-                    " pg_advisory_xact_lock(%s, %s)",
-                    (LOCK_WRITE, self._key),
+                    " set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s, %s)",
+                    (self._lock_timeout, LOCK_WRITE, self._key),
                 )
                 self._local.conn = conn
                 try:
