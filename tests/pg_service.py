@@ -85,6 +85,21 @@ class Postgres:
                 if schema:
                     self._admin.execute("RESET search_path")
 
+    def stored(self, schema: str) -> tuple[dict[str, int], dict[int, int]]:
+        """The counters and the non-empty revenue buckets, as the store keeps them."""
+        counters = dict(self.query("SELECT name, value FROM counters", schema=schema))
+        buckets = self.query(
+            "SELECT bucket, cents FROM revenue_buckets WHERE cents <> 0", (), schema
+        )
+        return counters, dict(buckets)
+
+    def recount(self, schema: str) -> tuple[dict[str, int], dict[int, int]]:
+        """The same, recomputed by brute force from the raw events, in commit order."""
+        rows = self.query(
+            "SELECT type, txn_id, status, amount_cents, ts FROM events ORDER BY seq", (), schema
+        )
+        return recount(rows)
+
     def close(self) -> None:
         rows = self._admin.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (self.prefix + "\\_%",)
@@ -92,6 +107,37 @@ class Postgres:
         for (name,) in rows:
             self._admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         self._admin.close()
+
+
+def recount(rows: list[tuple]) -> tuple[dict[str, int], dict[int, int]]:
+    """Counters and revenue buckets from raw event rows (type, txn id, status, cents, ts): a
+    transaction's amount is its first event's, its status its last event's, its revenue
+    counted in the bucket of the event that completed it."""
+    status: dict[str, str] = {}
+    amount: dict[str, int] = {}
+    done_at: dict[str, float] = {}
+    views = 0
+    for kind, tid, st, cents, ts in rows:
+        views += kind == "content_view"
+        if kind != "transaction":
+            continue
+        amount.setdefault(tid, cents)
+        status[tid] = st
+        if st == "completed":
+            done_at.setdefault(tid, ts)
+    buckets: dict[int, int] = {}
+    for tid, ts in done_at.items():
+        buckets[int(ts // 900)] = buckets.get(int(ts // 900), 0) + amount[tid]
+    states = list(status.values())
+    counters = {
+        "views": views,
+        "txn_total": len(status),
+        "pending": states.count("pending"),
+        "completed": states.count("completed"),
+        "failed": states.count("failed"),
+        "revenue_cents": sum(amount[t] for t in done_at),
+    }
+    return counters, {b: c for b, c in buckets.items() if c}
 
 
 @pytest.fixture(scope="session")
