@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -21,7 +22,7 @@ from metrics_server.events import EventError
 from metrics_server.service import MetricsService, Receipt
 from metrics_server.store import StoreError
 from metrics_server.store.postgres import SCHEMA_VERSION, PostgresStore
-from pg_service import Postgres, free_port
+from pg_service import Postgres, free_port, recount, with_schema
 
 STARTUP = 15.0
 IDS = 50
@@ -319,3 +320,88 @@ async def test_instances_on_one_store_need_the_same_broker(
     finally:
         for proc in procs:
             await reap(proc)
+
+
+# --------------------------------------------------------------------------- PostgreSQL stops
+
+
+def keyed_batch(p: int, n: int) -> list[dict[str, Any]]:
+    tid = f"p{p}-{n}"
+    return [
+        {"type": "content_view", "contentId": f"c{n % 3}", "userId": f"u{n % 7}"},
+        {"type": "user_activity", "userId": f"u{p}"},
+        {"type": "transaction", "id": tid, "status": "pending", "amount": f"{n}.{p}5"},
+        {"type": "transaction", "id": tid, "status": ("completed", "failed")[n % 4 == 0]},
+    ]
+
+
+async def test_postgres_stopped_refuses_ingest_then_recovers_by_itself(
+    private_postgres: Any, start_server: Any, wait_until: Any
+) -> None:
+    """Stopped mid-ingest: batches are refused with store_unavailable, nothing is acked that
+    is not committed; started again, ingest resumes by itself and every figure is exact."""
+    import psycopg
+
+    pg = private_postgres
+    schema = f"stop_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(pg.url, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    url = with_schema(pg.url, schema)
+    srv = await start_server(store=url)
+    producers, batches = 2, 40
+    acked: list[str] = []
+    refusals: list[str] = []
+
+    async def produce(p: int) -> None:
+        async with connect(srv.ingest_url) as ws:
+            for n in range(batches):
+                key = f"p{p}-b{n}"
+                msg = json.dumps(
+                    {"type": "events", "id": n, "key": key, "events": keyed_batch(p, n)}
+                )
+                while True:  # as a producer should: the same key until acknowledged
+                    await ws.send(msg)
+                    reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if reply["type"] == "ack":
+                        acked.append(key)
+                        break
+                    assert reply["error"]["code"] == "store_unavailable", reply
+                    refusals.append(key)
+                    await asyncio.sleep(0.05)
+
+    loop = asyncio.get_running_loop()
+    tasks = [asyncio.create_task(produce(p)) for p in range(producers)]
+    try:
+        await wait_until(lambda: len(acked) >= 10, 15)
+        await loop.run_in_executor(None, pg.stop)
+        await wait_until(lambda: len(refusals) >= 2, 20)
+        during = len(acked)
+        await asyncio.sleep(0.5)
+        assert len(acked) == during  # nothing is acknowledged while it is down
+        assert srv.service.store_error is not None
+        await loop.run_in_executor(None, pg.start)
+        back = time.monotonic()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        recovered = time.monotonic() - back
+    finally:
+        for task in tasks:
+            task.cancel()
+    assert recovered < 20, recovered
+    assert sorted(acked) == sorted(f"p{p}-b{n}" for p in range(producers) for n in range(batches))
+    with psycopg.connect(url, autocommit=True) as conn:
+        keys = {k for (k,) in conn.execute("SELECT key FROM batch_keys")}
+        rows = conn.execute(
+            "SELECT type, txn_id, status, amount_cents, ts FROM events ORDER BY seq"
+        ).fetchall()
+        stored = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+    assert keys == set(acked)  # every ack committed, every batch once
+    assert len(rows) == producers * batches * 4
+    counters, _ = recount(rows)
+    assert stored == counters
+    m = srv.service.get_metrics()  # and the live figures are the stored ones
+    assert (m.transactions.completed, m.transactions.failed, m.content.total_views) == (
+        counters["completed"],
+        counters["failed"],
+        counters["views"],
+    )
+    assert m.revenue.total * 100 == counters["revenue_cents"]
