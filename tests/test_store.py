@@ -5,9 +5,11 @@ restarts keep every figure, a blocked or failing store refuses and loses nothing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -338,4 +340,28 @@ async def test_a_database_from_before_keys_opens_and_takes_them(tmp_path: Path) 
     assert figures(service)[3].total_views == 1  # type: ignore[union-attr]
     await service.submit(VIEW, "k")
     assert (await service.submit(VIEW, "k")).duplicate
+    await service.close()
+
+
+async def test_a_commit_whose_answer_was_lost_counts_once(stores: Stores) -> None:
+    """The link to the store died after its COMMIT took effect: the batch is refused (its fate
+    is unknown), the producer's retry with the same key is a duplicate, and the live figures,
+    rebuilt from the store, count it once."""
+    service = await open_service(stores)
+    atomic = service.store.atomic
+
+    @contextlib.contextmanager
+    def atomic_losing_the_answer() -> Iterator[None]:
+        with atomic():
+            yield
+        raise StoreError("server closed the connection unexpectedly")
+
+    service.store.atomic = atomic_losing_the_answer  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await service.submit(VIEW * 2, "k")
+    service.store.atomic = atomic  # type: ignore[method-assign]
+    assert await service.submit(VIEW * 2, "k") == Receipt(2, duplicate=True)
+    assert figures(service)[3].total_views == 2  # type: ignore[union-attr]
+    await service.ingest(VIEW)
+    assert figures(service)[3].total_views == 3  # type: ignore[union-attr]
     await service.close()
