@@ -54,9 +54,7 @@ def parse_store_url(url: str) -> tuple[str, str]:
         if not path:
             raise ValueError(f"the SQLite store URL {url!r} names no file")
         return "sqlite", path
-    if scheme in POSTGRES_SCHEMES:
-        if not parts.hostname and "host=" not in parts.query:
-            raise ValueError("a PostgreSQL store URL needs a host: postgresql://user@host/db")
+    if scheme in POSTGRES_SCHEMES:  # no host: libpq's local socket
         return "postgresql", url
     shown = f"{scheme}://" if scheme else repr(url)
     raise ValueError(
