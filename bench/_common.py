@@ -149,7 +149,8 @@ def metrics_server(
     ``src``: run the package from another source tree (e.g. an export of an earlier commit's
     ``src/``) to measure before and after side by side.
     """
-    args = [sys.executable, "-m", "metrics_server", "--port", str(port), "--db", str(db)]
+    store = "--store" if "://" in str(db) else "--db"  # a store URL (postgresql://...)
+    args = [sys.executable, "-m", "metrics_server", "--port", str(port), store, str(db)]
     args += ["--interval", str(interval), "--push-interval", str(push_interval)]
     return spawn(args, port, env={"PYTHONPATH": str(src)} if src else None)
 
