@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from metrics_protocol.wire import loads
 from metrics_server.events import (
     ContentView,
     EventError,
@@ -15,7 +16,6 @@ from metrics_server.events import (
     parse_batch,
     parse_event,
 )
-from metrics_server.protocol import loads
 
 NOW = 1_764_000_000.0
 

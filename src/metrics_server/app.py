@@ -10,7 +10,8 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from . import protocol as p
+from metrics_protocol import wire as p
+
 from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
 from .hub import Hub, Limits

@@ -12,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .protocol import MAX_BATCH
+from metrics_protocol.wire import MAX_BATCH
 
 STATUSES = ("pending", "completed", "failed")
 #: Events may be dated at most this far ahead of the server's clock (producers' clocks drift).

@@ -23,10 +23,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import protocol
+from metrics_protocol import wire
+from metrics_protocol.wire import Kind, Metrics
+
 from .core import USER_HORIZON, Plan, Rollups, TxnRecord, plan_batch, txn_ids
 from .events import Event, EventError, parse_batch
-from .protocol import Kind, Metrics
 from .store import Store, StoreError
 
 log = logging.getLogger("metrics_server")
@@ -76,8 +77,8 @@ class MetricsService:
         self.rollups.load(state.counters, state.revenue_buckets, state.users, state.peaks, now)
         for data in state.history:
             try:
-                self.history.append(protocol.decode_data(protocol.loads(data)))
-            except protocol.ProtocolError:
+                self.history.append(wire.decode_data(wire.loads(data)))
+            except wire.ProtocolError:
                 log.warning("skipping an unreadable history row")
 
     async def close(self) -> None:
@@ -254,7 +255,7 @@ class MetricsService:
                 self.store.save_sample,
                 peaks,
                 metrics.timestamp.timestamp(),
-                protocol.encode_data(metrics),
+                wire.encode_data(metrics),
                 self.history.maxlen,
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept

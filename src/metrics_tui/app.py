@@ -25,7 +25,7 @@ from textual.filter import Monochrome, NoColor
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from metrics_server.protocol import Metrics
+from metrics_protocol.wire import Metrics
 from metrics_tui import formatting
 from metrics_tui.client import MetricsClient
 from metrics_tui.layout import FULL_FOOTER_WIDTH, MIN_HEIGHT, MIN_WIDTH, layout_for

@@ -1,6 +1,6 @@
 """Command line: ``metrics-tui [--url URL] [--token T] [--cafile F | --insecure] [--once] ...``.
 
-Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error.
+Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error (or --demo without the server).
 Textual is imported only for the interactive monitor, so ``--once`` stays quick.
 """
 
@@ -155,7 +155,15 @@ async def _run(
 ) -> int:
     if not args.demo:
         return await _watch(args, url, token, tls)
-    from metrics_server.app import MetricsServer, ServerConfig
+    # The one import of the server in the monitor: --demo runs one in this process.
+    try:
+        from metrics_server.app import MetricsServer, ServerConfig
+    except ImportError as exc:
+        print(
+            f"metrics-tui: --demo needs metrics-server, which is not installed ({exc})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
 
     with tempfile.TemporaryDirectory(prefix="metrics-tui-demo-") as tmp:
         cfg = ServerConfig(

@@ -21,7 +21,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from metrics_server.protocol import Metrics, ProtocolError, decode_data, loads
+from metrics_protocol.wire import Metrics, ProtocolError, decode_data, loads
 from metrics_tui.backoff import CAP, Backoff
 from metrics_tui.messages import (
     ConnectionChanged,

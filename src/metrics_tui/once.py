@@ -8,7 +8,7 @@ from typing import TextIO
 from rich.console import Console
 from rich.table import Table
 
-from metrics_server.protocol import Metrics, encode_data, format_timestamp
+from metrics_protocol.wire import Metrics, encode_data, format_timestamp
 from metrics_tui import formatting
 
 

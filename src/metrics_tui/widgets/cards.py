@@ -22,7 +22,7 @@ from textual.geometry import Region
 from textual.timer import Timer
 from textual.widget import Widget
 
-from metrics_server.protocol import Metrics
+from metrics_protocol.wire import Metrics
 from metrics_tui import formatting
 
 Number = Decimal | int
