@@ -38,14 +38,7 @@ from metrics_tui.messages import (
     Status,
 )
 from metrics_tui.screens.help import HelpScreen
-from metrics_tui.widgets.cards import (
-    MetricCard,
-    card_values,
-    content_card,
-    revenue_card,
-    transactions_card,
-    users_card,
-)
+from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
 from metrics_tui.widgets.status import StatusLine
 from metrics_tui.wire import is_insecure
@@ -84,10 +77,7 @@ class Dashboard(Screen[None]):
         yield StatusLine(self._url, self._clock, insecure=self._insecure, id="status")
         with Container(id="body"):
             with Container(id="cards"):
-                yield revenue_card()
-                yield users_card()
-                yield transactions_card()
-                yield content_card()
+                yield from metric_cards()
             with Container(id="charts"):
                 yield TrendChart(
                     "Revenue",
@@ -309,7 +299,8 @@ class MetricsApp(App[None]):
         for card_id, values in card_values(self.latest).items():
             screen.query_one(f"#{card_id}", MetricCard).set_values(values, animate=animate)
         if animate:
-            screen.query_one("#users", MetricCard).pulse()
+            for card_id in PULSE_CARDS:
+                screen.query_one(f"#{card_id}", MetricCard).pulse()
         self.shown = self.latest
         self._cards_dirty = False
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from metrics_protocol.schema import COUNT, MONEY, PERCENT
 
 CENT = Decimal("0.01")
 
@@ -24,6 +28,10 @@ def percent(value: Decimal | float) -> str:
     """``4.30%``: conversion rate as sent (already a percentage)."""
     value = Decimal(value) if not isinstance(value, Decimal) else value
     return f"{value.quantize(CENT, rounding=ROUND_HALF_UP):.2f}%"
+
+
+#: How a figure of each kind reads on a card and in ``--once``.
+BY_KIND: dict[str, Callable[[Any], str]] = {MONEY: money, COUNT: count, PERCENT: percent}
 
 
 def compact_money(value: Decimal | float, currency: str = "$") -> str:
