@@ -27,7 +27,7 @@ FIGURES = (
     Figure("revenue", "thisMonth", MONEY, ("This month", "Month", "Mo"), "revenue", "revenue_month_cents"),
     Figure("activeUsers", "current", COUNT, ("Current", "Current", "Now"), "users", "users_active", pulse=True),
     Figure("activeUsers", "today", COUNT, ("Today", "Today", "Day"), "users", "users_today"),
-    Figure("activeUsers", "peak24h", COUNT, ("Peak 24h", "Peak", "Pk"), "users", "users_peak24h"),
+    Figure("activeUsers", "peak24h", COUNT, ("Peak 24h", "Peak", "Pk"), "users", "users_peak_24h"),
     Figure("transactions", "total", COUNT, ("Total", "Total", "Tot"), "transactions", "txn_total"),
     Figure("transactions", "pending", COUNT, ("Pending", "Pending", "Pend"), "transactions", "txn_pending"),
     Figure("transactions", "completed", COUNT, ("Completed", "Done"), "transactions", "txn_completed"),

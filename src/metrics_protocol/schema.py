@@ -13,6 +13,7 @@ gets the exact figure back.
 from __future__ import annotations
 
 import dataclasses
+import keyword
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,7 +63,7 @@ class Figure:
 
     #: The wire key of its group (also the channel that subscribes to it), e.g. "revenue".
     group: str
-    #: Its wire key inside the group, e.g. "thisWeek"; the Python attribute is its snake_case.
+    #: Its wire key inside the group, e.g. "total"; the Python attribute is its snake_case.
     key: str
     kind: FigureKind
     #: Card labels, longest first: a narrow card takes the longest set that fits every row.
@@ -88,7 +89,7 @@ class Figure:
 
 
 def snake_case(key: str) -> str:
-    """``thisWeek`` -> ``this_week``, ``peak24h`` -> ``peak24h``."""
+    """``fooBar`` -> ``foo_bar``, ``last5m`` -> ``last5m``."""
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
 
 
@@ -257,12 +258,12 @@ class Schema:
             lines += [
                 f"    if '{group}' in data:",
                 f"        g = _obj(data, '{group}')",
-                f"        {self.group_attrs[group]} = _cls{i}({args})",
+                f"        v{i} = _cls{i}({args})",
                 "    else:",
-                f"        {self.group_attrs[group]} = None",
+                f"        v{i} = None",
             ]
-        attrs = ", ".join(self.group_attrs[g] for g in self.groups)
-        lines.append(f"    return Metrics(_ts(data.get('timestamp')), {attrs})")
+        groups = ", ".join(f"v{i}" for i in range(len(self.groups)))
+        lines.append(f"    return Metrics(_ts(data.get('timestamp')), {groups})")
         return _compile(
             lines,
             "decode",
@@ -352,11 +353,13 @@ def _check(figures: Sequence[Figure], cards: Sequence[Card]) -> None:
         where = f"figure {f.group}.{f.key}"
         # Keys go into JSON and Python names unescaped: identifiers in ASCII only.
         for name in (f.group, f.key):
-            if not (name.isascii() and name.isidentifier()):
+            if not (name.isascii() and name.isidentifier()) or keyword.iskeyword(snake_case(name)):
                 raise ValueError(f"{where}: {name!r} is not an ASCII identifier")
-        if (f.group, f.key) in seen:
+        if snake_case(f.group) == "timestamp":
+            raise ValueError(f"{where}: a group cannot be called timestamp")
+        if (f.group, f.attr) in seen:  # fooBar and foo_bar would be one attribute
             raise ValueError(f"{where} is declared twice")
-        seen.add((f.group, f.key))
+        seen.add((f.group, f.attr))
         if f.kind not in (MONEY, COUNT, PERCENT):
             raise ValueError(f"{where}: unknown kind {f.kind!r}")
         if (f.kind == PERCENT) != isinstance(f.source, Rate):
@@ -365,6 +368,14 @@ def _check(figures: Sequence[Figure], cards: Sequence[Card]) -> None:
             raise ValueError(f"{where}: no card {f.card!r}")
         if not f.labels:
             raise ValueError(f"{where}: no label")
+    for c in card_ids:
+        # A card keys its rows by attribute: revenue.total and transactions.total cannot share.
+        attrs = [f.attr for f in figures if f.card == c]
+        if len(set(attrs)) != len(attrs):
+            raise ValueError(f"card {c!r}: two figures would share a row key: {attrs}")
+    groups = {f.group for f in figures}
+    if len({snake_case(g) for g in groups}) != len(groups):
+        raise ValueError(f"two groups would share an attribute: {sorted(groups)}")
     empty = [c for c in card_ids if not any(f.card == c for f in figures)]
     if empty:
         raise ValueError(f"cards without figures: {empty}")

@@ -293,7 +293,7 @@ class Rollups:
             "revenue_month_cents": month_cents,
             "users_active": self.active_now(now),
             "users_today": len(self._today_users),
-            "users_peak24h": self.peak24h(now),
+            "users_peak_24h": self.peak24h(now),
             "txn_total": c.txn_total,
             "txn_pending": c.pending,
             "txn_completed": c.completed,
