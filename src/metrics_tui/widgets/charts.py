@@ -10,7 +10,6 @@ first figures do not wait for plotext to load.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -21,21 +20,6 @@ from textual.widgets import Sparkline, Static
 
 if TYPE_CHECKING:
     from metrics_tui.widgets.plot import TrendPlot
-
-
-def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> list[float]:
-    """Round-numbered axis ticks covering [lo, hi] (plotext's own are unrounded)."""
-    span = hi - lo
-    if span <= 0:
-        return [lo]
-    raw = span / max(1, target - 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next((m * mag for m in (1, 2, 2.5, 5) if m * mag >= raw), 10 * mag)
-    if integer:
-        step = max(1.0, float(round(step)))
-    first = math.ceil(lo / step) * step
-    count = int((hi - first) // step) + 1
-    return [first + i * step for i in range(max(1, count))]
 
 
 class TrendSpark(Sparkline):
