@@ -9,8 +9,12 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from metrics_protocol.wire import MAX_BATCH_BYTES
 
 from . import __version__
 from .app import MetricsServer, ServerConfig
@@ -19,6 +23,11 @@ from .security import is_loopback, server_ssl_context
 from .store import StoreError
 
 log = logging.getLogger("metrics_server")
+
+DEFAULT_DB = "metrics.db"
+#: ``--demo`` without ``--db``: a temporary file, made by ``main`` and removed on exit, so that
+#: fake revenue never lands in ./metrics.db where a real server would later show it.
+DEMO_DB = ""
 
 
 def _positive_float(text: str) -> float:
@@ -90,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        default=env("METRICS_DB", "metrics.db"),
-        help="SQLite database file [METRICS_DB] (default ./metrics.db)",
+        default=env("METRICS_DB") or None,
+        help="SQLite database file [METRICS_DB] (default ./metrics.db; with --demo a "
+        "temporary file, removed on exit)",
     )
     parser.add_argument(
         "--interval",
@@ -166,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with 1009 [METRICS_MAX_MESSAGE_SIZE] (default 65536)",
     )
     sec.add_argument(
+        "--max-batch-size",
+        type=_count,
+        default=env("METRICS_MAX_BATCH_SIZE", str(MAX_BATCH_BYTES)),
+        help="largest batch a producer may send, in bytes; larger closes with 1009 "
+        f"[METRICS_MAX_BATCH_SIZE] (default {MAX_BATCH_BYTES}: 1000 events of the longest "
+        "ids fit)",
+    )
+    sec.add_argument(
         "--rate-limit",
         type=_positive_float,
         default=env("METRICS_RATE_LIMIT", "20"),
@@ -192,7 +210,7 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
     return ServerConfig(
         host=args.host,
         port=args.port,
-        db=args.db,
+        db=args.db if args.db is not None else DEMO_DB if args.demo else DEFAULT_DB,
         interval=args.interval,
         tz=args.tz,
         history=args.history,
@@ -205,7 +223,10 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
         keyfile=args.keyfile,
         max_clients=args.max_clients,
         limits=Limits(
-            max_message=args.max_message_size, rate=args.rate_limit, burst=2 * args.rate_limit
+            max_message=args.max_message_size,
+            rate=args.rate_limit,
+            burst=2 * args.rate_limit,
+            max_batch=args.max_batch_size,
         ),
     )
 
@@ -252,6 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # One line per connection would drown the log of a busy server.
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    demo_dir = None
+    if config.db == DEMO_DB:
+        demo_dir = tempfile.TemporaryDirectory(prefix="metrics-server-demo-")
+        config = replace(config, db=os.path.join(demo_dir.name, "demo.db"))
+        log.info("demo data goes to %s, removed on exit (--db keeps it)", config.db)
     try:
         asyncio.run(serve(config))
     except StoreError as exc:
@@ -266,4 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # a second ^C during shutdown
         return 130
+    finally:
+        if demo_dir is not None:
+            demo_dir.cleanup()
     return 0

@@ -40,6 +40,8 @@ class Row:
     key: str
     labels: tuple[str, ...]
     fmt: Callable[[Number], str]
+    #: The short form (``$12.35M``) for when the exact one leaves no room for the label.
+    compact: Callable[[Number], str] | None = None
     #: "error" styles the value in the error colour when it is non-zero.
     alert: bool = False
     #: Show the live pulse beside this figure.
@@ -175,7 +177,7 @@ class MetricCard(Widget):
 
     def render(self) -> Text:
         self._drawn = self._lines()
-        return Text("\n").join(self._drawn)
+        return Text("\n", no_wrap=True, overflow="crop").join(self._drawn)
 
     def _lines(self) -> list[Text]:
         width = max(1, self.content_size.width)
@@ -185,18 +187,23 @@ class MetricCard(Widget):
         pulse_style = self.get_component_rich_style(
             "card--pulse" if self._pulsing else "card--pulse-rest"
         )
-        cells: list[tuple[Row, str, Style, Text]] = []
+        cells: list[tuple[Row, tuple[str, str], Style, Text]] = []
         for row in self.rows:
             value = self.shown.get(row.key)
-            shown = "—" if value is None else row.fmt(value)
+            if value is None:
+                forms = ("—", "—")
+            else:
+                exact = row.fmt(value)
+                forms = (exact, row.compact(value) if row.compact else exact)
             style: Style = alert_style if row.alert and value else value_style
             tail = Text(" ●", style=pulse_style) if row.pulse and value is not None else Text()
-            cells.append((row, shown, style, tail))
-        tier = self._label_tier(width, cells)
+            cells.append((row, forms, style, tail))
+        tier, compact = self._fit(width, cells)
         lines: list[Text] = []
-        for row, shown, style, tail in cells:
+        for (row, forms, style, tail), short in zip(cells, compact, strict=True):
+            shown = forms[short]
             room = width - len(shown) - len(tail)
-            label = row.labels[min(tier, len(row.labels) - 1)] if tier >= 0 else ""
+            label = row.labels[min(tier, len(row.labels) - 1)]
             if len(label) + 1 > room:
                 label = ""
             line = Text(no_wrap=True, overflow="crop", end="")
@@ -207,23 +214,48 @@ class MetricCard(Widget):
             lines.append(line)
         return lines
 
-    def _label_tier(self, width: int, cells: Sequence[tuple[Row, str, Style, Text]]) -> int:
-        """The longest label set that fits every row, so a card never mixes long and short."""
+    @staticmethod
+    def _fit(
+        width: int, cells: Sequence[tuple[Row, tuple[str, str], Style, Text]]
+    ) -> tuple[int, list[bool]]:
+        """The label set and, per row, whether its figure goes compact.
+
+        Every row keeps a label; a figure goes compact only when its exact form leaves no room
+        for the label. Fewest compact figures wins over longer labels ("Month $87,330.60"
+        rather than "This month $87.33K"); one label set per card, so no card mixes long and
+        short labels.
+        """
         tiers = max(len(row.labels) for row, *_ in cells)
+        best: tuple[int, int, list[bool]] | None = None
         for tier in range(tiers):
-            if all(
-                len(row.labels[min(tier, len(row.labels) - 1)]) + 1 + len(shown) + len(tail)
-                <= width
-                for row, shown, _, tail in cells
-            ):
-                return tier
-        return tiers - 1
+            compact: list[bool] = []
+            for row, (exact, short), _, tail in cells:
+                need = len(row.labels[min(tier, len(row.labels) - 1)]) + 1 + len(tail)
+                if need + len(exact) <= width:
+                    compact.append(False)
+                elif need + len(short) <= width:
+                    compact.append(True)
+                else:
+                    break
+            else:
+                if best is None or sum(compact) < best[0]:
+                    best = (sum(compact), tier, compact)
+        if best is None:  # narrower than any terminal the layout allows: compact, labels cut
+            return tiers - 1, [True] * len(cells)
+        return best[1], best[2]
 
 
 def metric_card(card: Card, schema: Schema = SCHEMA) -> MetricCard:
     """The card as the figure table declares it: its figures, in table order, are its rows."""
     rows = [
-        Row(f.attr, f.labels, formatting.BY_KIND[f.kind], alert=f.alert, pulse=f.pulse)
+        Row(
+            f.attr,
+            f.labels,
+            formatting.BY_KIND[f.kind],
+            formatting.COMPACT_BY_KIND.get(f.kind),
+            alert=f.alert,
+            pulse=f.pulse,
+        )
         for f in schema.card_figures(card.id)
     ]
     return MetricCard(card.title, rows, count_up=card.count_up, id=card.id, classes="card")
