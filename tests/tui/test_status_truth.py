@@ -35,7 +35,7 @@ from metrics_tui.messages import (
 )
 from metrics_tui.policy import Failure, Outcome, after_failure, first_message_problem, keepalive
 from metrics_tui.widgets.status import Part, fit, status_parts
-from metrics_tui.wire import NoAnswer, NotMetricsFeed
+from metrics_tui.wire import NoAnswer, NotMetricsFeed, fetch_once
 
 from .conftest import ServerHandle, running, server_config, wait_until
 from .test_fallback import UpgradeBlockingProxy
@@ -190,6 +190,15 @@ async def test_the_ingest_path_is_refused_before_connecting(server: ServerHandle
         assert client.status.state is ConnState.WRONG_URL
         assert client.status.detail.endswith("not a metrics feed: check --url")
         assert client.attempts == 0 and rec.updates == []
+
+
+@pytest.mark.parametrize("path", ["/ws/metricz", "/ws/ingest"])
+async def test_once_refuses_a_wrong_url_instead_of_asking_rest(
+    server: ServerHandle, path: str
+) -> None:
+    """REST at the host's root works, and would answer for a URL the user did not give."""
+    with pytest.raises(ConnectionError, match="check --url"):
+        await fetch_once(server.url.replace("/ws/metrics", path), None, wait=2.0)
 
 
 class PathRewritingProxy(UpgradeBlockingProxy):
