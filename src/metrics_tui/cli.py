@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from metrics_tui.wire import DEFAULT_URL, tls_context, validate_ws_url
+from metrics_protocol import settings
+from metrics_tui.settings import SETTINGS
+from metrics_tui.wire import tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -28,49 +30,12 @@ DEMO_INTERVAL = 2.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = settings.build_parser(
+        SETTINGS,
         prog="metrics-tui",
         description="Live terminal monitor for metrics-server.",
-        epilog="Keys: q quit, r reconnect, p pause, ? help, ctrl+p commands and themes.",
-    )
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--url",
-        default=None,
-        help=f"WebSocket URL (env METRICS_WS_URL, default {DEFAULT_URL})",
-    )
-    where.add_argument(
-        "--demo",
-        action="store_true",
-        help="start a built-in metrics-server with demo traffic and watch it",
-    )
-    p.add_argument("--token", default=None, help="bearer token (env METRICS_TOKEN)")
-    trust = p.add_mutually_exclusive_group()
-    trust.add_argument(
-        "--cafile",
-        default=None,
-        metavar="FILE",
-        help="PEM CA certificate(s) to trust for wss:// (env METRICS_CAFILE), for a private CA",
-    )
-    trust.add_argument(
-        "--insecure",
-        action="store_true",
-        help="wss:// without verifying the server's certificate (flagged on screen)",
-    )
-    p.add_argument("--once", action="store_true", help="print one snapshot and exit")
-    p.add_argument("--json", action="store_true", help="with --once: print the JSON data object")
-    p.add_argument(
-        "--max-retries",
-        type=_non_negative,
-        default=None,
-        metavar="N",
-        help="give up after N reconnect attempts (default: retry forever); r retries again",
-    )
-    p.add_argument(
-        "--theme",
-        default=None,
-        metavar="NAME",
-        help="colour theme, e.g. ansi-dark or ansi-light for tmux",
+        epilog=f"{settings.ENV_NOTE} Keys: q quit, r reconnect, p pause, ? help, ctrl+p "
+        "commands and themes.",
     )
     p.add_argument("--version", action=_Version, help="show the version and exit")
     return p
@@ -90,16 +55,6 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
 def _quiet_logging() -> None:
     """Library warnings must never reach the terminal the TUI is drawing on."""
     root = logging.getLogger()
@@ -109,22 +64,18 @@ def _quiet_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = settings.parse(parser, SETTINGS, argv)
     if args.json and not args.once:
         parser.error("--json needs --once")
-    url = args.url or os.environ.get("METRICS_WS_URL") or DEFAULT_URL
-    try:
-        validate_ws_url(url)
-    except ValueError as exc:
-        parser.error(str(exc))
-    token = args.token or os.environ.get("METRICS_TOKEN") or None
+    url, token = args.url, args.token
     tls = _tls(parser, args, url)
     if args.theme and not args.once:
         from textual.theme import BUILTIN_THEMES
 
         if args.theme not in BUILTIN_THEMES:
             parser.error(
-                f"unknown theme {args.theme!r}; choose from {', '.join(sorted(BUILTIN_THEMES))}"
+                f"{args.source('theme')}: unknown theme {args.theme!r}; "
+                f"choose from {', '.join(sorted(BUILTIN_THEMES))}"
             )
     _quiet_logging()
     try:
@@ -133,17 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _tls(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, url: str
-) -> ssl.SSLContext | None:
+def _tls(parser: argparse.ArgumentParser, args: settings.Config, url: str) -> ssl.SSLContext | None:
     """The TLS context for a wss:// URL; a CA file that cannot be loaded is a usage error.
 
     An explicit --cafile or --insecure with a ws:// URL is refused (most likely wss:// was
     meant); METRICS_CAFILE is ignored there, since it may be set for other servers.
     """
-    if (args.cafile or args.insecure) and (args.demo or urlsplit(url).scheme != "wss"):
+    explicit = args.insecure or args.origin("cafile") == "flag"
+    if explicit and (args.demo or urlsplit(url).scheme != "wss"):
         parser.error("--cafile and --insecure need a wss:// URL")
-    cafile = None if args.insecure else args.cafile or os.environ.get("METRICS_CAFILE") or None
+    cafile = None if args.insecure else args.cafile
     try:
         return tls_context(url, cafile=cafile, insecure=args.insecure)
     except (OSError, ssl.SSLError) as exc:
