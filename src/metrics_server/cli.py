@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import logging
 import signal
@@ -44,28 +45,19 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
             server_ssl_context(args.certfile, args.keyfile)
         except (OSError, ValueError) as exc:
             parser.error(f"cannot load the TLS certificate or key: {exc}")
-    origins = (
-        tuple(o.strip() for o in args.origins.split(",") if o.strip()) if args.origins else None
-    )
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        db=args.db,
-        interval=args.interval,
-        tz=args.tz,
-        history=args.history,
-        push_interval=args.push_interval,
-        demo=args.demo,
-        token=args.token,
-        ingest_token=args.ingest_token,
-        origins=origins,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        max_clients=args.max_clients,
-        limits=Limits(
-            max_message=args.max_message_size, rate=args.rate_limit, burst=2 * args.rate_limit
-        ),
-    )
+    return server_config(args)
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    """The ServerConfig for resolved settings. A setting is carried to the field of its name;
+    the two limits go into `Limits`, and the comma-separated origins become a tuple."""
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    values = {s.name: getattr(args, s.name) for s in SETTINGS if s.name in fields}
+    if args.origins:
+        values["origins"] = tuple(o.strip() for o in args.origins.split(",") if o.strip())
+    rate = args.rate_limit
+    limits = Limits(max_message=args.max_message_size, rate=rate, burst=2 * rate)
+    return ServerConfig(**values, limits=limits)
 
 
 async def serve(config: ServerConfig) -> None:
