@@ -1,6 +1,6 @@
 """metrics-server's settings: the one declaration behind its flags, env vars, help and config.
 
-`ServerConfig` (app.py) stays a hand-written dataclass; tests/server/test_settings.py checks it
+`ServerConfig` (app.py) stays a hand-written dataclass; tests/server/test_server_config.py checks it
 against this table field for field.
 """
 
