@@ -105,7 +105,7 @@ def one_line(text: str) -> str:
 @pytest.mark.parametrize(("prog", "s"), ALL, ids=[f"{p}:{s.name}" for p, s in ALL])
 def test_every_setting_is_declared_whole(prog: str, s: Setting) -> None:
     assert s.name.isidentifier() and s.name.islower() and not keyword.iskeyword(s.name)
-    assert s.help and not re.search(r"\[METRICS_|default", s.help), "the table adds these"
+    assert s.help and not re.search(r"\[METRICS_|\(default", s.help), "the table adds these"
     assert (s.env is None) == (s.name in RUN_MODES[prog])
     if s.env:
         assert re.fullmatch(r"METRICS_[A-Z_]+", s.env)
