@@ -7,6 +7,11 @@ Only needs ``websockets``. Each batch waits for its ack before the next is sent:
 acknowledges a batch only once it is committed, so an ack means the events are safe. Purchases
 go ``pending`` first and are settled (``completed`` or ``failed``) later, as a payment flow
 reports them; the server refuses any other order.
+
+Every batch carries an idempotency key. When the connection drops, or the server answers
+``store_unavailable``, ``rate_limited`` or ``shutting_down``, the same batch with the same key
+is sent again after a growing pause: the server counts a key once, so a batch that was stored
+but whose ack was lost is not counted twice (at-least-once delivery + keys = exactly-once).
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import sys
 import time
 from typing import Any
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 PRICES = ("0.99", "4.99", "9.99", "19.00", "49.99")
+#: Refusals after which the same batch may be sent again; any other error is final.
+RETRYABLE = ("store_unavailable", "rate_limited", "shutting_down")
 
 
 class Traffic:
@@ -61,28 +68,86 @@ class Traffic:
         return [self.event() for _ in range(size)]
 
 
-async def produce(url: str, rate: float, batch: int, count: int) -> int:
+class Link:
+    """One connection at a time, opened again when it drops."""
+
+    def __init__(self, url: str, ws: ClientConnection) -> None:
+        self.url = url
+        self.ws: ClientConnection | None = ws
+
+    async def deliver(self, n: int, message: str, retries: int) -> dict[str, Any]:
+        """Send a batch until it gets an ack or a final error; returns that reply.
+
+        Retries resend the very same message, key included, after 0.1 s, 0.2 s, 0.4 s ... (at
+        most 5 s, with jitter so that many producers do not come back at once). Raises the
+        last connection error when the retries run out.
+        """
+        delay = 0.1
+        for attempt in range(retries + 1):
+            try:
+                if self.ws is None:
+                    self.ws = await connect(self.url, open_timeout=10)
+                await self.ws.send(message)
+                reply = json.loads(await self.ws.recv())
+                code = reply.get("error", {}).get("code")
+                if reply.get("type") == "ack" or code not in RETRYABLE or attempt == retries:
+                    return reply
+                why = str(code)
+            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError) as exc:
+                if self.ws is not None:
+                    await self.ws.close()
+                self.ws = None
+                if attempt == retries:
+                    raise
+                why = f"connection lost ({exc or type(exc).__name__})"
+            pause = delay * random.uniform(0.5, 1.0)
+            print(f"batch {n}: {why}; sending it again in {pause:.2f}s", file=sys.stderr)
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+async def produce(url: str, rate: float, batch: int, count: int, retries: int = 8) -> int:
     traffic = Traffic()
     sent = failed = 0
-    async with connect(url, open_timeout=10) as ws:
+    link = Link(url, await connect(url, open_timeout=10))  # a wrong URL fails at once
+    try:
         n = 0
         started = time.monotonic()
         while count == 0 or sent < count:
             size = batch if count == 0 else min(batch, count - sent)
             n += 1
+            # The key names this batch for good: this run, this batch number.
+            message = json.dumps(
+                {
+                    "type": "events",
+                    "id": n,
+                    "key": f"{traffic.run}-{n}",
+                    "events": traffic.batch(size),
+                }
+            )
             t0 = time.monotonic()
-            await ws.send(json.dumps({"type": "events", "id": n, "events": traffic.batch(size)}))
-            reply = json.loads(await ws.recv())
+            reply = await link.deliver(n, message, retries)
             ms = (time.monotonic() - t0) * 1000
             sent += size
             if reply.get("type") == "ack":
-                print(f"batch {n}: {reply['accepted']} events acked in {ms:.1f} ms (sent {sent})")
+                again = " (already stored by an earlier try)" if reply.get("duplicate") else ""
+                print(
+                    f"batch {n}: {reply['accepted']} events acked in {ms:.1f} ms (sent {sent})"
+                    + again
+                )
             else:
                 failed += 1
                 error = reply.get("error", {})
                 print(f"batch {n}: refused: {error.get('code')}: {error.get('message')}")
             if rate > 0:  # pace to the requested events per second
                 await asyncio.sleep(max(0.0, started + sent / rate - time.monotonic()))
+    finally:
+        await link.close()
     return 1 if failed else 0
 
 
@@ -92,11 +157,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200, help="events per second, 0 = no limit")
     parser.add_argument("--batch", type=int, default=50, help="events per batch (1-1000)")
     parser.add_argument("--count", type=int, default=1000, help="events in all, 0 = forever")
+    parser.add_argument(
+        "--retries", type=int, default=8, help="tries again per batch (about 16 s in all)"
+    )
     args = parser.parse_args()
-    if not 1 <= args.batch <= 1000 or args.count < 0 or args.rate < 0:
-        parser.error("--batch must be 1-1000; --count and --rate must be >= 0")
+    if not 1 <= args.batch <= 1000 or args.count < 0 or args.rate < 0 or args.retries < 0:
+        parser.error("--batch must be 1-1000; --count, --rate and --retries must be >= 0")
     try:
-        return asyncio.run(produce(args.url, args.rate, args.batch, args.count))
+        return asyncio.run(produce(args.url, args.rate, args.batch, args.count, args.retries))
     except KeyboardInterrupt:
         return 130
     except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError) as exc:

@@ -424,3 +424,71 @@ def test_parse_batch_feeds_plan() -> None:
     )
     plan = plan_batch(events, {})
     assert plan.counters.revenue_cents == 30  # exact: never 0.30000000000000004
+
+
+# ---------------------------------------------------------------- limits and stored rows
+
+
+def test_a_batch_that_would_take_revenue_past_64_bits_is_refused() -> None:
+    from metrics_server.core import MAX_SUM
+
+    top = 10**11  # the largest amount a transaction may have
+    base = MAX_SUM - 2 * top
+    plan = plan_batch([txn("a", "completed", top), txn("b", "completed", top)], {}, base)
+    assert base + plan.counters.revenue_cents == MAX_SUM  # exactly at the limit: accepted
+    events = [txn("a", "completed", top), txn("p", "pending", top), txn("b", "completed", top + 1)]
+    with pytest.raises(EventError) as err:
+        plan_batch(events, {}, base)
+    assert (err.value.index, err.value.code) == (2, "amount_too_large")
+    assert "$92,233,720,368,547,758.07" in err.value.message
+    # A pending transaction completing later counts then.
+    known = {"p": TxnRecord("pending", 1)}
+    with pytest.raises(EventError) as err:
+        plan_batch([txn("q", "failed", 5), txn("p", "completed")], known, MAX_SUM)
+    assert err.value.index == 1
+
+
+@pytest.mark.parametrize("ts", [-62135596800.0, 0.0, 1e300, float("nan"), float("-inf")])
+def test_plan_refuses_times_no_zone_can_date(ts: float) -> None:
+    """Events made without parse_ts (the demo, embedding code) are checked before the commit,
+    since the rollups turn each time into a calendar day after it."""
+    with pytest.raises(EventError) as err:
+        plan_batch([txn("ok", "completed", 5), txn("x", "completed", 5, ts)], {})
+    assert err.value.index == 1
+
+
+def test_load_skips_rows_that_cannot_count_and_names_them() -> None:
+    tz = "America/New_York"
+    now = 1_767_000_000.0
+    rollups = Rollups(tz)
+    skipped = rollups.load(
+        {"views": 2, "completed": 3, "revenue_cents": 1500, "txn_total": 3, "bogus": 1},
+        [
+            (int(now // 900), 1000),
+            (-69039552, 500),  # Go's zero time: 0001-01-01T00:00Z, year 0 in New York
+            (-69039553, 1),  # year 1 at +00:01: no day even in UTC
+            (10**15, 1),  # far past year 9999
+            ("x", 1),
+            (int(now // 900) - 1, 2.5),
+        ],
+        [("u1", now - 10), ("u2", "soon"), (3, now), ("u4", float("nan"))],
+        [(int(now // 60), 4), ("m", 1), (int(now // 60) - 1, None)],
+        now,
+    )
+    m = rollups.snapshot(now)
+    assert m.revenue is not None and m.active_users is not None
+    assert (m.revenue.total, m.revenue.today) == (Decimal("15.00"), Decimal("10.00"))
+    assert (m.active_users.current, m.active_users.peak24h) == (1, 4)
+    assert len(skipped) == 11, skipped
+    text = "\n".join(skipped)
+    for words in ("'bogus'", "-69039552", "-69039553", "1000000000000000", "'x'", "2.5", "'soon'"):
+        assert words in text
+    assert "no calendar day in America/New_York" in text
+
+
+@pytest.mark.parametrize("value", [9.223372036854776e18, "12", None, -1, 2**63, True])
+def test_load_refuses_a_counter_that_is_not_a_whole_64_bit_number(value: object) -> None:
+    from metrics_server.core import StoredStateError
+
+    with pytest.raises(StoredStateError, match="'revenue_cents' holds"):
+        Rollups("UTC").load({"revenue_cents": value}, [], [], [], 1_767_000_000.0)  # type: ignore[dict-item]

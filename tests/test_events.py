@@ -7,6 +7,8 @@ from decimal import Decimal
 import pytest
 
 from metrics_server.events import (
+    MAX_AMOUNT_CENTS,
+    MIN_TS,
     ContentView,
     EventError,
     TransactionEvent,
@@ -14,8 +16,9 @@ from metrics_server.events import (
     parse_amount,
     parse_batch,
     parse_event,
+    parse_ts,
 )
-from metrics_server.protocol import loads
+from metrics_server.protocol import ERR_AMOUNT_TOO_LARGE, loads
 
 NOW = 1_764_000_000.0
 
@@ -38,7 +41,7 @@ def test_valid_events() -> None:
         NOW,
     )
     assert e == TransactionEvent("t1", "pending", 1250, "u1", "c9", 1_763_992_800.0)
-    assert parse_event({"type": "user_activity", "userId": "u", "ts": 1_000}, NOW).ts == 1000.0
+    assert parse_event({"type": "user_activity", "userId": "u", "ts": MIN_TS}, NOW).ts == MIN_TS
 
 
 @pytest.mark.parametrize(
@@ -47,11 +50,20 @@ def test_valid_events() -> None:
         ("12.50", 1250),
         ("0", 0),
         ("0.01", 1),
+        ("12.5", 1250),
+        ("007.50", 750),
         (7, 700),
+        (0.1, 10),
         (Decimal("19.9"), 1990),
-        (" 3.10 ", 310),
-        ("1e2", 10000),
-        ("12.500", 1250),
+        # JSON numbers in any JSON form, judged by value.
+        (Decimal("1E+2"), 10000),
+        (Decimal("12.500"), 1250),
+        (Decimal("-0.0"), 0),
+        # The largest a transaction may be, in every form.
+        ("1000000000.00", MAX_AMOUNT_CENTS),
+        (10**9, MAX_AMOUNT_CENTS),
+        (Decimal("1E+9"), MAX_AMOUNT_CENTS),
+        (999999999.99, MAX_AMOUNT_CENTS - 1),
     ],
 )
 def test_amounts(value: object, cents: int) -> None:
@@ -61,20 +73,60 @@ def test_amounts(value: object, cents: int) -> None:
 @pytest.mark.parametrize(
     ("value", "words"),
     [
-        ("-1", ">= 0"),
-        ("1.234", "more than 2 decimals"),
-        ("abc", "not a decimal"),
-        ("NaN", "finite"),
-        ("Infinity", "finite"),
+        (-1, ">= 0"),
+        (Decimal("-0.01"), ">= 0"),
+        (Decimal("1.234"), "more than 2 decimals"),
+        (Decimal("1.000000000000000000000000000001"), "more than 2 decimals"),  # > 28 digits
+        (Decimal("1e-999999999"), "more than 2 decimals"),
+        (Decimal("NaN"), "finite"),
+        (Decimal("sNaN"), "finite"),
+        (float("inf"), "finite"),
         (True, "must be a number"),
         (None, "must be a number"),
         ([1], "must be a number"),
-        ("1e20", "too large"),
+        # A string is ASCII digits with at most two decimals, and nothing else.
+        ("-1", "ASCII digits"),
+        ("1.234", "ASCII digits"),
+        ("abc", "ASCII digits"),
+        ("NaN", "ASCII digits"),
+        ("Infinity", "ASCII digits"),
+        ("1_000", "ASCII digits"),
+        ("\u0661\u0662", "ASCII digits"),  # Arabic-Indic 12: Decimal() reads it
+        ("\uff15", "ASCII digits"),  # fullwidth 5
+        ("1,000", "ASCII digits"),
+        (" 3.10 ", "ASCII digits"),
+        ("3.10\n", "ASCII digits"),  # re's $ would let a final newline through
+        ("+5", "ASCII digits"),
+        ("5.", "ASCII digits"),
+        (".5", "ASCII digits"),
+        ("1e2", "ASCII digits"),
+        ("12.500", "ASCII digits"),
+        ("", "ASCII digits"),
     ],
 )
 def test_bad_amounts(value: object, words: str) -> None:
-    with pytest.raises(EventError, match=words):
+    with pytest.raises(EventError, match=words) as err:
         parse_amount(value)
+    assert err.value.code is None  # the wire's default, invalid_event
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1000000000.01",
+        Decimal("1000000000.01"),
+        10**9 + 1,
+        1e10,
+        "1" + "0" * 400,
+        10**400,
+        Decimal("1e999999999"),
+        "100000000000.00",  # the issue's $100,000,000,000.00
+    ],
+)
+def test_amounts_over_the_maximum_have_their_own_code(value: object) -> None:
+    with pytest.raises(EventError, match=r"largest a transaction may be, 1000000000\.00") as err:
+        parse_amount(value)
+    assert err.value.code == ERR_AMOUNT_TOO_LARGE
 
 
 @pytest.mark.parametrize(
@@ -94,13 +146,67 @@ def test_bad_amounts(value: object, words: str) -> None:
         ({"type": "user_activity", "userId": "u", "ts": "yesterday"}, "not ISO 8601"),
         ({"type": "user_activity", "userId": "u", "ts": "2025-01-01T00:00:00"}, "UTC offset"),
         ({"type": "user_activity", "userId": "u", "ts": NOW + 301}, "in the future"),
-        ({"type": "user_activity", "userId": "u", "ts": -5}, "non-negative"),
+        ({"type": "user_activity", "userId": "u", "ts": -5}, "before 2000-01-01"),
         ({"type": "user_activity", "userId": "u", "ts": True}, "ISO 8601 string or epoch"),
     ],
 )
 def test_bad_events(obj: object, words: str) -> None:
     with pytest.raises(EventError, match=words):
         parse_event(obj, NOW)
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "1969-12-31T23:59:59Z",  # an ISO date before 1970 was accepted while -5 was not
+        "0001-01-01T00:00:00+00:01",  # the issue's: no calendar day in UTC at all
+        "0001-01-01T00:00:00Z",  # Go's zero time: none in America/New_York
+        "1999-12-31T23:59:59.999999Z",
+        "2000-01-01T05:44:59+05:45",
+        -1,
+        0,
+        MIN_TS - 1,
+        MIN_TS - 0.001,
+        Decimal("946684799.99999999999999999999"),  # a float would round it onto the bound
+        -(10**400),
+        -1e308,
+        Decimal("-1e999999999"),
+    ],
+)
+def test_times_before_2000_are_refused_in_every_form(ts: object) -> None:
+    with pytest.raises(EventError, match="before 2000-01-01T00:00:00Z") as err:
+        parse_ts(ts, NOW)
+    assert "300 s after the server's clock" in err.value.message  # the window, named
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "9999-12-31T23:59:59.999999-12:00",
+        "2025-11-24T16:05:01Z",  # NOW + 301
+        NOW + 300.001,
+        10**400,  # float() of it raises
+        1e308,
+        Decimal("1e999999999"),
+    ],
+)
+def test_times_beyond_five_minutes_ahead_are_refused_in_every_form(ts: object) -> None:
+    with pytest.raises(EventError, match="in the future") as err:
+        parse_ts(ts, NOW)
+    assert "2000-01-01T00:00:00Z" in err.value.message
+
+
+@pytest.mark.parametrize("ts", [float("nan"), float("inf"), Decimal("NaN"), Decimal("sNaN")])
+def test_times_that_are_not_finite_are_refused(ts: object) -> None:
+    with pytest.raises(EventError, match="finite"):
+        parse_ts(ts, NOW)
+
+
+def test_the_window_is_inclusive_at_both_ends() -> None:
+    assert parse_ts("2000-01-01T00:00:00Z", NOW) == MIN_TS
+    assert parse_ts("2000-01-01T05:45:00+05:45", NOW) == MIN_TS
+    assert parse_ts(Decimal(MIN_TS), NOW) == MIN_TS
+    assert parse_ts(NOW + 300, NOW) == NOW + 300
 
 
 def test_future_within_skew_is_accepted() -> None:
@@ -121,3 +227,10 @@ def test_batch_errors_name_the_event() -> None:
 def test_json_numbers_are_exact() -> None:
     event = loads('{"type":"transaction","id":"t","status":"completed","amount":0.1}')
     assert parse_event(event, NOW).amount_cents == 10  # type: ignore[union-attr]
+
+
+def test_batch_errors_keep_their_code_and_index() -> None:
+    big = {"type": "transaction", "id": "t", "status": "pending", "amount": "1000000000.01"}
+    with pytest.raises(EventError) as err:
+        parse_batch([{"type": "user_activity", "userId": "u"}, big], NOW)
+    assert (err.value.index, err.value.code) == (1, ERR_AMOUNT_TOO_LARGE)

@@ -26,8 +26,8 @@ PROGRAMS: dict[str, tuple[tuple[Setting, ...], Callable[[], argparse.ArgumentPar
 }
 
 #: Modes of one run: command line only, no variable (see metrics_tui/settings.py for
-#: --insecure). Everything else must have one.
-RUN_MODES = {"metrics-server": set(), "metrics-tui": {"demo", "insecure", "once", "json"}}
+#: --insecure and --db). Everything else must have one.
+RUN_MODES = {"metrics-server": set(), "metrics-tui": {"demo", "db", "insecure", "once", "json"}}
 
 #: A good value for every setting that has a variable, and what it parses to. A new setting
 #: fails test_samples_cover_every_setting until it is given one here.
@@ -48,12 +48,14 @@ GOOD = {
         "keyfile": ("/etc/x/key.pem", "/etc/x/key.pem"),
         "max_clients": ("5", 5),
         "max_message_size": ("1024", 1024),
+        "max_batch_size": ("4096", 4096),
         "rate_limit": ("2.5", 2.5),
     },
     "metrics-tui": {
         "url": ("wss://metrics.example:3000/ws/metrics", "wss://metrics.example:3000/ws/metrics"),
         "token": ("r3ad", "r3ad"),
         "cafile": ("/etc/x/ca.pem", "/etc/x/ca.pem"),
+        "timeout": ("0.5", 0.5),
         "max_retries": ("3", 3),
         "theme": ("nord", "nord"),
     },
@@ -71,9 +73,16 @@ BAD = {
         ("push_interval", "-0.5"),
         ("max_clients", "0"),
         ("max_message_size", "64k"),
+        ("max_batch_size", "0"),
         ("rate_limit", "inf"),
     ],
-    "metrics-tui": [("url", "http://x"), ("url", "ws://h:99999/"), ("max_retries", "-1")],
+    "metrics-tui": [
+        ("url", "http://x"),
+        ("url", "ws://h:99999/"),
+        ("timeout", "0"),
+        ("timeout", "nan"),
+        ("max_retries", "-1"),
+    ],
 }
 
 ALL = [(prog, s) for prog, (table, _) in PROGRAMS.items() for s in table]
@@ -141,7 +150,7 @@ def test_help_shows_each_flag_with_its_variable_and_default(prog: str) -> None:
             assert f"[{s.env}]" in line, line
         if s.default not in (None, False):
             shown = f"{s.default:g}" if isinstance(s.default, float) else str(s.default)
-            assert f"(default: {shown})" in line, line
+            assert f"(default {shown})" in line, line
         if s.secret:
             assert "default" not in line
     assert settings.ENV_NOTE in one_line(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from metrics_server.events import EventError
-from metrics_server.service import MetricsService
+from metrics_server.service import KEY_TTL, KeyReused, MetricsService, Receipt
 from metrics_server.store import SQLiteStore, StoreError
 
 
@@ -246,4 +247,103 @@ async def test_store_fault_refuses_then_recovers(
     db.execute(clear)
     assert await service.ingest(big) == 1000
     assert figures(service)[3].total_views == 1000  # type: ignore[union-attr]
+    await service.close()
+
+
+async def test_one_server_per_database_file(tmp_path: Path) -> None:
+    """The in-process server is refused like the CLI; the lock goes with the store's close."""
+    from metrics_server.app import MetricsServer, ServerConfig
+
+    config = ServerConfig(port=0, db=str(tmp_path / "m.db"), interval=3600)
+    async with MetricsServer(config):
+        with pytest.raises(StoreError, match=rf"m\.db'.* in use .*pid {os.getpid()}"):
+            await MetricsServer(config).start()
+        # Another spelling of the same file finds the same lock.
+        with pytest.raises(StoreError, match="in use"):
+            SQLiteStore(tmp_path / "." / "m.db")
+        SQLiteStore(":memory:").close()  # nothing to share: no lock
+        SQLiteStore(":memory:").close()
+    async with MetricsServer(config):  # released at stop
+        pass
+
+
+# --------------------------------------------------------------------------- idempotency keys
+
+VIEW = [{"type": "content_view", "contentId": "c"}]
+
+
+async def _grouped_keyed(
+    service: MetricsService, batches: list[tuple[list[dict], str | None]]
+) -> list[object]:
+    """As _grouped, each batch with its key: they are committed as one group."""
+    async with service._lock:
+        tasks = [asyncio.create_task(service.submit(b, key)) for b, key in batches]
+        await asyncio.sleep(0)
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_key_repeated_in_one_group_commits_once(tmp_path: Path) -> None:
+    service = await open_service(tmp_path / "m.db")
+    results = await _grouped_keyed(
+        service, [(VIEW, "k"), (VIEW * 2, "other"), (VIEW, "k"), (VIEW * 3, "k")]
+    )
+    assert results[:3] == [Receipt(1), Receipt(2), Receipt(1, duplicate=True)]
+    assert isinstance(results[3], KeyReused)  # same key, other events
+    assert figures(service)[3].total_views == 3  # type: ignore[union-attr]
+    assert service.store.event_count() == 3
+    await service.close()
+
+
+async def test_a_failed_group_forgets_its_keys(tmp_path: Path) -> None:
+    """A repeat of a batch whose commit fails fails too; the next try counts once."""
+    db = tmp_path / "m.db"
+    service = await open_service(db)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    results = await _grouped_keyed(service, [(VIEW, "k"), (VIEW, "k")])
+    assert all(isinstance(r, StoreError) for r in results), results
+    other.execute("ROLLBACK")
+    other.close()
+    assert await service.submit(VIEW, "k") == Receipt(1)
+    assert await service.submit(VIEW, "k") == Receipt(1, duplicate=True)
+    assert figures(service)[3].total_views == 1  # type: ignore[union-attr]
+    await service.close()
+
+
+async def test_keys_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    service = await open_service(db)
+    assert await service.submit(VIEW * 4, "batch-1") == Receipt(4)
+    await service.close()
+    service = await open_service(db)
+    assert await service.submit(VIEW * 4, "batch-1") == Receipt(4, duplicate=True)
+    assert figures(service)[3].total_views == 4  # type: ignore[union-attr]
+    await service.close()
+
+
+async def test_keys_are_remembered_for_a_day_then_forgotten(tmp_path: Path) -> None:
+    now = [time.time()]
+    service = await open_service(tmp_path / "m.db", clock=lambda: now[0])
+    await service.submit(VIEW, "k")
+    now[0] += KEY_TTL - 1
+    await service.tick()  # pruning runs with the interval sample
+    assert (await service.submit(VIEW, "k")).duplicate
+    now[0] += 2
+    await service.tick()
+    assert await service.submit(VIEW, "k") == Receipt(1)  # a new batch now
+    assert figures(service)[3].total_views == 2  # type: ignore[union-attr]
+    await service.close()
+
+
+async def test_a_database_from_before_keys_opens_and_takes_them(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    service = await open_service(db)
+    await service.ingest(VIEW)
+    await service.close()
+    with sqlite3.connect(db) as conn:  # the file as the previous release left it
+        conn.execute("DROP TABLE batch_keys")
+    service = await open_service(db)
+    assert figures(service)[3].total_views == 1  # type: ignore[union-attr]
+    await service.submit(VIEW, "k")
+    assert (await service.submit(VIEW, "k")).duplicate
     await service.close()

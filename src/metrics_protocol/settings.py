@@ -126,7 +126,7 @@ class Setting:
 
     def help_line(self) -> str:
         """The help text with its environment variable and default, e.g. "port [METRICS_PORT]
-        (default: 3000)"."""
+        (default 3000)"."""
         line = self.help
         if self.env:
             line += f" [{self.env}]"
@@ -134,7 +134,7 @@ class Setting:
         if shown is None and not (self.switch or self.secret or self.default is None):
             shown = f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
         if shown is not None:
-            line += f" (default: {shown})"
+            line += f" (default {shown})"
         return line.replace("%", "%%")  # argparse formats help with %
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
+from websockets.server import ServerProtocol
 
 from . import protocol as p
 from .demo import DemoTraffic, prepare_demo, run_demo
@@ -20,8 +22,23 @@ from .store import SQLiteStore
 
 log = logging.getLogger("metrics_server")
 
-#: Producers' batches (1000 events) fit comfortably; subscribers get a tighter cap in the hub.
-MAX_MESSAGE = 1024 * 1024
+
+class _Connection(ServerConnection):
+    """Says in the close reason why a message was too big: websockets' own reason ("frame with
+    N bytes exceeds limit of M bytes") does not tell a producer what a batch may be."""
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        fail = protocol.fail
+
+        def fail_saying_why(code: int, reason: str = "") -> None:
+            if code == CloseCode.MESSAGE_TOO_BIG:
+                path = split_target(self.request.path)[0] if self.request else ""
+                what = "a batch" if path == p.WS_INGEST_PATH else "a message"
+                reason = f"message too big: {what} is at most {protocol.max_message_size} bytes"
+            fail(code, reason)
+
+        protocol.fail = fail_saying_why  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +60,8 @@ class ServerConfig:
     keyfile: str | None = None
     max_clients: int = 10_000
     limits: Limits = field(default_factory=Limits)
+    #: Seconds a shutdown waits for the batches being committed to get their acks.
+    shutdown_grace: float = 5.0
 
 
 class MetricsServer:
@@ -87,7 +106,9 @@ class MetricsServer:
                 # Browsers send Origin; other clients (the monitor, producers) send none, and
                 # are let through, since the origin check only defends against web pages.
                 origins=[*cfg.origins, None] if cfg.origins else None,
-                max_size=MAX_MESSAGE,
+                # Producers' cap; the hub lowers it for subscribers (Limits.max_message).
+                max_size=max(cfg.limits.max_batch, cfg.limits.max_message),
+                create_connection=_Connection,
                 # Snapshots are a few hundred bytes: deflate would save little on the wire and
                 # cost about 50 KB of memory per connection (see docs/PERFORMANCE.md).
                 compression=None,
@@ -137,13 +158,24 @@ class MetricsServer:
         return f"{'https' if self._tls else 'http'}://{self._host}:{self.port}"
 
     async def stop(self) -> None:
-        """Graceful: stop the demo, close every client with 1001, flush and close the store."""
+        """Graceful: stop the demo and taking connections; let the batches being committed get
+        their acks (``shutdown_grace`` seconds at most) while later ones are refused with
+        ``shutting_down``; then close every client with 1001, flush and close the store."""
         if self._demo is not None:
             self._demo.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._demo
         if self._server is not None:
-            self._server.close()  # code 1001, going away
+            self._server.close(close_connections=False)  # no new connections; these stay open
+            if self.hub is not None:
+                await self.hub.drain(self.config.shutdown_grace)
+            # The same as close() would do, only after the drain: code 1001, going away.
+            closing = [
+                asyncio.create_task(ws.close(CloseCode.GOING_AWAY, "server shutting down"))
+                for ws in self._server.connections
+            ]
+            if closing:
+                await asyncio.wait(closing)
             await self._server.wait_closed()
         if self.hub is not None:
             await self.hub.stop()

@@ -7,9 +7,12 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 
 from metrics_protocol import settings
 
@@ -21,6 +24,10 @@ from .settings import SETTINGS
 from .store import StoreError
 
 log = logging.getLogger("metrics_server")
+
+#: ``--demo`` without ``--db``: a temporary file, made by ``main`` and removed on exit, so that
+#: fake revenue never lands in ./metrics.db where a real server would later show it.
+DEMO_DB = ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,15 +55,23 @@ def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
     return server_config(args)
 
 
-def server_config(args: argparse.Namespace) -> ServerConfig:
+def server_config(args: settings.Config) -> ServerConfig:
     """The ServerConfig for resolved settings. A setting is carried to the field of its name;
-    the two limits go into `Limits`, and the comma-separated origins become a tuple."""
+    the limits go into `Limits`, the comma-separated origins become a tuple, and --demo without
+    a --db of its own gets a temporary database."""
     fields = {f.name for f in dataclasses.fields(ServerConfig)}
     values = {s.name: getattr(args, s.name) for s in SETTINGS if s.name in fields}
     if args.origins:
         values["origins"] = tuple(o.strip() for o in args.origins.split(",") if o.strip())
+    if args.demo and args.origin("db") == "default":
+        values["db"] = DEMO_DB
     rate = args.rate_limit
-    limits = Limits(max_message=args.max_message_size, rate=rate, burst=2 * rate)
+    limits = Limits(
+        max_message=args.max_message_size,
+        rate=rate,
+        burst=2 * rate,
+        max_batch=args.max_batch_size,
+    )
     return ServerConfig(**values, limits=limits)
 
 
@@ -102,6 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # One line per connection would drown the log of a busy server.
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    demo_dir = None
+    if config.db == DEMO_DB:
+        demo_dir = tempfile.TemporaryDirectory(prefix="metrics-server-demo-")
+        config = replace(config, db=os.path.join(demo_dir.name, "demo.db"))
+        log.info("demo data goes to %s, removed on exit (--db keeps it)", config.db)
     try:
         asyncio.run(serve(config))
     except StoreError as exc:
@@ -116,4 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # a second ^C during shutdown
         return 130
+    finally:
+        if demo_dir is not None:
+            demo_dir.cleanup()
     return 0

@@ -16,14 +16,23 @@ Definitions (see docs/protocol.md):
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
-from .events import ContentView, Event, EventError, TransactionEvent, UserActivity
-from .protocol import CENT, ActiveUsers, Content, Metrics, Revenue, Transactions
+from .events import MIN_TS, ContentView, Event, EventError, TransactionEvent, UserActivity
+from .protocol import (
+    CENT,
+    ERR_AMOUNT_TOO_LARGE,
+    ActiveUsers,
+    Content,
+    Metrics,
+    Revenue,
+    Transactions,
+)
 
 #: Revenue is kept in UTC buckets of 15 minutes: every zone in use today has an offset that is a
 #: multiple of 15 minutes, so a bucket never straddles a local midnight in any --tz, and the
@@ -34,6 +43,19 @@ PEAK_WINDOW_MINUTES = 24 * 60
 #: How far back the per-user last-seen map must reach: a local midnight is at most 25 h ago
 #: (a DST day), so 48 h is ample and bounds memory.
 USER_HORIZON = 48 * 3600.0
+#: The largest stored sum: SQLite's integers are signed 64-bit, and a sum past them silently
+#: becomes a REAL (a float), which loses cents. Revenue is the only sum that can get there
+#: (every bucket, day, week and month is a part of it); the counts grow by at most 1,000 a
+#: batch, so at a million events a second they would need 290,000 years.
+MAX_SUM = 2**63 - 1
+MAX_SUM_TEXT = "$92,233,720,368,547,758.07"
+#: The last instant plan_batch lets through: it has a calendar day in every zone (+14:00 at
+#: most). parse_ts allows far less (5 minutes ahead); this guards events made by other code.
+LAST_TS = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
+class StoredStateError(ValueError):
+    """A stored row without which every figure would be wrong: start-up refuses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +93,25 @@ class Plan:
     users: dict[str, float] = field(default_factory=dict)  # user -> latest event time in batch
 
 
+_COUNTER_NAMES = frozenset(Counters.__slots__)  # type: ignore[attr-defined]
+
+
+def _show(value: object) -> str:
+    """A stored value for a log line, cut short (a row can hold megabytes)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def txn_ids(events: Iterable[Event]) -> set[str]:
     return {e.txn_id for e in events if isinstance(e, TransactionEvent)}
 
 
-def plan_batch(events: list[Event], known: Mapping[str, TxnRecord]) -> Plan:
+def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int = 0) -> Plan:
     """Validate transaction transitions against ``known`` (the stored state) and compute deltas.
+
+    ``revenue`` is the total before this batch: a batch that would take it past MAX_SUM is
+    refused. Everything that could fail on an event's values is checked here, before the commit,
+    so that applying the plan to the rollups afterwards cannot fail.
 
     Raises EventError (with the event's index) and then nothing of the batch may be stored.
     """
@@ -84,6 +119,8 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord]) -> Plan:
     c = plan.counters
     state: dict[str, TxnRecord] = {}
     for i, e in enumerate(events):
+        if not MIN_TS <= e.ts <= LAST_TS:  # also NaN
+            raise EventError(f"'ts' {e.ts!r} is outside the valid window", i)
         user = e.user_id
         if user is not None and e.ts > plan.users.get(user, float("-inf")):
             plan.users[user] = e.ts
@@ -119,6 +156,13 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord]) -> Plan:
             plan.txns[e.txn_id] = rec
             if rec.status == "completed":
                 c.revenue_cents += rec.amount_cents
+                if revenue + c.revenue_cents > MAX_SUM:
+                    raise EventError(
+                        f"transaction {e.txn_id!r} would take total revenue past {MAX_SUM_TEXT},"
+                        " the most the server can count",
+                        i,
+                        ERR_AMOUNT_TOO_LARGE,
+                    )
                 b = int(e.ts // BUCKET_SECONDS)
                 plan.revenue_buckets[b] = plan.revenue_buckets.get(b, 0) + rec.amount_cents
         elif not isinstance(e, UserActivity):  # pragma: no cover - the union is closed
@@ -181,15 +225,50 @@ class Rollups:
         users: Iterable[tuple[str, float]],
         peaks: Iterable[tuple[int, int]],
         now: float,
-    ) -> None:
-        """Rebuild from what the store kept (users: those seen within USER_HORIZON of now)."""
-        self.counters = Counters(**counters)
+    ) -> list[str]:
+        """Rebuild from what the store kept (users: those seen within USER_HORIZON of now).
+
+        A stored row that cannot count (a revenue bucket with no calendar day in this zone, a
+        user or peak that is not a number) is skipped and named in the list returned: it can
+        only make a day's revenue or a user figure short, never take the server down. A counter
+        that is not a whole number from 0 to MAX_SUM raises StoredStateError: every total would
+        be wrong without it.
+        """
+        skipped: list[str] = []
+        values: dict[str, int] = {}
+        for name, value in counters.items():
+            if name not in _COUNTER_NAMES:
+                skipped.append(f"counter {_show(name)}: not a counter this version knows")
+            elif type(value) is not int or not 0 <= value <= MAX_SUM:
+                raise StoredStateError(
+                    f"the stored counter {name!r} holds {_show(value)}, not a whole number from"
+                    " 0 to 2^63-1, so no figure can be trusted (see docs/SECURITY.md)"
+                )
+            else:
+                values[name] = value
+        self.counters = Counters(**values)
         for bucket, cents in revenue_buckets:
-            self._add_bucket(bucket, cents)
+            what = f"revenue bucket {_show(bucket)} ({_show(cents)} cents)"
+            if type(bucket) is not int or type(cents) is not int or not 0 <= cents <= MAX_SUM:
+                skipped.append(f"{what}: not whole numbers of cents")
+                continue
+            try:
+                self._add_bucket(bucket, cents)
+            except (OverflowError, ValueError, OSError):  # datetime's ways of saying "no day"
+                skipped.append(f"{what}: its time has no calendar day in {self.tz}")
         self._roll_day(now)
         for user, ts in users:
+            if type(user) is not str or type(ts) not in (int, float) or not math.isfinite(ts):
+                skipped.append(f"user {_show(user)} last seen at {_show(ts)}: not a time")
+                continue
             self._see(user, ts, now)
-        self.peaks = {m: v for m, v in peaks if m > now // 60 - PEAK_WINDOW_MINUTES}
+        self.peaks = {}
+        for minute, value in peaks:
+            if type(minute) is not int or type(value) is not int or value < 0:
+                skipped.append(f"peak sample {_show(minute)} = {_show(value)}: not whole numbers")
+            elif minute > now // 60 - PEAK_WINDOW_MINUTES:
+                self.peaks[minute] = value
+        return skipped
 
     def apply(self, plan: Plan, now: float) -> None:
         self.counters.add(plan.counters)

@@ -6,29 +6,45 @@ Pure: the current time is passed in. Amounts become integer cents here and stay 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from .protocol import MAX_BATCH
+from .protocol import CENT, ERR_AMOUNT_TOO_LARGE, MAX_BATCH
 
 STATUSES = ("pending", "completed", "failed")
 #: Events may be dated at most this far ahead of the server's clock (producers' clocks drift).
 MAX_FUTURE_SECONDS = 300
+#: The earliest valid 'ts', in every form (ISO or epoch): 2000-01-01T00:00:00Z. Nothing this
+#: service counts is older, and every instant from here to the clock has a calendar day in every
+#: zone, so no rollup can fail on an accepted time (year 1 at +00:01 has none in UTC).
+MIN_TS = 946_684_800
+MIN_TS_TEXT = "2000-01-01T00:00:00Z"
 MAX_ID_LENGTH = 200
-#: 10^13 cents per transaction keeps every sum far inside SQLite's 64-bit integers.
-MAX_AMOUNT_CENTS = 10**13
+#: $1,000,000,000.00 per transaction. Sums are kept in signed 64-bit cents, whose largest value,
+#: 2^63 - 1 = 9.22 x 10^18 ($92 quadrillion), is some 900 years of the world's GDP, so no real
+#: revenue reaches it; at this maximum it takes 9.2 x 10^7 transactions to get there. A flood of
+#: forged maximal ones could (in minutes at the ingest rate limit), which is why
+#: core.plan_batch also refuses any batch that would take a sum past 2^63 - 1.
+MAX_AMOUNT_CENTS = 10**11
+MAX_AMOUNT_TEXT = "1000000000.00"
+#: A decimal string: ASCII digits, then at most two decimals. No sign, exponent, spaces, "_"
+#: separators or other scripts' digits (str.isdigit and Decimal accept "١٢"; re's \d would too).
+_AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
 
 
 class EventError(ValueError):
     """An event or batch that cannot be accepted. ``index`` is the event's place in its batch."""
 
-    def __init__(self, message: str, index: int | None = None) -> None:
+    def __init__(self, message: str, index: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.index = index
+        #: An error code for the wire when not the default (invalid_event, or invalid_batch).
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,59 +100,80 @@ def _ident(obj: dict[str, Any], key: str, required: bool) -> str | None:
 
 
 def parse_amount(value: Any) -> int:
-    """A JSON number or decimal string, >= 0, at most 2 decimals -> integer cents."""
+    """A JSON number or a decimal string ("12.50"), >= 0, at most 2 decimals -> integer cents.
+
+    A string must be written plainly (see _AMOUNT_TEXT); a JSON number may take any JSON form
+    (12.5, 1250e-2) so long as its value has at most 2 decimals.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         raise EventError("'amount' must be a number or a decimal string")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise EventError("'amount' must be finite")
-    try:
-        amount = Decimal(value.strip() if isinstance(value, str) else str(value))
-    except InvalidOperation:
-        raise EventError(f"'amount' is not a decimal number: {value!r}") from None
+    if isinstance(value, str):
+        if not _AMOUNT_TEXT.fullmatch(value):
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise EventError(
+                f"'amount' must be ASCII digits with at most 2 decimals, like \"12.50\","
+                f" not {shown!r}"
+            )
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise EventError("'amount' must be finite")
+        amount = Decimal(repr(value))  # the shortest text that reads back as this float: 0.1
+    else:
+        amount = Decimal(value)
     if not amount.is_finite():
         raise EventError("'amount' must be finite")
     if amount < 0:
         raise EventError("'amount' must be >= 0")
-    # Checked on the exponent before any arithmetic: "1e999999999" * 100 overflows the decimal
-    # context, and "1e-999999999" * 100 would underflow to a silent 0.
-    if amount.adjusted() > 15:
-        raise EventError("'amount' is too large")
-    if amount and amount.adjusted() < -2:
+    # Compared before any arithmetic: "1e999999999" * 100 would overflow the decimal context.
+    if amount > MAX_AMOUNT_CENTS // 100:
+        raise EventError(
+            f"'amount' is more than the largest a transaction may be, {MAX_AMOUNT_TEXT}",
+            code=ERR_AMOUNT_TOO_LARGE,
+        )
+    # At most 12 digits now, so quantize is exact; == compares exact values, so
+    # 1.000000000000000000000000000001 (beyond the context's 28 digits) is still refused.
+    cents = amount.quantize(CENT)
+    if cents != amount:
         raise EventError("'amount' has more than 2 decimals")
-    cents = amount * 100
-    if cents != cents.to_integral_value():
-        raise EventError("'amount' has more than 2 decimals")
-    if cents > MAX_AMOUNT_CENTS:
-        raise EventError("'amount' is too large")
-    return int(cents)
+    return int(cents.scaleb(2))
 
 
 def parse_ts(value: Any, now: float) -> float:
-    """ISO 8601 with an offset, or epoch seconds; missing means now."""
+    """ISO 8601 with an offset, or epoch seconds; missing means now. Either way it must fall in
+    the valid window: from MIN_TS to MAX_FUTURE_SECONDS after ``now``."""
     if value is None:
         return now
     if isinstance(value, bool):
         raise EventError("'ts' must be an ISO 8601 string or epoch seconds")
     if isinstance(value, int | float | Decimal):
-        try:
-            ts = float(value)
-        except OverflowError:  # an integer of hundreds of digits
-            raise EventError("'ts' is out of range") from None
-        if not math.isfinite(ts) or ts < 0:
-            raise EventError("'ts' must be a non-negative, finite number of epoch seconds")
-    elif isinstance(value, str):
-        try:
-            dt = datetime.fromisoformat(value)
-        except ValueError:
-            raise EventError(f"'ts' is not ISO 8601: {value!r}") from None
-        if dt.tzinfo is None:
-            raise EventError("'ts' needs a UTC offset (e.g. 'Z' or '+02:00')")
-        ts = dt.timestamp()
-    else:
+        if (isinstance(value, float) and not math.isfinite(value)) or (
+            isinstance(value, Decimal) and not value.is_finite()  # math.isfinite(sNaN) raises
+        ):
+            raise EventError("'ts' must be a finite number of epoch seconds")
+        # Compared exactly before any conversion: float() of a 400-digit integer raises.
+        _check_window(value, now)
+        return float(value)
+    if not isinstance(value, str):
         raise EventError("'ts' must be an ISO 8601 string or epoch seconds")
-    if ts > now + MAX_FUTURE_SECONDS:
-        raise EventError(f"'ts' is more than {MAX_FUTURE_SECONDS} s in the future")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventError(f"'ts' is not ISO 8601: {value[:40]!r}") from None
+    if dt.tzinfo is None:
+        raise EventError("'ts' needs a UTC offset (e.g. 'Z' or '+02:00')")
+    # Exact for any aware datetime, years 1 to 9999 (a difference, not a conversion).
+    ts = dt.timestamp()
+    _check_window(ts, now)
     return ts
+
+
+def _check_window(ts: float | int | Decimal, now: float) -> None:
+    window = f"valid: {MIN_TS_TEXT} to {MAX_FUTURE_SECONDS} s after the server's clock"
+    if ts < MIN_TS:
+        raise EventError(f"'ts' is before {MIN_TS_TEXT} ({window})")
+    if ts > now + MAX_FUTURE_SECONDS:
+        raise EventError(f"'ts' is more than {MAX_FUTURE_SECONDS} s in the future ({window})")
 
 
 def parse_event(obj: Any, now: float) -> Event:
@@ -184,5 +221,5 @@ def parse_batch(objs: Any, now: float) -> list[Event]:
         try:
             events.append(parse_event(obj, now))
         except EventError as exc:
-            raise EventError(exc.message, i) from None
+            raise EventError(exc.message, i, exc.code) from None
     return events

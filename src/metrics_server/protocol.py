@@ -25,6 +25,12 @@ HEALTH_PATH = "/healthz"
 CHANNELS: tuple[str, ...] = ("revenue", "activeUsers", "transactions", "content")
 #: Events per ingest batch.
 MAX_BATCH = 1000
+#: Bytes per ingest message (the default of --max-batch-size). The worst case is 7,362,851
+#: bytes: 1,000 transactions with an id, userId and contentId of 200 characters each outside
+#: the BMP, which json.dumps (ensure_ascii) writes as 12-byte surrogate pairs (7,200 bytes an
+#: event), plus names, status, amount and ts (about 150). 8 MiB leaves 1 MiB for the batch's own
+#: fields and longer spellings.
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 #: Why a metrics message was sent: ``interval`` snapshots are the periodic samples that charts
 #: plot (and that ``history`` replays); ``change`` snapshots refresh figures between them.
@@ -37,12 +43,15 @@ ERR_UNKNOWN_TYPE = "unknown_type"
 ERR_UNKNOWN_CHANNEL = "unknown_channel"
 ERR_INVALID_EVENT = "invalid_event"
 ERR_INVALID_BATCH = "invalid_batch"
+ERR_AMOUNT_TOO_LARGE = "amount_too_large"
 ERR_STORE_UNAVAILABLE = "store_unavailable"
 ERR_NOT_FOUND = "not_found"
 ERR_METHOD_NOT_ALLOWED = "method_not_allowed"
 ERR_UNAUTHORIZED = "unauthorized"
 ERR_TOO_MANY_CLIENTS = "too_many_clients"
 ERR_RATE_LIMITED = "rate_limited"
+ERR_SHUTTING_DOWN = "shutting_down"
+ERR_KEY_REUSED = "key_reused"
 
 CENT = Decimal("0.01")
 

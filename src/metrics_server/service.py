@@ -10,29 +10,68 @@ committed in one store transaction (one fsync for all of them), each still valid
 in arrival order, against the stored states plus those of the batches before it in the group. A
 batch with a bad event is refused alone; a store failure refuses the whole group, none of which
 is then stored.
+
+Idempotency keys: a batch may carry a producer-chosen key, stored in the batch's own transaction
+and remembered for ``KEY_TTL``. A batch whose key is remembered is not applied again: it gets
+its first ack back, marked as a duplicate, so that a producer's retry counts once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import protocol
-from .core import USER_HORIZON, Plan, Rollups, TxnRecord, plan_batch, txn_ids
+from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
 from .events import Event, EventError, parse_batch
 from .protocol import Kind, Metrics
-from .store import Store, StoreError
+from .store import BatchKey, Store, StoreError
 
 log = logging.getLogger("metrics_server")
 
 T = TypeVar("T")
 Listener = Callable[[Metrics, Kind], None]
+
+#: Longest idempotency key, in characters (a UUID is 36; room for a producer's own prefix).
+KEY_MAX = 200
+#: How long a key is remembered: a retry within a day of the first try counts once.
+KEY_TTL = 24 * 3600.0
+
+
+class KeyReused(ValueError):
+    """A batch's key is remembered for a batch with other events: refused, nothing stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A batch's ack: how many events it holds, and whether its key had already been seen."""
+
+    accepted: int
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[Event]
+    key: str | None
+    digest: bytes
+    done: asyncio.Future[Receipt]
+
+
+def _digest(raw_events: Any) -> bytes:
+    """A fingerprint of a batch's events as sent (key order aside), to tell a retry of the
+    same batch from a key reused for another one."""
+    text = json.dumps(raw_events, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 class MetricsService:
@@ -57,7 +96,7 @@ class MetricsService:
         self._listeners: list[Listener] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-store")
         self._lock = asyncio.Lock()
-        self._pending: list[tuple[list[Event], asyncio.Future[int]]] = []
+        self._pending: list[_Batch] = []
         self._ticker: asyncio.Task[None] | None = None
         self._push_handle: asyncio.TimerHandle | None = None
         self._last_push = float("-inf")
@@ -73,12 +112,22 @@ class MetricsService:
         """Rebuild the rollups and history from the store."""
         now = self.clock()
         state = await self._run(self.store.load, now, USER_HORIZON, self.history.maxlen)
-        self.rollups.load(state.counters, state.revenue_buckets, state.users, state.peaks, now)
-        for data in state.history:
+        try:
+            skipped = self.rollups.load(
+                state.counters, state.revenue_buckets, state.users, state.peaks, now
+            )
+        except StoredStateError as exc:  # one line and exit 1 (cli), not a traceback
+            where = getattr(self.store, "path", "the store")
+            raise StoreError(f"cannot start from {where}: {exc}") from None
+        for n, data in enumerate(state.history, 1):
             try:
                 self.history.append(protocol.decode_data(protocol.loads(data)))
-            except protocol.ProtocolError:
-                log.warning("skipping an unreadable history row")
+            except (ValueError, TypeError, ArithmeticError):  # any shape a bad row can take
+                skipped.append(f"history row {n} of {len(state.history)}: not a snapshot")
+        for row in skipped[:20]:
+            log.warning("skipping a stored row that cannot count: %s", row)
+        if len(skipped) > 20:
+            log.warning("skipping %d more such rows", len(skipped) - 20)
 
     async def close(self) -> None:
         await self.stop_metrics_updates()
@@ -110,9 +159,20 @@ class MetricsService:
         Raises EventError for bad input and StoreError when the store cannot take it; in both
         cases nothing of the batch is stored or counted.
         """
+        return (await self.submit(raw_events)).accepted
+
+    async def submit(self, raw_events: Any, key: str | None = None) -> Receipt:
+        """:meth:`ingest`, with an optional idempotency key: a batch whose key is remembered
+        changes nothing and gets the first one's count back with ``duplicate`` set.
+
+        Raises EventError (also for a bad key), KeyReused, or StoreError; then nothing of the
+        batch is stored or counted.
+        """
+        if key is not None and not (isinstance(key, str) and 1 <= len(key) <= KEY_MAX):
+            raise EventError(f"'key' must be a string of 1 to {KEY_MAX} characters")
         events = parse_batch(raw_events, self.clock())
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        entry = (events, done)
+        done: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        entry = _Batch(events, key, _digest(raw_events) if key is not None else b"", done)
         self._pending.append(entry)
         try:
             async with self._lock:
@@ -125,51 +185,86 @@ class MetricsService:
             raise
         return done.result()
 
-    async def _commit_group(self, group: list[tuple[list[Event], asyncio.Future[int]]]) -> None:
+    async def _commit_group(self, group: list[_Batch]) -> None:
         try:
-            results = await self._run(self._plan_and_commit, [events for events, _ in group])
+            results = await self._run(self._plan_and_commit, group)
         except BaseException as exc:  # pragma: no cover - the worker itself failed
-            for _, done in group:
-                if not done.done():
-                    done.set_exception(exc)
+            for batch in group:
+                if not batch.done.done():
+                    batch.done.set_exception(exc)
             raise
         now = self.clock()
         applied = False
-        for (events, done), result in zip(group, results, strict=True):
+        for batch, result in zip(group, results, strict=True):
             if isinstance(result, Plan):
-                self.rollups.apply(result, now)
-                done.set_result(len(events))
+                try:
+                    self.rollups.apply(result, now)
+                except Exception:  # plan_batch checked what could fail here; defence in depth
+                    # Committed, so it must be acknowledged (a retry would count it twice); the
+                    # live figures may be off until a restart rebuilds them from the store.
+                    log.exception("a stored batch could not be added to the live figures")
+                batch.done.set_result(Receipt(len(batch.events)))
                 applied = True
+            elif isinstance(result, Receipt):
+                batch.done.set_result(result)
             else:
-                done.set_exception(result)
+                batch.done.set_exception(result)
         if applied:
             self.store_error = None
             self._changed()
 
-    def _plan_and_commit(self, batches: list[list[Event]]) -> list[Plan | Exception]:
+    def _plan_and_commit(self, batches: list[_Batch]) -> list[Plan | Receipt | Exception]:
         """Plan each batch in order (each sees the ones before it), then commit the valid ones
-        in one transaction. Returns, per batch, its plan or the exception that refuses it."""
-        results: list[Plan | Exception] = []
+        and their keys in one transaction. Returns, per batch, its plan, the receipt of the
+        batch whose key it repeats, or the exception that refuses it."""
+        results: list[Plan | Receipt | Exception] = []
         plans: list[Plan] = []
         planned: dict[str, TxnRecord] = {}  # states written by earlier batches of this group
-        for events in batches:
-            ids = txn_ids(events)
+        # Read here, on the store's thread, while the loop holds the lock: nothing applies now.
+        revenue = self.rollups.counters.revenue_cents
+        keys: dict[str, BatchKey] = {}  # keys of this group's planned batches
+        repeats: set[int] = set()  # results that repeat a key of this group: its commit decides
+        now = self.clock()
+        for batch in batches:
+            events, key = batch.events, batch.key
             try:
+                if key is not None:
+                    seen = keys.get(key)
+                    if seen is not None:
+                        repeats.add(len(results))
+                    else:
+                        seen = self.store.get_keys((key,)).get(key)
+                    if seen is not None:
+                        if seen.digest != batch.digest:
+                            raise KeyReused(
+                                f"key {key!r} was used for a batch with other events; "
+                                "nothing of this one was stored"
+                            )
+                        results.append(Receipt(seen.accepted, duplicate=True))
+                        continue
+                ids = txn_ids(events)
                 known = dict(self.store.get_transactions(ids.difference(planned)))
                 known.update((i, planned[i]) for i in ids if i in planned)
-                plan = plan_batch(events, known)
-            except (EventError, StoreError) as exc:
+                plan = plan_batch(events, known, revenue)
+            except (EventError, StoreError, KeyReused) as exc:
+                repeats.discard(len(results))
                 results.append(exc)
                 continue
+            revenue += plan.counters.revenue_cents
             planned.update(plan.txns)
             plans.append(plan)
             results.append(plan)
+            if key is not None:
+                keys[key] = BatchKey(len(events), batch.digest, now)
         if plans:
             try:
-                self.store.commit_many(plans)
+                self.store.commit_many(plans, keys)
             except StoreError as exc:
                 self.store_error = str(exc)
-                return [StoreError(str(exc)) if isinstance(r, Plan) else r for r in results]
+                return [
+                    StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
+                    for i, r in enumerate(results)
+                ]
         return results
 
     async def track_user_activity(self, user_id: str, ts: Any = None) -> None:
@@ -259,6 +354,10 @@ class MetricsService:
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept
             self.rollups.unsaved_peaks.update(m for m, _ in peaks)
+            log.warning("%s", exc)
+        try:  # an indexed delete once an interval: keys older than KEY_TTL are let go
+            await self._run(self.store.forget_keys, metrics.timestamp.timestamp() - KEY_TTL)
+        except StoreError as exc:
             log.warning("%s", exc)
         self._publish(metrics, "interval")
         return metrics

@@ -15,6 +15,8 @@ from metrics_protocol.settings import (
     whole,
 )
 
+from .protocol import MAX_BATCH_BYTES
+
 ACCESS = "access and limits"
 
 
@@ -123,6 +125,16 @@ SETTINGS: tuple[Setting, ...] = (
         env="METRICS_MAX_MESSAGE_SIZE",
         parse=whole(1),
         default=64 * 1024,
+        group=ACCESS,
+        metavar="BYTES",
+    ),
+    Setting(
+        "max_batch_size",
+        "largest batch a producer may send, in bytes (the default fits 1000 events of the "
+        "longest ids); larger closes with 1009",
+        env="METRICS_MAX_BATCH_SIZE",
+        parse=whole(1),
+        default=MAX_BATCH_BYTES,
         group=ACCESS,
         metavar="BYTES",
     ),

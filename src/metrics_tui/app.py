@@ -28,6 +28,7 @@ from textual.widgets import Footer, Static
 from metrics_server.protocol import Metrics
 from metrics_tui import formatting
 from metrics_tui.client import MetricsClient
+from metrics_tui.colourless import Colourless
 from metrics_tui.layout import FULL_FOOTER_WIDTH, MIN_HEIGHT, MIN_WIDTH, layout_for
 from metrics_tui.messages import (
     ConnectionChanged,
@@ -163,6 +164,7 @@ class MetricsApp(App[None]):
         clock: Callable[[], float] = time.monotonic,
         animate: bool = True,
         connect: bool = True,
+        notice: str | None = None,
     ) -> None:
         super().__init__()
         self.url = url
@@ -172,6 +174,7 @@ class MetricsApp(App[None]):
         self._max_retries = max_retries
         self._animate = animate
         self._connect = connect
+        self._notice = notice
         if theme:
             self.theme = theme
         self._match_no_color_filter()
@@ -196,18 +199,16 @@ class MetricsApp(App[None]):
     def get_default_screen(self) -> Screen[None]:
         return Dashboard(self.url, self.clock, insecure=is_insecure(self._tls))
 
-    def _match_no_color_filter(self, *_: object) -> None:
-        """Keep NO_COLOR readable after a theme switch.
+    def _match_no_color_filter(self) -> None:
+        """Under NO_COLOR draw with no colour codes at all, whatever the theme.
 
-        Textual picks its NO_COLOR filter once, for the theme active at start-up; applied to
-        an ANSI theme (ansi-dark/ansi-light, chosen later) it would paint black on black.
+        Textual's NO_COLOR filters keep greys or default-colour codes (see colourless.py).
         """
         if not self.no_color:
             return
-        want = NoColor if self.native_ansi_color else Monochrome
         for i, flt in enumerate(self._filters):
-            if isinstance(flt, NoColor | Monochrome) and not isinstance(flt, want):
-                self._filters[i] = want()
+            if isinstance(flt, NoColor | Monochrome):
+                self._filters[i] = Colourless()
 
     def on_load(self) -> None:
         # Connect before the screen is built: the handshake and the server's first messages
@@ -223,8 +224,9 @@ class MetricsApp(App[None]):
             self.run_worker(self.client.run(), name="metrics-client", exclusive=True)
 
     def on_mount(self) -> None:
-        self.theme_changed_signal.subscribe(self, self._match_no_color_filter)
         self.set_interval(1.0, self._tick)
+        if self._notice:
+            self.notify(self._notice, timeout=8, markup=False)
         if not self.is_headless:
             self._watch_terminal()
 

@@ -1,7 +1,8 @@
 """Command line: ``metrics-tui [--url URL] [--token T] [--cafile F | --insecure] [--once] ...``.
 
-Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error.
-Textual is imported only for the interactive monitor, so ``--once`` stays quick.
+Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error (also a terminal that cannot
+draw the monitor: TERM=dumb). Textual is imported only for the interactive monitor, so
+``--once`` stays quick. No message ever shows the token.
 """
 
 from __future__ import annotations
@@ -55,6 +56,19 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def token_problem(token: str) -> str | None:
+    """Why a token cannot be sent, or None. The reason never quotes the token.
+
+    A bearer token travels in an HTTP header, where a line break would end the header (and
+    websockets' refusal quoted the token up to it); httpx, used for REST, sends ASCII only.
+    """
+    if not token.isascii():
+        return "holds a non-ASCII character"
+    if not token.isprintable():
+        return "holds a line break or another control character"
+    return None
+
+
 def _quiet_logging() -> None:
     """Library warnings must never reach the terminal the TUI is drawing on."""
     root = logging.getLogger()
@@ -67,7 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = settings.parse(parser, SETTINGS, argv)
     if args.json and not args.once:
         parser.error("--json needs --once")
+    if args.origin("timeout") == "flag" and not args.once:
+        parser.error("--timeout needs --once")
+    if args.db is not None and not args.demo:
+        parser.error("--db needs --demo")
     url, token = args.url, args.token
+    if token is not None and (why := token_problem(token)):
+        parser.error(f"{args.source('token')} {why}, which cannot be sent in an HTTP header")
     tls = _tls(parser, args, url)
     if args.theme and not args.once:
         from textual.theme import BUILTIN_THEMES
@@ -77,6 +97,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{args.source('theme')}: unknown theme {args.theme!r}; "
                 f"choose from {', '.join(sorted(BUILTIN_THEMES))}"
             )
+    if not args.once and os.environ.get("TERM") == "dumb":
+        # One line that fits 80 columns: a dumb terminal does not wrap for us.
+        print(
+            "metrics-tui: TERM=dumb cannot draw the monitor; use --once for plain output",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     _quiet_logging()
     try:
         return asyncio.run(_run(args, url, token, tls))
@@ -108,50 +135,81 @@ async def _run(
     from metrics_server.app import MetricsServer, ServerConfig
 
     with tempfile.TemporaryDirectory(prefix="metrics-tui-demo-") as tmp:
+        db = args.db or os.path.join(tmp, "demo.db")
+        where = f"demo data in {db}" if args.db else f"demo data in {db}, removed on exit"
         cfg = ServerConfig(
             host="127.0.0.1",
             port=0,
-            db=os.path.join(tmp, "demo.db"),
+            db=db,
             interval=DEMO_INTERVAL,
             tz="UTC",
             history=20,
             demo=True,
         )
+        if args.once:
+            print(f"metrics-tui: {where}", file=sys.stderr)
         async with MetricsServer(cfg) as srv:
-            return await _watch(args, srv.url, token, None)
+            return await _watch(args, srv.url, token, None, notice=where.capitalize())
 
 
 async def _watch(
-    args: argparse.Namespace, url: str, token: str | None, tls: ssl.SSLContext | None
+    args: argparse.Namespace,
+    url: str,
+    token: str | None,
+    tls: ssl.SSLContext | None,
+    notice: str | None = None,
 ) -> int:
     if args.once:
-        return await _once(url, token, tls, as_json=args.json)
+        within = args.timeout
+        return await _once(url, token, tls, as_json=args.json, within=within)
     from metrics_tui.app import MetricsApp
 
-    app = MetricsApp(url, token=token, tls=tls, max_retries=args.max_retries, theme=args.theme)
+    app = MetricsApp(
+        url,
+        token=token,
+        tls=tls,
+        max_retries=args.max_retries,
+        theme=args.theme,
+        notice=notice,
+    )
     await app.run_async()
     return app.return_code or 0
 
 
-async def _once(url: str, token: str | None, tls: ssl.SSLContext | None, *, as_json: bool) -> int:
+async def _once(
+    url: str, token: str | None, tls: ssl.SSLContext | None, *, as_json: bool, within: float
+) -> int:
     from metrics_tui.once import print_snapshot
     from metrics_tui.wire import Unauthorized, fetch_once, is_insecure
 
     if is_insecure(tls):
         print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
-    where = url.partition("?")[0]  # a ?token= must not end up in logs
+    where = _without_query(url)  # a ?token= must not end up in logs
     try:
-        snapshot = await fetch_once(url, token, tls=tls)
+        # One deadline for everything: the WebSocket, then the REST fallback within what is left.
+        async with asyncio.timeout(within):
+            snapshot = await fetch_once(url, token, wait=within, tls=tls)
+    except TimeoutError:
+        print(f"metrics-tui: no answer from {where} within {within:g} s", file=sys.stderr)
+        return EXIT_CONNECT
     except Unauthorized as exc:
-        print(f"metrics-tui: {where}: {_reason(exc)}, check --token", file=sys.stderr)
+        print(f"metrics-tui: {where}: {_reason(exc, token)}, check --token", file=sys.stderr)
         return EXIT_CONNECT
     except Exception as exc:  # one line, never a traceback: scripts read this
-        print(f"metrics-tui: cannot get metrics from {where}: {_reason(exc)}", file=sys.stderr)
+        print(
+            f"metrics-tui: cannot get metrics from {where}: {_reason(exc, token)}",
+            file=sys.stderr,
+        )
         return EXIT_CONNECT
     print_snapshot(snapshot, as_json=as_json)
     return EXIT_OK
 
 
-def _reason(exc: BaseException) -> str:
-    text: Any = str(exc).strip() or exc.__class__.__name__
-    return str(text).splitlines()[0]
+def _without_query(url: str) -> str:
+    return url.partition("?")[0]
+
+
+def _reason(exc: BaseException, token: str | None) -> str:
+    """The first line of an error, with the token blanked out should a library quote it."""
+    text = (str(exc).strip() or exc.__class__.__name__).splitlines()[0]
+    return text.replace(token, "***") if token else text

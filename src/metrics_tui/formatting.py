@@ -26,13 +26,52 @@ def percent(value: Decimal | float) -> str:
     return f"{value.quantize(CENT, rounding=ROUND_HALF_UP):.2f}%"
 
 
-def compact_money(value: Decimal | float, currency: str = "$") -> str:
-    """``$1.25M`` for tight spaces such as chart titles."""
-    v = float(value)
-    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= limit:
-            return f"{currency}{v / limit:.2f}{suffix}"
-    return f"{currency}{v:,.2f}"
+#: Compact figures keep 4 significant digits (``$12.35M``, ``$987.6M``, ``$100.0B``) and always
+#: carry a unit, so a rounded figure never reads as an exact one. Q is a quadrillion (10^15): the
+#: largest revenue the store can hold, 2^63-1 cents, is ``$92.23Q``.
+SIGNIFICANT = 4
+UNITS = ("K", "M", "B", "T", "Q")
+
+
+def _compact(value: Decimal) -> str:
+    """``1.235M`` for a magnitude of at least 1,000 (half up, like ``money``).
+
+    A figure that rounds up to 1000 of one unit moves to the next one: 999,950 is ``1.000M``,
+    never ``1000K``. Past the last unit the whole number grows (``9,223Q``).
+    """
+    v = abs(value)
+    for power, unit in enumerate(UNITS, start=1):
+        scaled = v.scaleb(-3 * power)
+        # Under 1 only after rounding up from the unit below, which then shows 1.000.
+        decimals = max(0, SIGNIFICANT - max(1, scaled.adjusted() + 1))
+        q = scaled.quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+        if decimals and q.adjusted() > max(0, scaled.adjusted()):  # 99.995 became 100.00
+            decimals -= 1
+            q = q.quantize(Decimal(1).scaleb(-decimals))
+        if q < 1000 or unit == UNITS[-1]:
+            sign = "-" if value < 0 else ""
+            return f"{sign}{q:,.{decimals}f}{unit}"
+    raise AssertionError("unreachable")
+
+
+def _decimal(value: Decimal | int | float) -> Decimal:
+    # repr keeps a float's shortest spelling: Decimal(0.1) would be 0.1000000000000000055...
+    return value if isinstance(value, Decimal) else Decimal(repr(value))
+
+
+def compact_money(value: Decimal | int | float, currency: str = "$") -> str:
+    """``$12.35M`` where space is short; below $1,000 the exact figure (``$999.99``)."""
+    v = _decimal(value)
+    if abs(v) < 1000:
+        return money(v, currency)
+    text = _compact(v)
+    return f"-{currency}{text[1:]}" if text.startswith("-") else f"{currency}{text}"
+
+
+def compact_count(value: int | float | Decimal) -> str:
+    """``1.235M`` where space is short; below 1,000 the exact count."""
+    v = _decimal(value).to_integral_value(rounding=ROUND_HALF_UP)
+    return count(v) if abs(v) < 1000 else _compact(v)
 
 
 def axis_money(value: Decimal | float, currency: str = "$") -> str:

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from metrics_protocol.settings import Setting, whole
+from metrics_protocol.settings import Setting, positive_float, whole
 from metrics_tui.wire import DEFAULT_URL, validate_ws_url
+
+#: --once gives up after this many seconds; a server that accepts and never answers used to
+#: hold it for 20 s (10 s for the WebSocket handshake, then 10 s more over REST).
+ONCE_TIMEOUT = 5.0
+
+
+def ws_url(value: str) -> str:
+    """A ws:// or wss:// URL; the refusal quotes it without its query, which may hold a token."""
+    try:
+        return validate_ws_url(value)
+    except ValueError as exc:
+        bare = value.partition("?")[0]
+        raise ValueError(str(exc).replace(repr(value), repr(bare))) from None
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "url",
         "WebSocket URL",
         env="METRICS_WS_URL",
-        parse=validate_ws_url,
+        parse=ws_url,
         default=DEFAULT_URL,
         exclusive="where",
         metavar="URL",
@@ -41,6 +55,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("once", "print one snapshot and exit", default=False, switch=True),
     Setting("json", "with --once: print the JSON data object", default=False, switch=True),
+    Setting(
+        "timeout",
+        "with --once: give up when no answer comes within SECONDS",
+        env="METRICS_TIMEOUT",
+        parse=positive_float,
+        default=ONCE_TIMEOUT,
+        metavar="SECONDS",
+    ),
+    # No variable: METRICS_DB is the server's, and demo traffic must never land in its database.
+    Setting(
+        "db",
+        "with --demo: keep the demo's data in PATH",
+        metavar="PATH",
+        shown_default="a temporary file, removed on exit",
+    ),
     Setting(
         "max_retries",
         "give up after N reconnect attempts; r retries again",

@@ -229,3 +229,39 @@ async def test_signal_shuts_down_gracefully(python, cli_env, tmp_path, free_port
         await reap(proc)
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 25
+
+
+async def test_second_server_on_one_db_is_refused_until_the_first_dies(
+    python, cli_env, tmp_path
+) -> None:
+    """One line naming the file and the holder's PID, exit 1; ``kill -9`` leaves no stale lock."""
+    db = tmp_path / "x.db"
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    first = await spawn(python, "--port", str(ports[0]), "--db", str(db), env=cli_env, cwd=tmp_path)
+    second: asyncio.subprocess.Process | None = None
+    try:
+        await wait_healthy(first, ports[0])
+        refused = await asyncio.to_thread(
+            run, python, "--port", str(ports[1]), "--db", str(db), env=cli_env, cwd=tmp_path
+        )
+        assert refused.returncode == 1
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1, refused.stderr
+        assert str(db) in lines[0] and f"pid {first.pid}" in lines[0], lines[0]
+
+        first.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+        await first.wait()
+        second = await spawn(
+            python, "--port", str(ports[1]), "--db", str(db), env=cli_env, cwd=tmp_path
+        )
+        await wait_healthy(second, ports[1])
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(second.wait(), 5) == 0
+    finally:
+        await reap(first)
+        if second is not None:
+            await reap(second)

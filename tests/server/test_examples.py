@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from metrics_server.app import MetricsServer, ServerConfig
+from metrics_server.hub import Limits
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -59,6 +60,43 @@ async def test_producer_sends_acknowledged_batches(server, python) -> None:
     txns = server.service.get_metrics().transactions
     assert txns is not None
     assert txns.pending + txns.completed + txns.failed == txns.total
+
+
+async def test_producer_sends_a_rate_limited_batch_again(start_server, python) -> None:
+    """Refused with rate_limited, a batch is sent again after a pause, and counted once."""
+    server = await start_server(limits=Limits(ingest_rate=10, ingest_burst=1))
+    proc = await run_example(
+        python,
+        *("producer.py", "--url", server.ingest_url),
+        *("--count", "80", "--batch", "10", "--rate", "0"),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert len(out.decode().splitlines()) == 8
+    assert "rate_limited; sending it again" in err.decode()
+    assert server.service.store.event_count() == 80
+
+
+async def test_producer_rides_through_a_server_restart(db_path, free_port, python) -> None:
+    """Shut down and started again mid-run: every event is stored exactly once."""
+    config = ServerConfig(port=free_port, db=str(db_path), interval=3600)
+    srv = await MetricsServer(config).start()
+    proc = await run_example(
+        python,
+        *("producer.py", "--url", srv.ingest_url),
+        *("--count", "3000", "--batch", "100", "--rate", "3000"),
+    )
+    try:
+        await line_with(proc, "batch 3:")
+        await srv.stop()
+        srv = await MetricsServer(config).start()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, err.decode()
+        assert "sending it again" in err.decode()  # it did see the server go
+        assert srv.service.store.event_count() == 3000
+    finally:
+        await stop(proc)
+        await srv.stop()
 
 
 async def test_producer_reports_an_unreachable_server(python, free_port) -> None:

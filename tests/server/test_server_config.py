@@ -18,10 +18,11 @@ from metrics_server.hub import Limits
 from metrics_server.settings import SETTINGS
 
 #: ServerConfig fields that are wiring, not settings: no flag sets them.
-INTERNAL = {"ping_interval", "max_buffer", "limits"}
+INTERNAL = {"ping_interval", "max_buffer", "limits", "shutdown_grace"}
 #: Settings that land somewhere other than the field of their name.
 ELSEWHERE = {
     "max_message_size": lambda c: c.limits.max_message,
+    "max_batch_size": lambda c: c.limits.max_batch,
     "rate_limit": lambda c: c.limits.rate,
     "origins": lambda c: ",".join(c.origins) if c.origins else None,
 }
@@ -42,6 +43,7 @@ OTHER = {
     "keyfile": "/etc/x/key.pem",
     "max_clients": "5",
     "max_message_size": "1024",
+    "max_batch_size": "4096",
     "rate_limit": "2.5",
 }
 
@@ -61,6 +63,7 @@ def test_defaults_agree() -> None:
     assert config_from_env({}) == ServerConfig()
     defaults = {s.name: s.default for s in SETTINGS}
     assert Limits().max_message == defaults["max_message_size"]
+    assert Limits().max_batch == defaults["max_batch_size"]
     assert (Limits().rate, Limits().burst) == (defaults["rate_limit"], 2 * defaults["rate_limit"])
 
 
@@ -82,4 +85,8 @@ def test_every_env_var_reaches_the_config(s: settings.Setting) -> None:
         for f in dataclasses.fields(config)
         if getattr(config, f.name) != getattr(ServerConfig(), f.name)
     }
-    assert moved == ({"limits"} if s.name in ("max_message_size", "rate_limit") else {s.name})
+    limits = ("max_message_size", "max_batch_size", "rate_limit")
+    expected = {"limits"} if s.name in limits else {s.name}
+    if s.name == "demo":  # with its own temporary database
+        expected.add("db")
+    assert moved == expected

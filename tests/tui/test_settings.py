@@ -31,6 +31,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[Recorder]:
     for s in SETTINGS:
         if s.env:
             monkeypatch.delenv(s.env, raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")  # TERM=dumb is refused before the app starts
     monkeypatch.setattr(app_module, "MetricsApp", Recorder)
     Recorder.seen = {}
     return Recorder

@@ -1,7 +1,7 @@
 """Storage adapters. Each keeps the raw events and the rollups that core.Rollups is rebuilt from,
 and writes a batch's plan in one transaction."""
 
-from .base import LoadedState, Store, StoreError
+from .base import BatchKey, LoadedState, Store, StoreError
 from .sqlite import SQLiteStore
 
-__all__ = ["LoadedState", "SQLiteStore", "Store", "StoreError"]
+__all__ = ["BatchKey", "LoadedState", "SQLiteStore", "Store", "StoreError"]

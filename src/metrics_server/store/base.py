@@ -16,6 +16,16 @@ class StoreError(RuntimeError):
     """The store cannot be opened or written (unwritable path, disk full, locked)."""
 
 
+@dataclass(frozen=True, slots=True)
+class BatchKey:
+    """What is remembered of a producer's idempotency key: the ack its batch got, a digest of
+    the batch's events (to tell a retry from a reused key), and when it was committed."""
+
+    accepted: int
+    digest: bytes
+    ts: float  # epoch seconds
+
+
 @dataclass(slots=True)
 class LoadedState:
     counters: dict[str, int] = field(default_factory=dict)
@@ -33,9 +43,19 @@ class Store(Protocol):
     def commit(self, plan: Plan) -> None:
         """Write the batch's events and rollup deltas atomically and durably, or raise."""
 
-    def commit_many(self, plans: Sequence[Plan]) -> None:
-        """Write several batches' plans, in order, in one atomic and durable transaction (group
-        commit: one fsync for all), or raise and write none of them."""
+    def commit_many(
+        self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
+    ) -> None:
+        """Write several batches' plans, in order, and the idempotency keys of those that have
+        one, in one atomic and durable transaction (group commit: one fsync for all), or raise
+        StoreError and write none of them (also when a key is already stored)."""
+
+    def get_keys(self, keys: Iterable[str]) -> Mapping[str, BatchKey]:
+        """The idempotency keys among ``keys`` that are remembered. Raises StoreError."""
+
+    def forget_keys(self, before: float) -> int:
+        """Forget the keys committed before ``before`` (epoch seconds); returns how many.
+        Raises StoreError."""
 
     def save_sample(
         self, peaks: list[tuple[int, int]], ts: float | None, data: str | None, keep: int

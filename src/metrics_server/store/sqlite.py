@@ -8,13 +8,15 @@ time, per-minute peak samples, and the last interval snapshots for ``history``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..core import Plan, TxnRecord
 from ..events import ContentView, TransactionEvent, UserActivity
-from .base import LoadedState, StoreError
+from .base import BatchKey, LoadedState, StoreError
+from .lock import DatabaseLock
 
 SCHEMA_VERSION = "1"
 
@@ -44,6 +46,13 @@ CREATE TABLE IF NOT EXISTS users (user_id TEXT PRIMARY KEY, last_seen REAL NOT N
 CREATE INDEX IF NOT EXISTS users_by_last_seen ON users (last_seen);
 CREATE TABLE IF NOT EXISTS peaks (minute INTEGER PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS history (seq INTEGER PRIMARY KEY, ts REAL NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_keys (
+    key TEXT PRIMARY KEY,
+    accepted INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    ts REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batch_keys_by_ts ON batch_keys (ts);
 """
 
 _COUNTERS = ("views", "txn_total", "pending", "completed", "failed", "revenue_cents")
@@ -61,9 +70,13 @@ def _event_row(e: object) -> tuple:
 class SQLiteStore:
     def __init__(self, path: str | Path, busy_timeout_ms: int = 2000) -> None:
         self.path = str(path)
+        self._lock: DatabaseLock | None = None
         try:
-            if self.path != ":memory:":
+            if self.path not in (":memory:", ""):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                if Path(self.path).is_dir():  # before a stray '<dir>.lock' is made beside it
+                    raise IsADirectoryError(errno.EISDIR, "is a directory")
+                self._lock = DatabaseLock(self.path)  # StoreError: another server holds it
             # Used from one worker thread at a time, but not always the thread that opened it.
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -82,8 +95,13 @@ class SQLiteStore:
                 "SELECT value FROM meta WHERE key='schema_version'"
             ).fetchone()[0]
         except (sqlite3.Error, OSError) as exc:
+            self._release()
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from None
+        except StoreError:
+            self._release()
+            raise
         if version != SCHEMA_VERSION:
+            self._release()
             raise StoreError(f"database {self.path!r} has schema {version}, need {SCHEMA_VERSION}")
 
     def _tx(self) -> _Transaction:
@@ -133,12 +151,42 @@ class SQLiteStore:
     def commit(self, plan: Plan) -> None:
         self.commit_many((plan,))
 
-    def commit_many(self, plans: Sequence[Plan]) -> None:
+    def commit_many(
+        self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
+    ) -> None:
         """All the plans in one transaction: one fsync however many batches (group commit)."""
         try:
             with self._tx():
                 for plan in plans:
                     self._write(plan)
+                if keys:  # a key already stored is an IntegrityError: nothing is written
+                    self._db.executemany(
+                        "INSERT INTO batch_keys VALUES (?, ?, ?, ?)",
+                        [(k, b.accepted, b.digest, b.ts) for k, b in keys.items()],
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write database: {exc}") from None
+
+    def get_keys(self, keys: Iterable[str]) -> dict[str, BatchKey]:
+        keys = list(keys)
+        found: dict[str, BatchKey] = {}
+        try:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key, accepted, digest, ts in self._db.execute(
+                    f"SELECT key, accepted, digest, ts FROM batch_keys WHERE key IN ({marks})",
+                    chunk,
+                ):
+                    found[key] = BatchKey(accepted, bytes(digest), ts)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read database: {exc}") from None
+        return found
+
+    def forget_keys(self, before: float) -> int:
+        try:
+            with self._tx():
+                return self._db.execute("DELETE FROM batch_keys WHERE ts < ?", (before,)).rowcount
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write database: {exc}") from None
 
@@ -209,6 +257,12 @@ class SQLiteStore:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
+        self._release()  # only once the file is closed may another server open it
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 class _Transaction:

@@ -39,6 +39,8 @@ class Row:
     key: str
     labels: tuple[str, ...]
     fmt: Callable[[Number], str]
+    #: The short form (``$12.35M``) for when the exact one leaves no room for the label.
+    compact: Callable[[Number], str] | None = None
     #: "error" styles the value in the error colour when it is non-zero.
     alert: bool = False
     #: Show the live pulse beside this figure.
@@ -174,7 +176,7 @@ class MetricCard(Widget):
 
     def render(self) -> Text:
         self._drawn = self._lines()
-        return Text("\n").join(self._drawn)
+        return Text("\n", no_wrap=True, overflow="crop").join(self._drawn)
 
     def _lines(self) -> list[Text]:
         width = max(1, self.content_size.width)
@@ -184,18 +186,23 @@ class MetricCard(Widget):
         pulse_style = self.get_component_rich_style(
             "card--pulse" if self._pulsing else "card--pulse-rest"
         )
-        cells: list[tuple[Row, str, Style, Text]] = []
+        cells: list[tuple[Row, tuple[str, str], Style, Text]] = []
         for row in self.rows:
             value = self.shown.get(row.key)
-            shown = "—" if value is None else row.fmt(value)
+            if value is None:
+                forms = ("—", "—")
+            else:
+                exact = row.fmt(value)
+                forms = (exact, row.compact(value) if row.compact else exact)
             style: Style = alert_style if row.alert and value else value_style
             tail = Text(" ●", style=pulse_style) if row.pulse and value is not None else Text()
-            cells.append((row, shown, style, tail))
-        tier = self._label_tier(width, cells)
+            cells.append((row, forms, style, tail))
+        tier, compact = self._fit(width, cells)
         lines: list[Text] = []
-        for row, shown, style, tail in cells:
+        for (row, forms, style, tail), short in zip(cells, compact, strict=True):
+            shown = forms[short]
             room = width - len(shown) - len(tail)
-            label = row.labels[min(tier, len(row.labels) - 1)] if tier >= 0 else ""
+            label = row.labels[min(tier, len(row.labels) - 1)]
             if len(label) + 1 > room:
                 label = ""
             line = Text(no_wrap=True, overflow="crop", end="")
@@ -206,28 +213,46 @@ class MetricCard(Widget):
             lines.append(line)
         return lines
 
-    def _label_tier(self, width: int, cells: Sequence[tuple[Row, str, Style, Text]]) -> int:
-        """The longest label set that fits every row, so a card never mixes long and short."""
+    @staticmethod
+    def _fit(
+        width: int, cells: Sequence[tuple[Row, tuple[str, str], Style, Text]]
+    ) -> tuple[int, list[bool]]:
+        """The label set and, per row, whether its figure goes compact.
+
+        Every row keeps a label; a figure goes compact only when its exact form leaves no room
+        for the label. Fewest compact figures wins over longer labels ("Month $87,330.60"
+        rather than "This month $87.33K"); one label set per card, so no card mixes long and
+        short labels.
+        """
         tiers = max(len(row.labels) for row, *_ in cells)
+        best: tuple[int, int, list[bool]] | None = None
         for tier in range(tiers):
-            if all(
-                len(row.labels[min(tier, len(row.labels) - 1)]) + 1 + len(shown) + len(tail)
-                <= width
-                for row, shown, _, tail in cells
-            ):
-                return tier
-        return tiers - 1
+            compact: list[bool] = []
+            for row, (exact, short), _, tail in cells:
+                need = len(row.labels[min(tier, len(row.labels) - 1)]) + 1 + len(tail)
+                if need + len(exact) <= width:
+                    compact.append(False)
+                elif need + len(short) <= width:
+                    compact.append(True)
+                else:
+                    break
+            else:
+                if best is None or sum(compact) < best[0]:
+                    best = (sum(compact), tier, compact)
+        if best is None:  # narrower than any terminal the layout allows: compact, labels cut
+            return tiers - 1, [True] * len(cells)
+        return best[1], best[2]
 
 
 def revenue_card() -> MetricCard:
-    m = formatting.money
+    m, cm = formatting.money, formatting.compact_money
     return MetricCard(
         "Revenue",
         [
-            Row("total", ("Total", "Total", "Tot"), m),
-            Row("today", ("Today", "Today", "Day"), m),
-            Row("this_week", ("This week", "Week", "Wk"), m),
-            Row("this_month", ("This month", "Month", "Mo"), m),
+            Row("total", ("Total", "Total", "Tot"), m, cm),
+            Row("today", ("Today", "Today", "Day"), m, cm),
+            Row("this_week", ("This week", "Week", "Wk"), m, cm),
+            Row("this_month", ("This month", "Month", "Mo"), m, cm),
         ],
         count_up=True,
         id="revenue",
@@ -236,13 +261,13 @@ def revenue_card() -> MetricCard:
 
 
 def users_card() -> MetricCard:
-    c = formatting.count
+    c, cc = formatting.count, formatting.compact_count
     return MetricCard(
         "Active users",
         [
-            Row("current", ("Current", "Current", "Now"), c, pulse=True),
-            Row("today", ("Today", "Today", "Day"), c),
-            Row("peak24h", ("Peak 24h", "Peak", "Pk"), c),
+            Row("current", ("Current", "Current", "Now"), c, cc, pulse=True),
+            Row("today", ("Today", "Today", "Day"), c, cc),
+            Row("peak24h", ("Peak 24h", "Peak", "Pk"), c, cc),
         ],
         id="users",
         classes="card",
@@ -250,14 +275,14 @@ def users_card() -> MetricCard:
 
 
 def transactions_card() -> MetricCard:
-    c = formatting.count
+    c, cc = formatting.count, formatting.compact_count
     return MetricCard(
         "Transactions",
         [
-            Row("total", ("Total", "Total", "Tot"), c),
-            Row("pending", ("Pending", "Pending", "Pend"), c),
-            Row("completed", ("Completed", "Done"), c),
-            Row("failed", ("Failed", "Failed", "Fail"), c, alert=True),
+            Row("total", ("Total", "Total", "Tot"), c, cc),
+            Row("pending", ("Pending", "Pending", "Pend"), c, cc),
+            Row("completed", ("Completed", "Done"), c, cc),
+            Row("failed", ("Failed", "Failed", "Fail"), c, cc, alert=True),
         ],
         id="transactions",
         classes="card",
@@ -268,8 +293,13 @@ def content_card() -> MetricCard:
     return MetricCard(
         "Content",
         [
-            Row("views", ("Views", "Views", "Vw"), formatting.count),
-            Row("purchases", ("Purchases", "Bought", "Buys"), formatting.count),
+            Row("views", ("Views", "Views", "Vw"), formatting.count, formatting.compact_count),
+            Row(
+                "purchases",
+                ("Purchases", "Bought", "Buys"),
+                formatting.count,
+                formatting.compact_count,
+            ),
             Row("conversion", ("Conversion", "Conv", "Cv"), formatting.percent),
         ],
         id="content",
