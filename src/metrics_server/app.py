@@ -101,7 +101,9 @@ class MetricsServer:
                 self._handler,
                 cfg.host,
                 cfg.port,
-                process_request=make_router(service.get_metrics, access, lambda: hub.connected),
+                process_request=make_router(
+                    service.get_metrics, access, lambda: hub.connected, interval=cfg.interval
+                ),
                 ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
                 # Browsers send Origin; other clients (the monitor, producers) send none, and
                 # are let through, since the origin check only defends against web pages.

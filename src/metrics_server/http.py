@@ -50,6 +50,7 @@ def make_router(
     current_metrics: Callable[[], p.Metrics],
     access: Access = Access(),
     subscriber_count: Callable[[], int] = lambda: 0,
+    interval: float | None = None,
 ) -> Callable[..., Response | None]:
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through."""
 
@@ -79,7 +80,8 @@ def make_router(
                 WWW_Authenticate="Bearer",
             )
         if path == p.REST_METRICS_PATH:
-            return json_response(HTTPStatus.OK, p.encode_metrics(current_metrics(), "change"))
+            body = p.encode_metrics(current_metrics(), "change", interval=interval)
+            return json_response(HTTPStatus.OK, body)
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
             return _error(
                 HTTPStatus.SERVICE_UNAVAILABLE,

@@ -148,8 +148,15 @@ def encode_data(m: Metrics, channels: Iterable[str] = CHANNELS) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def encode_metrics(m: Metrics, kind: Kind = "change", channels: Iterable[str] = CHANNELS) -> str:
-    return f'{{"type":"metrics","kind":"{kind}","data":{encode_data(m, channels)}}}'
+def encode_metrics(
+    m: Metrics,
+    kind: Kind = "change",
+    channels: Iterable[str] = CHANNELS,
+    interval: float | None = None,
+) -> str:
+    """``interval`` is given on the REST answer only: a poller gets no history to learn it from."""
+    every = "" if interval is None else f',"interval":{interval:g}'
+    return f'{{"type":"metrics","kind":"{kind}"{every},"data":{encode_data(m, channels)}}}'
 
 
 def encode_history(

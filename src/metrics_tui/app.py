@@ -183,7 +183,8 @@ class MetricsApp(App[None]):
         #: The snapshot the cards show; behind ``latest`` while paused.
         self.shown: Metrics | None = None
         self.points: deque[Metrics] = deque(maxlen=CHART_POINTS)
-        self.interval = 5.0
+        #: The server's interval once it has stated it (never a default guess).
+        self.interval: float | None = None
         self.paused = False
         self._cards_dirty = False
         self._charts_dirty = False

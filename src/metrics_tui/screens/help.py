@@ -19,6 +19,7 @@ HELP_TEXT = """\
 [b]Reconnecting[/b]    waiting before the next attempt
 [b]Polling (REST)[/b]  WebSocket blocked; polling REST
 [b]Unauthorized[/b]    token missing or wrong (--token)
+[b]Wrong URL[/b]       no metrics feed there (--url)
 [b]Offline[/b]         gave up after --max-retries
 [b]stale[/b]           no update for 2 intervals, or kept
                 from a lost connection (dimmed)
