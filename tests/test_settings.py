@@ -148,7 +148,9 @@ def test_help_shows_each_flag_with_its_variable_and_default(prog: str) -> None:
         line = entries[s.flag]
         if s.env:
             assert f"[{s.env}]" in line, line
-        if s.default not in (None, False):
+        if s.shown_default is not None:
+            assert f"(default {s.shown_default})" in line, line
+        elif s.default not in (None, False):
             shown = f"{s.default:g}" if isinstance(s.default, float) else str(s.default)
             assert f"(default {shown})" in line, line
         if s.secret:

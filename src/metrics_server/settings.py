@@ -37,7 +37,14 @@ SETTINGS: tuple[Setting, ...] = (
         parse=whole(0, 65535),
         default=3000,
     ),
-    Setting("db", "SQLite database file", env="METRICS_DB", default="metrics.db", metavar="PATH"),
+    Setting(
+        "db",
+        "SQLite database file",
+        env="METRICS_DB",
+        default="metrics.db",
+        metavar="PATH",
+        shown_default="./metrics.db; with --demo a temporary file, removed on exit",
+    ),
     Setting(
         "interval",
         "seconds between metrics snapshots",
