@@ -16,8 +16,6 @@ from dataclasses import replace
 
 from metrics_protocol import settings
 
-from metrics_protocol.wire import MAX_BATCH_BYTES
-
 from . import __version__
 from .app import MetricsServer, ServerConfig
 from .hub import Limits

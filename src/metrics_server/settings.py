@@ -14,8 +14,7 @@ from metrics_protocol.settings import (
     positive_float,
     whole,
 )
-
-from .protocol import MAX_BATCH_BYTES
+from metrics_protocol.wire import MAX_BATCH_BYTES
 
 ACCESS = "access and limits"
 
