@@ -47,7 +47,7 @@ KEYS = ("name", "metric", "above", "below", "severity", "for", "bell")
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_DERIVED = re.compile(r"^\s*(rate|stale)\s*\(\s*([^,()\s]+)\s*,\s*([^,()\s]+)\s*\)\s*$")
+_DERIVED = re.compile(r"^\s*(rate|stale)\s*\(\s*([^,()\s]+)\s*,\s*([^,()]*?)\s*\)\s*$")
 
 
 class RuleError(ValueError):
@@ -328,7 +328,8 @@ class Evaluator:
         return self.evaluate(at)
 
     def evaluate(self, now: float) -> list[RuleState]:
-        """Every rule's state at ``now`` (not before the last snapshot's time)."""
+        """Every rule's state at ``now``. Times never go back: ``now`` is at or after every
+        earlier ``at`` and ``now`` (what is older than a window is forgotten)."""
         for series in self._series.values():
             series.prune(now)
         self._states = [self._state(i, r, now) for i, r in enumerate(self.rules)]
