@@ -11,7 +11,7 @@ from textual.widgets import Static
 #: Compact on purpose: it fits a 60x20 pane without scrolling.
 HELP_TEXT = """\
 [b]q[/b] quit  [b]r[/b] reconnect now  [b]p[/b] pause/resume  [b]?[/b] help
-[b]ctrl+p[/b] commands and themes
+[b]a[/b] alert rules  [b]ctrl+p[/b] commands and themes
 
 [b]Status line[/b]
 [b]Live ●[/b]          streaming over WebSocket
