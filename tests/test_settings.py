@@ -27,7 +27,10 @@ PROGRAMS: dict[str, tuple[tuple[Setting, ...], Callable[[], argparse.ArgumentPar
 
 #: Modes of one run: command line only, no variable (see metrics_tui/settings.py for
 #: --insecure and --db). Everything else must have one.
-RUN_MODES = {"metrics-server": set(), "metrics-tui": {"demo", "db", "insecure", "once", "json"}}
+RUN_MODES = {
+    "metrics-server": set(),
+    "metrics-tui": {"demo", "db", "insecure", "once", "json", "check"},
+}
 
 #: A good value for every setting that has a variable, and what it parses to. A new setting
 #: fails test_samples_cover_every_setting until it is given one here.

@@ -484,3 +484,12 @@ def test_check_report_codes_and_lines() -> None:
     partial = SCHEMA.metrics(T0, revenue=snap().revenue)
     code, line = check_report(partial, rs)
     assert code == UNKNOWN and "transactions.failed unknown" in line
+
+
+def test_the_example_file_parses() -> None:
+    """examples/alerts.toml is what the README points to: it must load."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "alerts.toml").read_text()
+    parsed = rules(text)
+    assert [r.function for r in parsed] == ["value", "value", "rate", "stale", "value"]
