@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from . import protocol as p
+from .connection import GuardedConnection
 from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
 from .hub import Hub, Limits
@@ -88,6 +90,14 @@ class MetricsServer:
                 # are let through, since the origin check only defends against web pages.
                 origins=[*cfg.origins, None] if cfg.origins else None,
                 max_size=MAX_MESSAGE,
+                # Bounded output: see connection.py. Above max_buffer the hub skips broadcasts
+                # and sends wait; staying there for output_stall seconds drops the client.
+                create_connection=functools.partial(
+                    GuardedConnection,
+                    max_output=cfg.limits.max_output,
+                    output_stall=cfg.limits.output_stall,
+                ),
+                write_limit=cfg.max_buffer,
                 # Snapshots are a few hundred bytes: deflate would save little on the wire and
                 # cost about 50 KB of memory per connection (see docs/PERFORMANCE.md).
                 compression=None,

@@ -1,7 +1,8 @@
 """Plain HTTP on the WebSocket port, answered from websockets' ``process_request`` hook.
 
-websockets parses any method but refuses request bodies, which is why ingestion is a WebSocket
-and these routes are read-only.
+websockets parses any method but refuses request bodies (connection.py answers those 400), which
+is why ingestion is a WebSocket and these routes are read-only. It answers one request per
+connection, so every response says ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,24 @@ def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
             ("Cache-Control", "no-store"),
+            ("Connection", "close"),
         ]
     )
     for name, value in headers.items():
-        h[name.replace("_", "-")] = value
+        name = name.replace("_", "-")
+        if name in h:  # Headers[...] = v appends
+            del h[name]
+        h[name] = value
     return Response(status.value, status.phrase, h, data)
 
 
-def _error(status: HTTPStatus, code: str, message: str, **headers: str) -> Response:
+def error_response(status: HTTPStatus, code: str, message: str, **headers: str) -> Response:
     return json_response(status, p.encode(p.error_message(code, message)), **headers)
+
+
+def _is_upgrade(request: Request) -> bool:
+    """Whether the request asks for a WebSocket (websockets checks the rest of the handshake)."""
+    return any("websocket" in v.lower() for v in request.headers.get_all("Upgrade"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,19 +61,29 @@ def make_router(
     access: Access = Access(),
     subscriber_count: Callable[[], int] = lambda: 0,
 ) -> Callable[..., Response | None]:
-    """A ``process_request`` that serves the REST routes and lets WebSocket paths through."""
+    """A ``process_request`` that serves the REST routes and lets WebSocket paths through.
+
+    ``HEAD`` is answered as ``GET`` would be (status and headers, Content-Length included)
+    without the body: ``curl -I`` and load balancers' checks use it."""
 
     def route(_connection: object, request: Request) -> Response | None:
+        if request.method != "HEAD":
+            return answer(request)
+        response = answer(request)
+        assert response is not None  # a HEAD is never a handshake: see answer()
+        return Response(response.status_code, response.reason_phrase, response.headers, b"")
+
+    def answer(request: Request) -> Response | None:
         path = split_target(request.path)[0]
         known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
         if not known:
-            return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
-        if request.method != "GET":
-            return _error(
+            return error_response(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
+        if request.method not in ("GET", "HEAD"):
+            return error_response(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 p.ERR_METHOD_NOT_ALLOWED,
                 f"{request.method} is not allowed on {path}; use GET",
-                Allow="GET",
+                Allow="GET, HEAD",
             )
         if path == p.HEALTH_PATH:  # open, for load balancers and probes
             return json_response(HTTPStatus.OK, '{"status":"ok"}')
@@ -72,7 +92,7 @@ def make_router(
         auth = request.headers.get_all("Authorization")
         presented = presented_token(auth[0] if len(auth) == 1 else None, request.path)
         if not token_ok(expected, presented):
-            return _error(
+            return error_response(
                 HTTPStatus.UNAUTHORIZED,
                 p.ERR_UNAUTHORIZED,
                 "a valid token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)",
@@ -81,7 +101,7 @@ def make_router(
         if path == p.REST_METRICS_PATH:
             return json_response(HTTPStatus.OK, p.encode_metrics(current_metrics(), "change"))
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
-            return _error(
+            return error_response(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 p.ERR_TOO_MANY_CLIENTS,
                 f"the server has {access.max_clients} subscribers already; try again later",
@@ -89,12 +109,20 @@ def make_router(
             )
         if request.protocol != "HTTP/1.1":
             # websockets would answer 505; a client error is the truthful answer.
-            return _error(
+            return error_response(
                 HTTPStatus.UPGRADE_REQUIRED,
                 p.ERR_INVALID_MESSAGE,
                 f"a WebSocket handshake on {path} needs HTTP/1.1",
                 Upgrade="websocket",
                 Connection="Upgrade",
+            )
+        if request.method == "HEAD" or not _is_upgrade(request):
+            # What websockets answers too, but in JSON like every other error here.
+            return error_response(
+                HTTPStatus.UPGRADE_REQUIRED,
+                p.ERR_INVALID_MESSAGE,
+                f"{path} is a WebSocket endpoint; connect with a WebSocket client",
+                Upgrade="websocket",
             )
         return None  # a WebSocket path: go on with the handshake
 

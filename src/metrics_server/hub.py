@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
 from . import protocol as p
+from .connection import MAX_OUTPUT, OUTPUT_STALL, GuardedConnection
 from .events import EventError
 from .security import RateLimiter
 from .service import MetricsService
@@ -32,7 +33,7 @@ log = logging.getLogger("metrics_server")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Inbound limits per connection. Subscribers send little (pings, a subscribe); producers
+    """Limits per connection. Subscribers send little (pings, a subscribe); producers
     send batches of up to 1000 events, hence their larger message size and rate."""
 
     max_message: int = 64 * 1024
@@ -42,6 +43,10 @@ class Limits:
     ingest_burst: float = 1000.0
     #: Refused messages in a row before the connection is closed with 1008.
     strikes: int = 20
+    #: Outbound: unsent bytes that drop a connection at once, and seconds its unsent output may
+    #: stay above ``max_buffer`` (see connection.py; a ping flood grew the server 900 MB/min).
+    max_output: int = MAX_OUTPUT
+    output_stall: float = OUTPUT_STALL
 
 
 class Hub:
@@ -102,6 +107,13 @@ class Hub:
 
     # ---- /ws/metrics
 
+    def _limiter(self, ws: ServerConnection, rate: float, burst: float) -> RateLimiter:
+        """The connection's rate limiter; its pings and pongs count against it too."""
+        limiter = RateLimiter(rate, burst)
+        if isinstance(ws, GuardedConnection):
+            ws.rate_limit(limiter, self.limits.strikes)
+        return limiter
+
     async def _throttled(
         self,
         ws: ServerConnection,
@@ -130,7 +142,7 @@ class Hub:
 
     async def subscriber(self, ws: ServerConnection) -> None:
         ws.protocol.max_message_size = self.limits.max_message
-        limiter = RateLimiter(self.limits.rate, self.limits.burst)
+        limiter = self._limiter(ws, self.limits.rate, self.limits.burst)
         channels = p.CHANNELS
         self.connected += 1
         try:
@@ -191,7 +203,7 @@ class Hub:
     # ---- /ws/ingest
 
     async def producer(self, ws: ServerConnection) -> None:
-        limiter = RateLimiter(self.limits.ingest_rate, self.limits.ingest_burst)
+        limiter = self._limiter(ws, self.limits.ingest_rate, self.limits.ingest_burst)
         try:
             async for raw in ws:
                 # The refusal is built only when needed: it parses the batch for its id.
