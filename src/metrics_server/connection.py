@@ -74,6 +74,8 @@ class GuardedConnection(ServerConnection):
         # bytes after the head, held until the response is written.
         self._head_tail: bytes | None = b""
         self._held: bytearray | None = None
+        self._held_eof = False
+        self._releasing = False
         self._refusal_sent = False
 
     def rate_limit(self, limiter: RateLimiter, strikes: int) -> None:
@@ -87,10 +89,10 @@ class GuardedConnection(ServerConnection):
         super().send_data()
         if not self._dropped and self.transport.get_write_buffer_size() > self.max_output:
             self._drop(f"over {self.max_output} bytes unsent")
-        if self._held is not None and (self.protocol.state is not State.CONNECTING or
-                                       self.protocol.eof_sent):  # fmt: skip
-            held, self._held = self._held, None
-            self.loop.call_soon(self._release, bytes(held))
+        decided = self.protocol.state is not State.CONNECTING or self.protocol.eof_sent
+        if self._held is not None and decided and not self._releasing:
+            self._releasing = True  # once the response is written: see data_received
+            self.loop.call_soon(self._release)
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -151,7 +153,7 @@ class GuardedConnection(ServerConnection):
         if self._held is not None:  # a TLS transport may deliver a record after pausing
             self._held += data
             return
-        if self._head_tail is not None:
+        if self._head_tail is not None and not self.protocol.eof_sent:
             joined = self._head_tail + data
             end = joined.find(_HEAD_END)
             if end < 0:
@@ -165,13 +167,22 @@ class GuardedConnection(ServerConnection):
                 data = data[:cut]
         super().data_received(data)
 
-    def _release(self, held: bytes) -> None:
+    def eof_received(self) -> None:
+        if self._held is not None:  # TLS may report the end of the stream while paused
+            self._held_eof = True
+            return
+        super().eof_received()
+
+    def _release(self) -> None:
         """After the response: what followed the head goes to the protocol (as frames after a
         101, or to be discarded after an HTTP response), and reading resumes."""
+        held, self._held = self._held, None
         if self.transport.is_closing():
             return
         if held:
-            super().data_received(held)
+            super().data_received(bytes(held))
+        if self._held_eof:
+            super().eof_received()
         self.transport.resume_reading()
 
     def _refuse_bad_request(self) -> None:
