@@ -207,7 +207,7 @@ class GuardedConnection(ServerConnection):
             HTTPStatus.BAD_REQUEST, p.ERR_INVALID_MESSAGE, message, Server=SERVER
         )
         self.transport.write(response.serialize())
-        log.info("HTTP response sent (400 Bad Request): %s", message)
+        log.debug("HTTP response sent (400 Bad Request): %s", message)
 
 
 def _address(address: Any) -> str:
