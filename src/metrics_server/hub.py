@@ -4,9 +4,9 @@ Broadcast encodes each message once per distinct channel selection and hands it 
 ``websockets.broadcast``, which writes without waiting. Slow-client policy: a subscriber whose
 unsent bytes exceed ``max_buffer`` is skipped (it will get the next snapshot once it drains,
 and a snapshot is a whole frame, so nothing is lost by skipping one); one that stops reading
-altogether is dropped once its unsent bytes have stayed above ``max_buffer`` for
-``Limits.output_stall`` seconds (connection.py: the keepalive cannot do it, since its ping waits
-behind them).
+altogether is closed by the protocol keepalive, whose pings it no longer answers, or, when its
+unsent bytes stay above ``max_buffer`` (the keepalive's ping then waits behind them), dropped
+after ``Limits.output_stall`` seconds (connection.py).
 """
 
 from __future__ import annotations
