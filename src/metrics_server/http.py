@@ -38,8 +38,11 @@ def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
     return Response(status.value, status.phrase, h, data)
 
 
-def error_response(status: HTTPStatus, code: str, message: str, **headers: str) -> Response:
+def _error(status: HTTPStatus, code: str, message: str, **headers: str) -> Response:
     return json_response(status, p.encode(p.error_message(code, message)), **headers)
+
+
+error_response = _error  # for connection.py's 400
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -77,9 +80,9 @@ def make_router(
         path = split_target(request.path)[0]
         known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
         if not known:
-            return error_response(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
+            return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
         if request.method not in ("GET", "HEAD"):
-            return error_response(
+            return _error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 p.ERR_METHOD_NOT_ALLOWED,
                 f"{request.method} is not allowed on {path}; use GET",
@@ -92,7 +95,7 @@ def make_router(
         auth = request.headers.get_all("Authorization")
         presented = presented_token(auth[0] if len(auth) == 1 else None, request.path)
         if not token_ok(expected, presented):
-            return error_response(
+            return _error(
                 HTTPStatus.UNAUTHORIZED,
                 p.ERR_UNAUTHORIZED,
                 "a valid token is required (Authorization: Bearer TOKEN, or ?token=TOKEN)",
@@ -101,7 +104,7 @@ def make_router(
         if path == p.REST_METRICS_PATH:
             return json_response(HTTPStatus.OK, p.encode_metrics(current_metrics(), "change"))
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
-            return error_response(
+            return _error(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 p.ERR_TOO_MANY_CLIENTS,
                 f"the server has {access.max_clients} subscribers already; try again later",
@@ -109,7 +112,7 @@ def make_router(
             )
         if request.protocol != "HTTP/1.1":
             # websockets would answer 505; a client error is the truthful answer.
-            return error_response(
+            return _error(
                 HTTPStatus.UPGRADE_REQUIRED,
                 p.ERR_INVALID_MESSAGE,
                 f"a WebSocket handshake on {path} needs HTTP/1.1",
@@ -118,7 +121,7 @@ def make_router(
             )
         if request.method == "HEAD" or not _is_upgrade(request):
             # What websockets answers too, but in JSON like every other error here.
-            return error_response(
+            return _error(
                 HTTPStatus.UPGRADE_REQUIRED,
                 p.ERR_INVALID_MESSAGE,
                 f"{path} is a WebSocket endpoint; connect with a WebSocket client",
