@@ -109,12 +109,10 @@ class Hub:
 
     # ---- /ws/metrics
 
-    def _limiter(self, ws: ServerConnection, rate: float, burst: float) -> RateLimiter:
-        """The connection's rate limiter; its pings and pongs count against it too."""
-        limiter = RateLimiter(rate, burst)
+    def _count_control_frames(self, ws: ServerConnection, limiter: RateLimiter) -> None:
+        """Pings and pongs count against the connection's rate limit too (connection.py)."""
         if isinstance(ws, GuardedConnection):
             ws.rate_limit(limiter, self.limits.strikes)
-        return limiter
 
     async def _throttled(
         self,
@@ -144,7 +142,8 @@ class Hub:
 
     async def subscriber(self, ws: ServerConnection) -> None:
         ws.protocol.max_message_size = self.limits.max_message
-        limiter = self._limiter(ws, self.limits.rate, self.limits.burst)
+        limiter = RateLimiter(self.limits.rate, self.limits.burst)
+        self._count_control_frames(ws, limiter)
         channels = p.CHANNELS
         self.connected += 1
         try:
@@ -205,7 +204,8 @@ class Hub:
     # ---- /ws/ingest
 
     async def producer(self, ws: ServerConnection) -> None:
-        limiter = self._limiter(ws, self.limits.ingest_rate, self.limits.ingest_burst)
+        limiter = RateLimiter(self.limits.ingest_rate, self.limits.ingest_burst)
+        self._count_control_frames(ws, limiter)
         try:
             async for raw in ws:
                 # The refusal is built only when needed: it parses the batch for its id.
