@@ -1,19 +1,18 @@
 """Output bounds: clients that flood control frames, or ask for replies and never read.
 
 The server runs as a subprocess so that its RSS is its own (psutil). The flooders are raw
-sockets in a thread, doing the handshake by hand and then only writing, as fast as they can.
+sockets (``raw_ws``) in a thread, past the handshake and then only writing, as fast as they can.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import socket
-import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -26,46 +25,12 @@ FLOOD_SECONDS = 6.0
 INTERVAL = 0.5  # the bystander's snapshots: gaps are measured against it
 
 
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, mask: bool = True) -> bytes:
-    """One WebSocket frame as a client writes it (RFC 6455 5.2)."""
-    head = bytes([(0x80 if fin else 0) | opcode])
-    n = len(payload)
-    bit = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 2**16:
-        head += bytes([bit | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([bit | 127]) + struct.pack("!Q", n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-def raw_websocket(port: int, path: str = "/ws/metrics") -> socket.socket:
-    """A socket past the WebSocket handshake, with nothing of the server's frames read."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
-    )  # fmt: skip
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):  # byte by byte: not one byte of a frame is read
-        byte = sock.recv(1)
-        assert byte, head
-        head += byte
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 @dataclass
 class Flood:
     """Writes ``blob`` over and over on a raw WebSocket for ``seconds``; when the server cuts
     it off, it connects again and goes on (the pressure is constant, as in an attack)."""
 
+    connect: Callable[..., socket.socket]
     port: int
     blob: bytes = field(repr=False)
     seconds: float
@@ -83,7 +48,7 @@ class Flood:
     def _run(self) -> None:
         deadline = time.monotonic() + self.seconds
         while time.monotonic() < deadline:
-            sock = raw_websocket(self.port, self.path)
+            sock = self.connect(self.port, self.path)
             sock.settimeout(0.2)
             start, offset = time.monotonic(), 0
             try:
@@ -121,7 +86,7 @@ async def bystander(url: str, gaps: list[float], stop: asyncio.Event) -> None:
                 last = now
 
 
-async def flood_against(srv, blob: bytes, path: str = "/ws/metrics") -> tuple[Flood, float, list]:
+async def flood_against(srv, raw_ws, blob: bytes) -> tuple[Flood, float, list[float]]:
     """Run one flood with a bystander; return it, the server's RSS growth (MB) and the gaps."""
     proc = psutil.Process(srv.proc.pid)
     gaps: list[float] = []
@@ -130,7 +95,7 @@ async def flood_against(srv, blob: bytes, path: str = "/ws/metrics") -> tuple[Fl
     await asyncio.sleep(2 * INTERVAL)  # pacing: a gap or two before the flood, for reference
     base = proc.memory_info().rss
     peak = base
-    flood = Flood(srv.port, blob, FLOOD_SECONDS, path).start()
+    flood = Flood(raw_ws.connect, srv.port, blob, FLOOD_SECONDS).start()
     while flood.thread.is_alive():
         peak = max(peak, proc.memory_info().rss)
         await asyncio.sleep(0.1)
@@ -146,11 +111,11 @@ def assert_on_time(gaps: list[float]) -> None:
     assert max(gaps) < 3 * INTERVAL, gaps
 
 
-async def test_a_ping_flood_is_cut_off_and_memory_stays_bounded(run_cli) -> None:
+async def test_a_ping_flood_is_cut_off_and_memory_stays_bounded(run_cli, raw_ws) -> None:
     """Masked pings, nonstop, never reading: the server's RSS went up 900 MB a minute."""
     srv = await run_cli("--interval", str(INTERVAL)).ready()
-    pings = b"".join(frame(0x9, os.urandom(125)) for _ in range(2000))  # 262 KB a round
-    flood, grown, gaps = await flood_against(srv, pings)
+    pings = b"".join(raw_ws.frame(0x9, os.urandom(125)) for _ in range(2000))  # 262 KB a round
+    flood, grown, gaps = await flood_against(srv, raw_ws, pings)
     flood.assert_cut_off(within=3.0)
     assert grown < 50, f"server RSS grew {grown:.0f} MB under the flood"
     assert_on_time(gaps)
@@ -159,10 +124,10 @@ async def test_a_ping_flood_is_cut_off_and_memory_stays_bounded(run_cli) -> None
     assert "ping flood" in srv.stderr, srv.stderr  # the drop is logged, as one line
 
 
-async def test_pongs_floods_count_too(run_cli) -> None:
+async def test_pongs_floods_count_too(run_cli, raw_ws) -> None:
     """Unsolicited pongs cost the server a parse each: they count against the same limit."""
     srv = await run_cli("--interval", str(INTERVAL)).ready()
-    flood, grown, gaps = await flood_against(srv, frame(0xA, b"x" * 125) * 2000)
+    flood, grown, gaps = await flood_against(srv, raw_ws, raw_ws.frame(0xA, b"x" * 125) * 2000)
     flood.assert_cut_off(within=3.0)
     assert grown < 50
     assert_on_time(gaps)
@@ -170,13 +135,13 @@ async def test_pongs_floods_count_too(run_cli) -> None:
 
 
 async def test_replies_nobody_reads_are_bounded_and_the_client_dropped(
-    start_server, wait_until
+    start_server, wait_until, raw_ws
 ) -> None:
     """Valid requests at the allowed rate whose replies are never read (here errors that echo
     a long type name): output waits behind them, then the connection is dropped."""
     srv = await start_server(limits=Limits(rate=50, burst=50, output_stall=1.0))
     big = json.dumps({"type": "x" * 60_000})  # each error reply is about 60 KB
-    sock = await asyncio.to_thread(raw_websocket, srv.port)
+    sock = await asyncio.to_thread(raw_ws.connect, srv.port)
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -184,7 +149,7 @@ async def test_replies_nobody_reads_are_bounded_and_the_client_dropped(
     try:
         while loop.time() - start < 15:
             try:
-                await loop.sock_sendall(sock, frame(0x1, big.encode()))
+                await loop.sock_sendall(sock, raw_ws.frame(0x1, big.encode()))
             except OSError:
                 cut = loop.time() - start
                 break
