@@ -157,7 +157,7 @@ class MetricsApp(App[None]):
         Binding("q", "quit", "Quit"),
         Binding("r", "reconnect", "Reconnect"),
         Binding("p", "toggle_pause", "Pause"),
-        Binding("a", "alerts", "Alerts"),
+        Binding("a", "alerts", "Alerts", id="alerts"),
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
 

@@ -69,7 +69,7 @@ class AlertsScreen(ModalScreen[None]):
 
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
-        Binding("a", "dismiss", "Close", show=False),
+        Binding("a", "dismiss", "Close", show=False, id="alerts"),
     ]
 
     DEFAULT_CSS = """
