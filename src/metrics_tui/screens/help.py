@@ -5,12 +5,15 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.keys import format_key
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-#: Compact on purpose: it fits a 60x20 pane without scrolling.
+#: Compact on purpose: it fits a 60x20 pane without scrolling. {keys} is the line of the app's
+#: bindings with the keys in use (the configuration file's [keys] may rebind them).
 HELP_TEXT = """\
-[b]q[/b] quit  [b]r[/b] reconnect now  [b]p[/b] pause/resume  [b]?[/b] help
+{keys}
 [b]ctrl+p[/b] commands and themes
 
 [b]Status line[/b]
@@ -27,16 +30,26 @@ HELP_TEXT = """\
                 data keeps arriving
 [b]⚠ insecure TLS[/b]  certificate not checked (--insecure)
 
-Charts: last 20 samples. escape, ? or q closes."""
+Charts: last 20 samples. escape, {help} or {quit} closes."""
+
+#: What the keys line says of an action, where the footer's word is too short.
+LONGER = {"reconnect": "reconnect now", "pause": "pause/resume"}
+
+
+def key_label(key: str) -> str:
+    """A Textual key as a person writes it: "question_mark" -> "?", "ctrl+q" stays."""
+    *mods, base = key.split("+")
+    return "+".join([*mods, format_key(base)])
 
 
 class HelpScreen(ModalScreen[None]):
-    """Modal help; closes on escape, ? or q."""
+    """Modal help; closes on escape, or on the app's help and quit keys (the ids make the
+    app's keymap move these with the app's own bindings)."""
 
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
-        Binding("question_mark", "dismiss", "Close", show=False),
-        Binding("q", "dismiss", "Close", show=False),
+        Binding("question_mark", "dismiss", "Close", show=False, id="help"),
+        Binding("q", "dismiss", "Close", show=False, id="quit"),
     ]
 
     DEFAULT_CSS = """
@@ -57,7 +70,21 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll() as box:
             box.border_title = "metrics-tui help"
-            yield Static(HELP_TEXT)
+            yield Static(self.help_text())
+
+    def help_text(self) -> str:
+        app = self.app
+        key_for = getattr(app, "key_for", None)
+        if key_for is None:  # not the monitor (a test app): the keys as declared
+            return HELP_TEXT.format(keys="", help="?", quit="q")
+        line = "  ".join(
+            f"[b]{escape(key_for(b.id))}[/b] {LONGER.get(b.id, b.description.lower())}"
+            for b in app.BINDINGS
+            if isinstance(b, Binding) and b.id
+        )
+        return HELP_TEXT.format(
+            keys=line, help=escape(key_for("help")), quit=escape(key_for("quit"))
+        )
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
