@@ -109,8 +109,6 @@ class ConfigFile:
         try:
             with open(path, "rb") as f:
                 info = os.fstat(f.fileno())
-                if stat.S_ISDIR(info.st_mode):
-                    raise ConfigFileError(f"{path}: is a directory, not a TOML file")
                 raw = f.read()
         except FileNotFoundError:
             raise

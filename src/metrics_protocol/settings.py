@@ -576,9 +576,16 @@ def as_toml(
     return "\n".join(out) + "\n"
 
 
-def example_toml(settings: Iterable[Setting], *, header: Sequence[str] = ()) -> str:
+def example_toml(
+    settings: Iterable[Setting],
+    *,
+    header: Sequence[str] = (),
+    samples: Mapping[str, Any] | None = None,
+) -> str:
     """A configuration file documenting every setting a file may hold, each commented out at
-    its default: "# " starts prose, "#" alone before a key starts a line one can uncomment."""
+    its default (or at a value from ``samples`` where it has none): "# " starts prose, "#"
+    right before a key starts a line that can be uncommented as it is."""
+    samples = samples or {}
     out = [f"# {line}" if line else "#" for line in header]
     for s in settings:
         if not s.in_file:
@@ -589,13 +596,13 @@ def example_toml(settings: Iterable[Setting], *, header: Sequence[str] = ()) -> 
             about += (
                 f". Give it as {s.name}_file = PATH (the token is that file's content) or "
                 f"{s.name}_env = NAME (that environment variable's value); {s.name} = "
-                "TOKEN itself is refused unless no one but the file's owner can read this file"
+                "TOKEN itself is refused unless no one but the owner can read this file."
             )
         out.extend(_wrapped(about[0].upper() + about[1:]))
         if s.secret:
-            out.append(f"#{s.name}_file = {toml_value('/run/secrets/' + s.name)}")
+            out.append(f"#{s.name}_file = {toml_value(samples.get(s.name, s.name + '.txt'))}")
         elif s.default is None:
-            out.append(f"#{s.name} = {toml_value(_placeholder(s))}")
+            out.append(f"#{s.name} = {toml_value(samples.get(s.name, _placeholder(s)))}")
         else:
             out.append(f"#{s.name} = {toml_value(s.default)}")
     return "\n".join(out) + "\n"

@@ -86,8 +86,16 @@ def example_config() -> str:
             "variable wins over this file, which wins over the defaults. Paths are taken from",
             "this file's directory (~ is your home). An unknown key or a wrong type stops the",
             "server at start with the line (exit code 2). metrics-server --print-config shows",
-            "the settings in effect in this format.",
+            "the settings in effect in this format. [VARIABLE] is the environment variable that",
+            "wins over a key.",
         ],
+        samples={
+            "token": "/run/secrets/metrics-read-token",
+            "ingest_token": "/run/secrets/metrics-ingest-token",
+            "origins": "https://dashboard.example,https://admin.example",
+            "certfile": "/etc/metrics-server/fullchain.pem",
+            "keyfile": "/etc/metrics-server/privkey.pem",
+        },
     )
 
 

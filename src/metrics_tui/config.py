@@ -252,8 +252,11 @@ def example(actions: Mapping[str, str] | None = None) -> str:
             "fine. The top-level keys are the flags' names; a flag or an environment variable",
             "wins over them, they win over the defaults. Paths are taken from this file's",
             "directory (~ is your home). A mistake stops the monitor with its line (exit code",
-            "2). Lines starting with # and a key can be uncommented as they are.",
+            "2). Lines starting with # and a key can be uncommented as they are. [VARIABLE] is",
+            "the environment variable that wins over a key. Modes of one run stay on the command",
+            f"line: {', '.join(s.flag for s in SETTINGS if s.env is None)}.",
         ],
+        samples={"token": "token.txt", "cafile": "ca.pem", "max_retries": 10, "theme": "ansi-dark"},
     )
     bound = key_actions() if actions is None else actions
     keys = "\n".join(f"#{action} = {toml_value(key)}" for action, key in bound.items())
