@@ -96,10 +96,10 @@ class ConfigFile:
     """A parsed TOML file: its data, and where each key is for error messages."""
 
     path: str
-    text: str
-    data: dict[str, Any]
+    text: str = field(repr=False)
+    data: dict[str, Any] = field(repr=False)
     mode: int | None = None  # the permission bits, None where they mean nothing (Windows)
-    lines: dict[KeyPath, int] = field(default_factory=dict)
+    lines: dict[KeyPath, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def read(cls, path: str) -> ConfigFile:

@@ -28,7 +28,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from metrics_protocol.configfile import (
@@ -200,8 +200,8 @@ class FileValue:
 
     file: ConfigFile
     path: KeyPath
-    load: Callable[[], Any]
-    shown: tuple[str, Any] | None
+    load: Callable[[], Any] = field(repr=False)
+    shown: tuple[str, Any] | None = field(repr=False)
 
 
 class Config(argparse.Namespace):

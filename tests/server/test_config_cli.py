@@ -55,7 +55,7 @@ def test_print_config_through_the_command_line_loads_back(python, cli_env, tmp_p
     [
         ("port = 1\nmax_client = 5\n", 0o600, "line 2: unknown key 'max_client'"),
         ('port = "1"\n', 0o600, "line 1: port: expected a whole number, not a string"),
-        ("port = 1\nhost = \"x\n", 0o600, "line 2: Illegal character"),
+        ('port = 1\nhost = "x\n', 0o600, "line 2: Illegal character"),
         ('token = "hunter2"\n', 0o644, "line 1: token: a token in a file others can read"),
         ('keyfile = "k.pem"\n', 0o600, "line 1: keyfile needs --certfile"),
     ],
@@ -121,7 +121,7 @@ async def test_a_server_started_from_a_file_serves_its_settings(
 def test_the_example_is_current() -> None:
     assert EXAMPLE.read_text() == example_config(), (
         "regenerate it: python -c 'from metrics_server.cli import example_config; "
-        "print(example_config(), end=\"\")' > examples/metrics-server.toml"
+        'print(example_config(), end="")\' > examples/metrics-server.toml'
     )
 
 
