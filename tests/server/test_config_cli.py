@@ -92,7 +92,10 @@ async def test_a_server_started_from_a_file_serves_its_settings(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}", timeout=1) as http:
+        # A fresh connection per request: the server closes each after its HTTP answer.
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
+        base = f"http://127.0.0.1:{free_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=1, limits=no_reuse) as http:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 15
             while True:
