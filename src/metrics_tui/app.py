@@ -414,10 +414,14 @@ class MetricsApp(App[None]):
 
     def key_for(self, action: str) -> str:
         """The first key bound to a binding id, as the help writes it ("q", "ctrl+q", "?")."""
+        return self.keys_for(action)[0]
+
+    def keys_for(self, action: str) -> list[str]:
+        """The keys bound to a binding id, as the help writes them."""
         if action in self.keymap:
-            return key_label(self.keymap[action].split(",")[0])
+            return [key_label(key) for key in self.keymap[action].split(",")]
         binding = next(b for b in self.BINDINGS if isinstance(b, Binding) and b.id == action)
-        return binding.key_display or key_label(binding.key)
+        return [binding.key_display or key_label(binding.key)]
 
     # ------------------------------------------------------------------ for tests and status
 

@@ -310,14 +310,14 @@ def footer_keys(app: MetricsApp) -> dict[str, str]:
 
 async def test_rebound_keys_work_and_show_in_the_footer_and_help(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
-    path.write_text('[keys]\npause = "space"\nhelp = "h"\nquit = "x,ctrl+q"\n')
+    path.write_text('[keys]\npause = "space"\nhelp = "h"\nquit = "ctrl+q,x"\n')
     keymap = config.load(ConfigFile.read(str(path))).keys
-    assert keymap == {"pause": "space", "help": "h", "quit": "x,ctrl+q"}
+    assert keymap == {"pause": "space", "help": "h", "quit": "ctrl+q,x"}
     app = MetricsApp("ws://127.0.0.1:9/ws/metrics", connect=False, animate=False, keymap=keymap)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         shown = footer_keys(app)
-        assert (shown["toggle_pause"], shown["help"], shown["quit"]) == ("space", "h", "x")
+        assert (shown["toggle_pause"], shown["help"], shown["quit"]) == ("space", "h", "^q")
         assert shown["reconnect"] == "r"  # not rebound: unchanged
         await pilot.press("p")
         assert not app.paused  # the old key no longer pauses
@@ -330,8 +330,8 @@ async def test_rebound_keys_work_and_show_in_the_footer_and_help(tmp_path: Path)
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         text = str(app.screen.query_one(Static).render())
-        assert "x quit  r reconnect now  space pause/resume  h help" in text
-        assert "escape, h or x closes" in text
+        assert "ctrl+q quit  r reconnect now  space pause/resume  h help" in text
+        assert "escape, h or x closes" in text  # not ctrl+q, which quits from anywhere
         await pilot.press("h")  # the help key closes the help too
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)

@@ -30,7 +30,7 @@ HELP_TEXT = """\
                 data keeps arriving
 [b]⚠ insecure TLS[/b]  certificate not checked (--insecure)
 
-Charts: last 20 samples. escape, {help} or {quit} closes."""
+Charts: last 20 samples. {close} closes."""
 
 #: What the keys line says of an action, where the footer's word is too short.
 LONGER = {"reconnect": "reconnect now", "pause": "pause/resume"}
@@ -74,17 +74,19 @@ class HelpScreen(ModalScreen[None]):
 
     def help_text(self) -> str:
         app = self.app
-        key_for = getattr(app, "key_for", None)
-        if key_for is None:  # not the monitor (a test app): the keys as declared
-            return HELP_TEXT.format(keys="", help="?", quit="q")
+        keys_for = getattr(app, "keys_for", None)
+        if keys_for is None:  # not the monitor (a test app): the keys as declared
+            return HELP_TEXT.format(keys="", close="escape, ? or q")
         line = "  ".join(
-            f"[b]{escape(key_for(b.id))}[/b] {LONGER.get(b.id, b.description.lower())}"
+            f"[b]{escape(keys_for(b.id)[0])}[/b] {LONGER.get(b.id, b.description.lower())}"
             for b in app.BINDINGS
             if isinstance(b, Binding) and b.id
         )
-        return HELP_TEXT.format(
-            keys=line, help=escape(key_for("help")), quit=escape(key_for("quit"))
-        )
+        # The help and quit keys close this screen too, but ctrl+q and ctrl+c quit the app
+        # from anywhere (Textual's priority bindings), so they are not offered here.
+        quit_ = [k for k in keys_for("quit") if k not in ("ctrl+q", "ctrl+c")][:1]
+        *first, last = ["escape", keys_for("help")[0], *quit_]
+        return HELP_TEXT.format(keys=line, close=escape(f"{', '.join(first)} or {last}"))
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
