@@ -315,12 +315,21 @@ class Evaluator:
         self._figures = {r.figure.column: r.figure for r in self.rules}
         #: Per rule: when its condition started to hold (None: it does not hold).
         self._held: dict[int, float | None] = {}
+        #: The server time of the newest snapshot taken: an older one that arrives after it
+        #: (an interval sample broadcast after a later change) is not taken back to.
+        self._newest: Any = None
         self._states: list[RuleState] = [
             RuleState(r, State.UNKNOWN, why="no data yet") for r in self.rules
         ]
 
     def observe(self, m: Any, at: float) -> list[RuleState]:
-        """Take a snapshot that arrived at ``at``; returns the states then."""
+        """Take a snapshot that arrived at ``at``; returns the states then. A snapshot older
+        (by its own timestamp) than one already taken is left out: it would flap a rule that
+        the newer one settled (and ring its bell again)."""
+        stamp = getattr(m, "timestamp", None)
+        if stamp is not None and self._newest is not None and stamp < self._newest:
+            return self.evaluate(at)
+        self._newest = stamp if stamp is not None else self._newest
         for path, series in self._series.items():
             value = self.schema.value(m, self._figures[path])
             if value is not None:  # a group the subscription left out keeps its last value

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -215,6 +216,20 @@ def test_a_firing_rule_clears() -> None:
     cleared = ev.observe(snap(txn_pending=10), 5)[0]
     assert (cleared.state, cleared.since, cleared.value) == (State.OK, None, 10)
     assert ev.firing() == []
+
+
+def test_a_snapshot_older_than_one_taken_is_left_out() -> None:
+    """Seen from a real server: an interval sample, taken before a change, broadcast after
+    it. Taking it would clear the rule and fire it again (a second bell)."""
+    ev = one("transactions.pending", above=0)
+    ev.observe(replace(snap(txn_pending=1), timestamp=T0), 0)
+    settled = ev.observe(replace(snap(txn_pending=0), timestamp=T0 + timedelta(seconds=2)), 1)
+    assert settled[0].state is State.OK
+    late = ev.observe(replace(snap(txn_pending=1), timestamp=T0 + timedelta(seconds=1)), 2)
+    assert late[0].state is State.OK and late[0].value == 0
+    # The same time again is not older: taken.
+    same = ev.observe(replace(snap(txn_pending=3), timestamp=T0 + timedelta(seconds=2)), 3)
+    assert same[0].value == 3
 
 
 def test_a_left_out_group_keeps_the_last_value() -> None:
@@ -486,10 +501,12 @@ def test_check_report_codes_and_lines() -> None:
     assert code == UNKNOWN and "transactions.failed unknown" in line
 
 
-def test_the_example_file_parses() -> None:
-    """examples/alerts.toml is what the README points to: it must load."""
+def test_the_example_rules_parse() -> None:
+    """The [[alerts]] of examples/metrics-tui.toml, uncommented, are rules."""
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "examples" / "alerts.toml").read_text()
-    parsed = rules(text)
-    assert [r.function for r in parsed] == ["value", "value", "rate", "stale", "value"]
+    text = (Path(__file__).resolve().parents[2] / "examples" / "metrics-tui.toml").read_text()
+    section = text.split("# Alert rules", 1)[1]
+    toml = "\n".join(ln[1:] for ln in section.splitlines() if re.match(r"#[\[a-z]", ln))
+    parsed = rules(toml)
+    assert [r.function for r in parsed] == ["value", "rate", "stale"]

@@ -7,6 +7,7 @@ import io
 import json
 import tomllib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,13 +22,16 @@ from textual.widgets._footer import FooterKey
 from metrics_tui import formatting
 from metrics_tui.alerts import State, parse_rules
 from metrics_tui.app import ALERTS_KEY_WIDTH, MetricsApp
+from metrics_tui.cli import main
 from metrics_tui.colourless import Colourless
 from metrics_tui.messages import ConnState, Status
 from metrics_tui.screens.alerts import AlertsScreen
 from metrics_tui.widgets.cards import MetricCard
 from metrics_tui.widgets.status import AlertNote, fit, status_parts
 
+from . import test_config
 from .conftest import ServerHandle, wait_until
+from .test_config import Recorder, refused, write_config
 from .test_snapshots import LATEST, NOW, feed_live, make_app
 
 RULES = """
@@ -112,7 +116,9 @@ async def test_an_alert_fires_and_clears_with_a_real_server(server: ServerHandle
             }
         )
         await wait_until(lambda: "ALERT stuck payments" in line(app), what="the alert")
-        assert row(app, "transactions", "Pending").endswith("1 !!")
+        # Waited for, not asserted at once: the server may send an interval sample taken
+        # before the change after it, and the cards show it until the next one.
+        await wait_until(lambda: row(app, "transactions", "Pending").endswith("1 !!"))
         assert "!" not in row(app, "transactions", "Failed")
         assert len(bells) == 1
 
@@ -121,13 +127,12 @@ async def test_an_alert_fires_and_clears_with_a_real_server(server: ServerHandle
         await wait_until(lambda: app.latest.active_users.current == 1, what="the next update")
         assert len(bells) == 1 and "ALERT stuck payments" in line(app)
 
-        # A second rule fires: the line names the critical one and counts the other.
+        # t1 fails: it leaves pending, so the critical rule clears and the warning fires.
         await ingest.send({"type": "transaction", "id": "t1", "status": "failed"})
         await wait_until(lambda: "ALERT any failure" in line(app), what="the warning alone")
-        # t1 left pending when it failed: the critical rule cleared, the warning fires.
         assert "stuck" not in line(app) and "+" not in line(app)
-        assert row(app, "transactions", "Failed").endswith("1 !")
-        assert "!" not in row(app, "transactions", "Pending")
+        await wait_until(lambda: row(app, "transactions", "Failed").endswith("1 !"))
+        await wait_until(lambda: "!" not in row(app, "transactions", "Pending"))
         assert len(bells) == 1  # the warning has no bell
 
         await ingest.send(
@@ -139,6 +144,7 @@ async def test_an_alert_fires_and_clears_with_a_real_server(server: ServerHandle
                 "userId": "u",
             }
         )
+        # A second rule fires: the line names the critical one and counts the other.
         await wait_until(lambda: "ALERT stuck payments" in line(app), what="the critical again")
         assert "+1" in line(app)
         assert len(bells) == 2  # it started firing again
@@ -318,3 +324,37 @@ def test_snapshot_the_alert_list(snap_compare) -> None:  # type: ignore[no-untyp
     app.alerts.__init__(rules())  # type: ignore[misc]
     app.alerts.observe(LATEST, NOW - 125)
     assert snap_compare(app, terminal_size=(80, 24), run_before=feed_live, press=["a"])
+
+
+# --------------------------------------------------------------------------- from the file
+
+#: $XDG_CONFIG_HOME for a test, with MetricsApp replaced by a recorder (test_config.py).
+home = test_config.home
+
+
+def test_the_files_rules_reach_the_monitor(home: Path) -> None:
+    write_config(home, RULES)
+    assert main([]) == 0
+    handed = Recorder.seen["alerts"]
+    assert [r.name for r in handed] == ["stuck payments", "any failure", "failures climbing"]
+    assert handed == tuple(rules())
+
+
+def test_a_rule_naming_an_unknown_metric_is_refused_at_start(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(home, RULES.replace('"transactions.failed"', '"transactions.faild"'))
+    line = refused(capsys, [])
+    assert line.startswith(
+        f"{path}, line 11: alert #2 \"any failure\", key 'metric': unknown figure "
+        "'transactions.faild' (figures: revenue.total, "
+    ), line
+    assert Recorder.seen == {}  # the monitor never started
+
+
+def test_a_rule_without_a_name_is_placed_at_its_table(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(home, '\n[[alerts]]\nmetric = "transactions.failed"\nabove = 0\n')
+    line = refused(capsys, [])
+    assert line == f"{path}, line 2: alert #1, key 'name': missing: every rule needs a name"

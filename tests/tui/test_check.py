@@ -6,17 +6,15 @@ on stdout with performance data, nothing on stderr, quick when there is no serve
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from metrics_protocol.figures import SCHEMA
-from metrics_tui.alerts import parse_rules, perf_label
-from metrics_tui.cli import main
+from metrics_tui.alerts import perf_label
 
 from .conftest import TOKEN, ServerHandle, free_port
 from .test_cli import run_cli
@@ -63,20 +61,13 @@ def assert_plugin_line(out: str, status: str) -> str:
     return head
 
 
-async def check_in_process(*args: str, rules: str = RULES) -> tuple[int, str]:
-    """``main`` with rules handed over as the configuration file will, in a thread of its own
-    (it runs its own event loop) while this loop serves the server."""
-    import contextlib
-    import io
-
-    out = io.StringIO()
-
-    def run() -> int:
-        with contextlib.redirect_stdout(out):
-            return main(list(args), alerts=parse_rules(tomllib.loads(rules)["alerts"]))
-
-    code = await asyncio.to_thread(run)
-    return code, out.getvalue()
+async def check(tmp_path: Path, *args: str, rules: str = RULES) -> tuple[int, str]:
+    """``--check`` with the rules in a configuration file, as a plugin would be run."""
+    config = tmp_path / "config.toml"
+    config.write_text(rules)
+    code, out, err = await run_cli("--config", str(config), *args)
+    assert err == "", err
+    return code, out
 
 
 async def test_ok_with_perfdata_and_no_stderr(server: ServerHandle) -> None:
@@ -91,8 +82,8 @@ async def test_ok_with_perfdata_and_no_stderr(server: ServerHandle) -> None:
     assert (code, err) == (0, "") and out2.partition(" | ")[0] == head
 
 
-async def test_ok_warning_and_critical_from_the_rules(server: ServerHandle) -> None:
-    code, out = await check_in_process("--check", "--url", server.url)
+async def test_ok_warning_and_critical_from_the_rules(server: ServerHandle, tmp_path: Path) -> None:
+    code, out = await check(tmp_path, "--check", "--url", server.url)
     assert code == 0
     head = assert_plugin_line(out, "OK")
     assert head == (
@@ -100,7 +91,7 @@ async def test_ok_warning_and_critical_from_the_rules(server: ServerHandle) -> N
     )
 
     await server.service.ingest(pending(2))
-    code, out = await check_in_process("--check", "--url", server.url)
+    code, out = await check(tmp_path, "--check", "--url", server.url)
     assert code == 1
     head = assert_plugin_line(out, "WARNING")
     # for = "5m" is left to the scheduler's retries: one snapshot cannot show it.
@@ -110,7 +101,7 @@ async def test_ok_warning_and_critical_from_the_rules(server: ServerHandle) -> N
     assert "transactions_pending=2;0" in out  # the warning threshold as a Nagios range
 
     await server.service.ingest([{"type": "transaction", "id": "p0", "status": "failed"}])
-    code, out = await check_in_process("--once", "--check", "--url", server.url)
+    code, out = await check(tmp_path, "--once", "--check", "--url", server.url)
     assert code == 2
     head = assert_plugin_line(out, "CRITICAL")
     assert head.startswith(
@@ -154,3 +145,23 @@ async def test_a_usage_error_is_unknown_on_stdout(args: tuple[str, ...]) -> None
     code, out, err = await run_cli(*args)
     assert (code, err) == (3, "")
     assert out.startswith("METRICS UNKNOWN - metrics-tui: ") and out.count("\n") == 1, out
+
+
+async def test_a_named_server_from_the_file(server: ServerHandle, tmp_path: Path) -> None:
+    """``metrics-tui --check prod``: the server and the rules from one file."""
+    rules = RULES + f'\n[servers.prod]\nurl = "{server.url}"\n'
+    await server.service.ingest([{"type": "transaction", "id": "f", "status": "failed",
+                                  "amount": "1.00", "userId": "u"}])  # fmt: skip
+    code, out = await check(tmp_path, "--check", "prod", rules=rules)
+    assert code == 2
+    assert_plugin_line(out, "CRITICAL")
+
+
+async def test_a_bad_rule_is_unknown_with_its_line(tmp_path: Path) -> None:
+    bad = RULES.replace('metric = "transactions.pending"', 'metric = "transactions.pendng"')
+    code, out = await check(tmp_path, "--check", rules=bad)
+    assert code == 3 and out.count("\n") == 1
+    assert out.startswith(
+        f"METRICS UNKNOWN - metrics-tui: {tmp_path / 'config.toml'}, line 10: "
+        "alert #2 \"pending pile-up\", key 'metric': unknown figure 'transactions.pendng'"
+    ), out
