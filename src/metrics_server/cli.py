@@ -4,291 +4,141 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from metrics_protocol import settings
 
 from . import __version__
 from .app import MetricsServer, ServerConfig
 from .hub import Limits
-from .protocol import MAX_BATCH_BYTES
 from .security import is_loopback, server_ssl_context
+from .settings import SETTINGS
 from .store import StoreError, parse_store_url
+from .store.postgres import redact
 
 log = logging.getLogger("metrics_server")
 
-DEFAULT_DB = "metrics.db"
 #: ``--demo`` without ``--db``: a temporary file, made by ``main`` and removed on exit, so that
 #: fake revenue never lands in ./metrics.db where a real server would later show it.
 DEMO_DB = ""
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        if float(text) == 0:  # any spelling of zero: 0, 0.00, 0e0
-            return 0.0
-    except ValueError:
-        pass  # _positive_float says why
-    return _positive_float(text)
-
-
-def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high`` (no upper bound if None)."""
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"{low}-{high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
-        return value
-
-    return convert
-
-
-_port = _whole(0, 65535)
-_history = _whole(1, 10_000)
-_count = _whole(1)
-
-
-def _tz(text: str) -> str:
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown time zone {text!r}") from None
-    return text
-
-
-def _store_url(text: str) -> str:
-    try:
-        parse_store_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _broker_url(text: str) -> str:
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - a port that is not a number raises ValueError
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"malformed broker URL: {exc}") from None
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise argparse.ArgumentTypeError(
-            f"a broker URL is redis://host:6379/0 or rediss://host:6379/0 (TLS), not {text!r}"
-        )
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    parser = argparse.ArgumentParser(
+    parser = settings.build_parser(
+        SETTINGS,
         prog="metrics-server",
         description="Take business events, keep them in a store, and broadcast exact live "
         "metrics over ws://HOST:PORT/ws/metrics (REST: /api/v1/analytics/realtime-metrics).",
-        epilog="Every flag can also be set from the environment variable shown in brackets.",
-    )
-    parser.add_argument(
-        "--host",
-        default=env("METRICS_HOST", "127.0.0.1"),
-        help="address to listen on [METRICS_HOST] (default 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--port",
-        type=_port,
-        default=env("METRICS_PORT", "3000"),
-        help="port, 0 for any free one [METRICS_PORT] (default 3000)",
-    )
-    parser.add_argument(
-        "--db",
-        default=None,
-        help="SQLite database file [METRICS_DB] (default ./metrics.db; with --demo a "
-        "temporary file, removed on exit)",
-    )
-    parser.add_argument(
-        "--store",
-        type=_store_url,
-        default=None,
-        help="where events and figures are kept: sqlite:///relative.db, "
-        "sqlite:////absolute.db or postgresql://user@host:5432/dbname (several servers may "
-        "share one; docs/SCALING.md) [METRICS_STORE] (default sqlite:///metrics.db; --db PATH "
-        "is the same as sqlite:///PATH)",
-    )
-    parser.add_argument(
-        "--broker",
-        type=_broker_url,
-        default=env("METRICS_BROKER") or None,
-        help="redis://host:6379/0 (rediss:// for TLS): cross-instance fan-out, coming; for "
-        "now recorded so that servers sharing a PostgreSQL store agree on it [METRICS_BROKER]",
-    )
-    parser.add_argument(
-        "--interval",
-        type=_positive_float,
-        default=env("METRICS_INTERVAL", "5"),
-        help="seconds between metrics snapshots [METRICS_INTERVAL] (default 5)",
-    )
-    parser.add_argument(
-        "--tz",
-        type=_tz,
-        default=env("METRICS_TZ", "UTC"),
-        help="time zone of today/week/month [METRICS_TZ] (default UTC)",
-    )
-    parser.add_argument(
-        "--history",
-        type=_history,
-        default=env("METRICS_HISTORY", "20"),
-        help="snapshots replayed to a new subscriber [METRICS_HISTORY] (default 20)",
-    )
-    parser.add_argument(
-        "--push-interval",
-        type=_non_negative_float,
-        default=env("METRICS_PUSH_INTERVAL", "0.25"),
-        help="least seconds between change-driven pushes, 0 pushes every "
-        "change [METRICS_PUSH_INTERVAL] (default 0.25)",
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        default=env("METRICS_DEMO", "").strip().lower() not in ("", "0", "false", "no", "off"),
-        help="generate synthetic traffic [METRICS_DEMO]",
-    )
-    sec = parser.add_argument_group("access and limits")
-    sec.add_argument(
-        "--token",
-        default=env("METRICS_TOKEN") or None,
-        help="required from subscribers and REST clients, as 'Authorization: Bearer "
-        "TOKEN' or ?token=TOKEN [METRICS_TOKEN]",
-    )
-    sec.add_argument(
-        "--ingest-token",
-        default=env("METRICS_INGEST_TOKEN") or None,
-        help="required from producers on /ws/ingest [METRICS_INGEST_TOKEN]",
-    )
-    sec.add_argument(
-        "--origins",
-        default=env("METRICS_ORIGINS") or None,
-        help="comma-separated Origin values browsers may connect from "
-        "[METRICS_ORIGINS] (default: any)",
-    )
-    sec.add_argument(
-        "--certfile",
-        default=env("METRICS_CERTFILE") or None,
-        help="PEM certificate (chain): serve wss:// and https:// [METRICS_CERTFILE]",
-    )
-    sec.add_argument(
-        "--keyfile",
-        default=env("METRICS_KEYFILE") or None,
-        help="PEM private key, if not in --certfile [METRICS_KEYFILE]",
-    )
-    sec.add_argument(
-        "--max-clients",
-        type=_count,
-        default=env("METRICS_MAX_CLIENTS", "10000"),
-        help="subscribers at once; more get HTTP 503 [METRICS_MAX_CLIENTS] (default 10000)",
-    )
-    sec.add_argument(
-        "--max-message-size",
-        type=_count,
-        default=env("METRICS_MAX_MESSAGE_SIZE", str(64 * 1024)),
-        help="largest message a subscriber may send, in bytes; larger closes "
-        "with 1009 [METRICS_MAX_MESSAGE_SIZE] (default 65536)",
-    )
-    sec.add_argument(
-        "--max-batch-size",
-        type=_count,
-        default=env("METRICS_MAX_BATCH_SIZE", str(MAX_BATCH_BYTES)),
-        help="largest batch a producer may send, in bytes; larger closes with 1009 "
-        f"[METRICS_MAX_BATCH_SIZE] (default {MAX_BATCH_BYTES}: 1000 events of the longest "
-        "ids fit)",
-    )
-    sec.add_argument(
-        "--rate-limit",
-        type=_positive_float,
-        default=env("METRICS_RATE_LIMIT", "20"),
-        help="messages a second a subscriber may send (bursts of twice that); "
-        "beyond it an error, then close 1008 [METRICS_RATE_LIMIT] (default 20)",
+        epilog=settings.ENV_NOTE,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
 def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
+    return server_config(parse_settings(argv))
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> settings.Config:
+    """Flags > environment > --config file > defaults, checked as a whole (exit 2 if not)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = settings.parse(parser, SETTINGS, argv)
     if args.keyfile and not args.certfile:
-        parser.error("--keyfile needs --certfile")
+        settings.refuse(parser, args, "keyfile", f"{args.source('keyfile')} needs --certfile")
     if args.certfile:
         try:  # fail now with a clear line, not at the first connection
             server_ssl_context(args.certfile, args.keyfile)
         except (OSError, ValueError) as exc:
-            parser.error(f"cannot load the TLS certificate or key: {exc}")
-    origins = (
-        tuple(o.strip() for o in args.origins.split(",") if o.strip()) if args.origins else None
-    )
-    db, store = _store_choice(parser, args)
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        db=db if db is not None else DEMO_DB if args.demo and store is None else DEFAULT_DB,
-        store=store,
-        broker=args.broker,
-        interval=args.interval,
-        tz=args.tz,
-        history=args.history,
-        push_interval=args.push_interval,
-        demo=args.demo,
-        token=args.token,
-        ingest_token=args.ingest_token,
-        origins=origins,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        max_clients=args.max_clients,
-        limits=Limits(
-            max_message=args.max_message_size,
-            rate=args.rate_limit,
-            burst=2 * args.rate_limit,
-            max_batch=args.max_batch_size,
-        ),
+            message = f"cannot load the TLS certificate or key: {exc}"
+            settings.refuse(parser, args, "certfile", message)
+    if args.origin("store") == args.origin("db") == "flag":
+        settings.refuse(parser, args, "store", "--store and --db both name the store: give one")
+    return args
+
+
+#: Where a value came from, weakest first: the store is the --store or --db with the stronger.
+_RANK = ("default", "file", "env", "flag")
+
+
+def _store(args: settings.Config) -> tuple[str | None, str | None]:
+    """(SQLite path, or None; PostgreSQL URL, or None). ``--db PATH`` is ``--store
+    sqlite:///PATH``: of the two, the one set in the stronger place wins (flag > variable >
+    file), --store on a tie."""
+    if args.store is None or _RANK.index(args.origin("db")) > _RANK.index(args.origin("store")):
+        return args.db, None
+    kind, target = parse_store_url(args.store)
+    return (target, None) if kind == "sqlite" else (args.db, target)
+
+
+def print_config(args: settings.Config) -> str:
+    """``--print-config``: the settings in effect as a TOML file that ``--config`` loads back
+    to the same values; each line says where its value came from, and no token is printed."""
+    header = [
+        f"metrics-server {__version__}: the settings in effect, each with where it came from",
+        "(flag > environment variable > configuration file > default). Tokens are not printed.",
+    ]
+    instead = {}
+    if args.demo and args.origin("db") == "default":  # a path here would keep the demo's data
+        instead["db"] = "not set: --demo keeps its data in a temporary file, removed on exit"
+    if args.store and redact(args.store) != args.store:
+        instead["store"] = f"{redact(args.store)}, its password not printed"
+    return settings.as_toml(SETTINGS, args, header=header, instead=instead)
+
+
+def example_config() -> str:
+    """examples/metrics-server.toml: every key a configuration file may hold, at its default
+    (a test checks the file against this)."""
+    return settings.example_toml(
+        SETTINGS,
+        header=[
+            "metrics-server configuration: every key, commented out at its default.",
+            "Use it with: metrics-server --config FILE (or METRICS_CONFIG=FILE).",
+            "Keys are the flags' names (--max-clients is max_clients); a flag or an environment",
+            "variable wins over this file, which wins over the defaults. Paths are taken from",
+            "this file's directory (~ is your home). An unknown key or a wrong type stops the",
+            "server at start with the line (exit code 2). metrics-server --print-config shows",
+            "the settings in effect in this format. [VARIABLE] is the environment variable that",
+            "wins over a key.",
+        ],
+        samples={
+            "store": "postgresql://metrics@db.example:5432/metrics",
+            "broker": "redis://redis.example:6379/0",
+            "token": "/run/secrets/metrics-read-token",
+            "ingest_token": "/run/secrets/metrics-ingest-token",
+            "origins": "https://dashboard.example,https://admin.example",
+            "certfile": "/etc/metrics-server/fullchain.pem",
+            "keyfile": "/etc/metrics-server/privkey.pem",
+        },
     )
 
 
-def _store_choice(
-    parser: argparse.ArgumentParser, args: argparse.Namespace
-) -> tuple[str | None, str | None]:
-    """(SQLite path or None, PostgreSQL URL or None). ``--db PATH`` is ``--store
-    sqlite:///PATH``; a flag beats the environment, and METRICS_STORE beats METRICS_DB."""
-    if args.store is not None and args.db is not None:
-        parser.error("--store and --db both name the store: give one")
-    url, db = args.store, args.db
-    if url is None and db is None:
-        url = os.environ.get("METRICS_STORE") or None
-        db = None if url else os.environ.get("METRICS_DB") or None
-    if url is None:
-        return db, None
-    try:
-        kind, target = parse_store_url(url)
-    except ValueError as exc:
-        parser.error(f"METRICS_STORE: {exc}")
-    return (target, None) if kind == "sqlite" else (None, target)
+def server_config(args: settings.Config) -> ServerConfig:
+    """The ServerConfig for resolved settings. A setting is carried to the field of its name;
+    the limits go into `Limits`, the comma-separated origins become a tuple, and --demo without
+    a --db of its own gets a temporary database."""
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    values = {s.name: getattr(args, s.name) for s in SETTINGS if s.name in fields}
+    if args.origins:
+        values["origins"] = tuple(o.strip() for o in args.origins.split(",") if o.strip())
+    values["db"], values["store"] = _store(args)
+    if args.demo and args.origin("db") == args.origin("store") == "default":
+        values["db"] = DEMO_DB
+    rate = args.rate_limit
+    limits = Limits(
+        max_message=args.max_message_size,
+        rate=rate,
+        burst=2 * rate,
+        max_batch=args.max_batch_size,
+    )
+    return ServerConfig(**values, limits=limits)
 
 
 async def serve(config: ServerConfig) -> None:
@@ -302,11 +152,7 @@ async def serve(config: ServerConfig) -> None:
             server.url,
             server.http_url,
             "/api/v1/analytics/realtime-metrics",
-            *(
-                ("store", getattr(server.service.store, "path", ""))
-                if config.store
-                else ("db", config.db)
-            ),
+            *(("store", redact(config.store)) if config.store else ("db", config.db)),
             config.interval,
             config.tz,
             " demo traffic on" if config.demo else "",
@@ -331,7 +177,11 @@ async def serve(config: ServerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_config(argv)  # argparse exits 2 with one line on a bad flag
+    args = parse_settings(argv)  # exits 2 with one line on a bad flag, variable or file
+    if args.print_config:
+        print(print_config(args), end="")
+        return 0
+    config = server_config(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )

@@ -14,14 +14,13 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
-from decimal import Decimal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from metrics_server.protocol import Metrics, ProtocolError, decode_data, loads
+from metrics_protocol.wire import CHANNELS, Metrics, ProtocolError, decode_data, encode, loads
 from metrics_tui.backoff import CAP, Backoff
 from metrics_tui.messages import (
     ConnectionChanged,
@@ -31,21 +30,37 @@ from metrics_tui.messages import (
     ServerError,
     Status,
 )
+from metrics_tui.policy import (
+    Failure,
+    Keepalive,
+    Outcome,
+    after_failure,
+    first_message_problem,
+    keepalive,
+)
 from metrics_tui.wire import (
     DEFAULT_INTERVAL,
     PONG,
+    NoAnswer,
+    NotMetricsFeed,
+    announced_interval,
     decode_metrics_body,
     describe_error,
-    fetch_rest,
+    fetch_rest_body,
     http_client,
     infer_interval,
     is_unauthorized,
     rest_url,
-    tls_failure,
+    url_problem,
     ws_options,
 )
 
 log = logging.getLogger(__name__)
+
+#: Sent on connect. A metrics server already sends every channel, so this changes nothing
+#: there; the producers' endpoint answers it with an ``unknown_type`` error, which tells at
+#: once that the URL is wrong (it would otherwise say nothing at all).
+SUBSCRIBE_ALL = encode({"type": "subscribe", "channels": list(CHANNELS)})
 
 
 class MetricsClient:
@@ -78,10 +93,13 @@ class MetricsClient:
         self.backoff = Backoff(max_retries=max_retries, rng=rng or random.Random())
         self._clock = clock
         self._open_timeout = open_timeout
-        self.interval = DEFAULT_INTERVAL
-        # Timestamps of recent interval samples: the median gap is the server's interval.
+        #: The interval the server has stated (in its history, or its REST answer); None
+        #: until it has. Only this is ever shown.
+        self.interval: float | None = None
+        # Recent interval samples: from a server that states no interval, their median gap
+        # paces the keepalive and the polling instead.
         self._samples: deque[Metrics] = deque(maxlen=20)
-        self._announced: float | None = None  # the interval the server's history names
+        self._inferred: float | None = None
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._restart = False
@@ -95,6 +113,11 @@ class MetricsClient:
     @property
     def status(self) -> Status:
         return self._status
+
+    @property
+    def period(self) -> float:
+        """The interval the timers go by: the stated one, else the inferred one, else 5 s."""
+        return self.interval or self._inferred or DEFAULT_INTERVAL
 
     def reconnect_now(self) -> None:
         """Skip the current wait (or leave Offline); if connected, reconnect from scratch."""
@@ -116,10 +139,15 @@ class MetricsClient:
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
+            problem = url_problem(self.url)
+            if problem is not None:  # no server can make this URL right: wait for ``r``
+                await self._stop_polling()
+                self._phase_to(Status(ConnState.WRONG_URL, detail=problem))
+                await self._wake.wait()
+                continue
             self._phase_to(Status(ConnState.CONNECTING, attempt=self.backoff.attempt))
             opened = False
-            detail = ""
-            refused = no_rest = False
+            failure = Failure(Outcome.RETRY, "connection closed")
             self.attempts += 1
             try:
                 async with websockets.connect(
@@ -140,21 +168,27 @@ class MetricsClient:
                     await self._consume(ws)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # any failure means: reconnect
-                detail = describe_error(exc)
-                refused = is_unauthorized(exc)
-                # REST would fail the same way: same token, same certificate.
-                no_rest = refused or tls_failure(exc) is not None
-                log.info("connection to %s failed: %s", self.url, detail)
-            else:
-                detail = "connection closed"
+            except Exception as exc:  # any failure means: reconnect (or tell what to fix)
+                failure = after_failure(exc)
+                log.info("connection to %s failed: %s", self.url, failure.detail)
             finally:
                 self._ws = None
 
             if self._restart:
                 self._restart = False
                 continue
-            if refused:
+            detail = failure.detail
+            if failure.outcome is Outcome.WRONG_URL:
+                # REST beside a wrong path answers for another URL (it is derived from the
+                # host), so polling it would show figures from somewhere else.
+                await self._stop_polling()
+                self._phase_to(
+                    Status(ConnState.WRONG_URL, retry_at=self._clock() + CAP, detail=detail)
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), CAP)
+                continue
+            if failure.outcome is Outcome.UNAUTHORIZED:
                 await self._stop_polling()
                 self._phase_to(
                     Status(
@@ -166,7 +200,9 @@ class MetricsClient:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), CAP)
                 continue
-            if not opened and not no_rest and self._poll_task is None:
+            # REST sits behind the same certificate: polling helps only when the socket itself
+            # was refused (a proxy that blocks upgrades), not once it had opened.
+            if not opened and failure.outcome is Outcome.RETRY and self._poll_task is None:
                 self._poll_task = asyncio.create_task(self._poll_loop())
             delay = self.backoff.next_delay()
             if delay is None:
@@ -187,16 +223,49 @@ class MetricsClient:
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     async def _consume(self, ws: ClientConnection) -> None:
-        idle = max(6 * self.interval, 60.0)
+        await self._send(ws, SUBSCRIBE_ALL)
+        first = True
         while True:
-            async with asyncio.timeout(idle):
-                raw = await ws.recv()
+            raw = await self._receive(ws, keepalive(self.period, first=first), first=first)
+            if raw is None:  # quiet, but it answered the probe
+                continue
             try:
-                self._handle(ws, loads(raw))
+                body = loads(raw)
+                if first:
+                    problem = first_message_problem(body)
+                    if problem is not None:
+                        raise NotMetricsFeed(problem)
+                    first = False
+                self._handle(ws, body)
             except ProtocolError as exc:
                 # One bad frame is not worth dropping a good connection for.
                 log.warning("ignoring malformed message: %s", exc)
-            idle = max(6 * self.interval, 60.0)
+
+    async def _receive(
+        self, ws: ClientConnection, timing: Keepalive, *, first: bool
+    ) -> str | bytes | None:
+        """The next message; None when none came but the server answered a ping meanwhile.
+
+        Raises NoAnswer when a quiet server does not answer the ping either (frozen, or the
+        link is dead), well before websockets' own keepalive (20 s + 20 s) would notice.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timing.quiet):
+                return await ws.recv()
+        pong: Awaitable[float] | None = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timing.pong_wait):  # sending may wait too
+                pong = await ws.ping()
+                return await ws.recv()
+        if isinstance(pong, asyncio.Future) and pong.done():
+            if first:
+                raise NotMetricsFeed("no metrics from this URL: check --url")
+            return None
+        # A frozen peer would not answer a close either: drop the link now rather than wait
+        # close_timeout for the handshake.
+        if ws.transport is not None:
+            ws.transport.abort()
+        raise NoAnswer(f"no answer for {timing.bound:g}s")
 
     def _handle(self, ws: ClientConnection, body: Any) -> None:
         if not isinstance(body, dict):
@@ -214,12 +283,10 @@ class MetricsClient:
             snapshots = [decode_data(item) for item in data]
             self._samples.clear()
             self._samples.extend(snapshots)
-            announced = body.get("interval")
-            if isinstance(announced, int | float | Decimal) and not isinstance(announced, bool):
-                self._announced = float(announced) if announced > 0 else None
-            else:  # an older server: infer it from the samples' spacing
-                self._announced = None
-            self.interval = self._announced or infer_interval(self._samples, self.interval)
+            self.interval = announced_interval(body)
+            self._inferred = None
+            if self.interval is None:  # an older server: pace the timers by the samples
+                self._inferred = infer_interval(self._samples, DEFAULT_INTERVAL)
             self._post(HistoryReceived(snapshots, self.interval))
         elif kind == "ping":
             asyncio.get_running_loop().create_task(self._send(ws, PONG))
@@ -231,8 +298,8 @@ class MetricsClient:
     def _learn_interval(self, metrics: Metrics) -> None:
         """Refine the interval from recent samples (history may have been short or empty)."""
         self._samples.append(metrics)
-        if self._announced is None:
-            self.interval = infer_interval(self._samples, self.interval)
+        if self.interval is None:
+            self._inferred = infer_interval(self._samples, self.period)
 
     @staticmethod
     async def _send(ws: ClientConnection, text: str) -> None:
@@ -249,7 +316,7 @@ class MetricsClient:
             async with http_client(self._token, self._tls, self._open_timeout) as http:
                 while True:
                     try:
-                        metrics = await fetch_rest(http, self.rest_url)
+                        metrics, stated = await fetch_rest_body(http, self.rest_url)
                     except (httpx.HTTPError, ProtocolError, OSError) as exc:
                         log.info("REST poll failed: %s", describe_error(exc))
                         refused = is_unauthorized(exc)
@@ -262,8 +329,10 @@ class MetricsClient:
                         self._polling_ok = True
                         self._rest_refused = False
                         self._publish()
+                    if stated is not None:
+                        self.interval = stated
                     self._post(MetricsUpdated(metrics, "poll", self.interval))
-                    await asyncio.sleep(self.interval)
+                    await asyncio.sleep(self.period)
         finally:
             self._poll_task = None
 

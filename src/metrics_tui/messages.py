@@ -12,7 +12,7 @@ from typing import Literal
 
 from textual.message import Message
 
-from metrics_server.protocol import Metrics
+from metrics_protocol.wire import Metrics
 
 #: Where a snapshot came from and what it means for the charts: ``interval`` and ``poll``
 #: snapshots are chart points; ``change`` snapshots only refresh the cards.
@@ -27,6 +27,9 @@ class ConnState(Enum):
     OFFLINE = "offline"
     #: The server refused the token (401). Retried only at the backoff cap, or on ``r``.
     UNAUTHORIZED = "unauthorized"
+    #: The URL is not a metrics feed (404, the producers' endpoint); ``detail`` says which.
+    #: Retried only at the backoff cap (or not at all when the path alone shows it), or on ``r``.
+    WRONG_URL = "wrong_url"
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class MetricsUpdated(Message):
         super().__init__()
         self.metrics = metrics
         self.kind = kind
-        #: The client's current estimate of the server's interval, when it has one.
+        #: The server's interval as the server stated it (history, or the REST answer); None
+        #: until it has, so nothing shows a guess.
         self.interval = interval
 
     def can_replace(self, message: Message) -> bool:
@@ -63,9 +67,10 @@ class MetricsUpdated(Message):
 class HistoryReceived(Message):
     """The server's recent interval snapshots, oldest first, sent on connect."""
 
-    def __init__(self, snapshots: list[Metrics], interval: float) -> None:
+    def __init__(self, snapshots: list[Metrics], interval: float | None) -> None:
         super().__init__()
         self.snapshots = snapshots
+        #: The interval the history names; None from a server that does not name it.
         self.interval = interval
 
 

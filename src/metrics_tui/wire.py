@@ -12,14 +12,16 @@ import ssl
 import statistics
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from metrics_server.protocol import (
+from metrics_protocol.wire import (
     REST_METRICS_PATH,
+    WS_INGEST_PATH,
     WS_METRICS_PATH,
     Metrics,
     ProtocolError,
@@ -33,6 +35,21 @@ if TYPE_CHECKING:
 DEFAULT_URL = "ws://localhost:3000/ws/metrics"
 DEFAULT_INTERVAL = 5.0
 PONG = '{"type":"pong"}'
+
+
+#: What a 404 on the handshake means for the user: the path is wrong, and REST beside a wrong
+#: path would only answer for some other URL (it is derived from the host).
+NOT_FOUND = "not found (404): check --url"
+#: A ``--url`` that names the producers' endpoint.
+INGEST_URL = "/ws/ingest is for producers, not a metrics feed: check --url"
+
+
+class NoAnswer(ConnectionError):
+    """The server took the connection but stopped answering (frozen, or a dead link)."""
+
+
+class NotMetricsFeed(ConnectionError):
+    """The URL answers WebSocket, but not with the metrics protocol (e.g. /ws/ingest)."""
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
@@ -82,6 +99,23 @@ def _is_httpx(exc: BaseException, name: str) -> bool:
     httpx error can exist."""
     httpx = sys.modules.get("httpx")
     return httpx is not None and isinstance(exc, getattr(httpx, name))
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a refused handshake or REST request, if that is what failed."""
+    if isinstance(exc, InvalidStatus) or _is_httpx(exc, "HTTPStatusError"):
+        return int(exc.response.status_code)  # type: ignore[attr-defined]
+    return None
+
+
+def url_problem(url: str) -> str | None:
+    """Why a ``--url`` cannot be a metrics feed, found without connecting (None if it may be).
+
+    Only the producers' path is known to be wrong: any other path may sit behind a proxy.
+    """
+    if urlsplit(url).path.rstrip("/").endswith(WS_INGEST_PATH):
+        return INGEST_URL
+    return None
 
 
 def is_unauthorized(exc: BaseException) -> bool:
@@ -150,8 +184,13 @@ def describe_error(exc: BaseException) -> str:
     tls = tls_failure(exc)
     if tls is not None:
         return tls
-    if isinstance(exc, InvalidStatus) or _is_httpx(exc, "HTTPStatusError"):
-        return f"HTTP {exc.response.status_code}"  # type: ignore[attr-defined]
+    if isinstance(exc, NoAnswer | NotMetricsFeed):
+        return str(exc)
+    status = http_status(exc)
+    if status == 404:
+        return NOT_FOUND
+    if status is not None:
+        return f"HTTP {status}"
     if isinstance(exc, ConnectionClosed):
         code = exc.rcvd.code if exc.rcvd is not None else None
         return f"connection closed ({code})" if code else "connection lost"
@@ -181,9 +220,24 @@ def decode_metrics_body(body: Any) -> tuple[Metrics, str]:
 
 async def fetch_rest(http: httpx.AsyncClient, url: str) -> Metrics:
     """One snapshot from the REST endpoint."""
+    return (await fetch_rest_body(http, url))[0]
+
+
+async def fetch_rest_body(http: httpx.AsyncClient, url: str) -> tuple[Metrics, float | None]:
+    """One snapshot from the REST endpoint, and the server's interval if the answer names it
+    (a server that predates the ``interval`` field does not)."""
     response = await http.get(url)
     response.raise_for_status()
-    return decode_metrics_body(loads(response.content))[0]
+    body = loads(response.content)
+    return decode_metrics_body(body)[0], announced_interval(body)
+
+
+def announced_interval(body: Any) -> float | None:
+    """The positive ``interval`` a history message or REST answer names, else None."""
+    value = body.get("interval") if isinstance(body, dict) else None
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
 
 
 class Unauthorized(ConnectionError):
@@ -195,8 +249,12 @@ async def fetch_once(
 ) -> Metrics:
     """One current snapshot: over WebSocket, else over REST (for proxies that block upgrades).
 
-    A 401 or a TLS failure is final: REST sits behind the same token and certificate.
+    A 401 or a TLS failure is final: REST sits behind the same token and certificate. So is a
+    wrong path (404, /ws/ingest): REST at the host's root would answer for another URL.
     """
+    problem = url_problem(ws_url)
+    if problem is not None:
+        raise ConnectionError(problem)
     ws_error: BaseException
     try:
         async with websockets.connect(
@@ -212,7 +270,7 @@ async def fetch_once(
         ws_error = exc
     if is_unauthorized(ws_error):
         raise Unauthorized(describe_error(ws_error)) from ws_error
-    if tls_failure(ws_error) is not None:
+    if tls_failure(ws_error) is not None or http_status(ws_error) == 404:
         raise ConnectionError(describe_error(ws_error)) from ws_error
     import httpx
 

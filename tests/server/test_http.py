@@ -19,13 +19,17 @@ async def http(server):
         yield client
 
 
-async def test_realtime_metrics_has_exactly_the_seed_shape(http, seed, shape_of, parse) -> None:
+async def test_realtime_metrics_has_exactly_the_seed_shape(
+    server, http, seed, shape_of, parse
+) -> None:
     resp = await http.get(REST)
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
     body = parse(resp.text)
-    assert set(body) == {"type", "kind", "data"}
+    assert set(body) == {"type", "kind", "interval", "data"}
     assert body["type"] == "metrics"
+    # a poller gets no history, so the answer names the sampling interval (--interval)
+    assert body["interval"] == server.config.interval
     # Same keys, and the same JSON type for every figure: money has decimals, counts do not.
     assert shape_of(body["data"]) == shape_of(seed["data"])
     assert list(body["data"]) == list(seed["data"])
@@ -53,7 +57,7 @@ async def test_rest_and_websocket_agree(server, http, subscribe, producer, parse
     assert {k: v for k, v in rest["data"].items() if k != "timestamp"} == {
         k: v for k, v in ws["data"].items() if k != "timestamp"
     }
-    assert set(rest) == set(ws)
+    assert set(rest) == set(ws) | {"interval"}
 
 
 async def test_query_string_is_ignored(http) -> None:
@@ -84,7 +88,7 @@ async def test_unknown_path_is_a_json_404(http, path) -> None:
 async def test_other_methods_on_known_paths_are_405(http, method, path) -> None:
     resp = await http.request(method, path)
     assert resp.status_code == 405
-    assert resp.headers["allow"] == "GET"
+    assert resp.headers["allow"] == "GET, HEAD"
     body = resp.json()
     assert body["error"]["code"] == "method_not_allowed"
     assert method in body["error"]["message"]

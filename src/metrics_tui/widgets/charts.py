@@ -6,11 +6,15 @@ not on screen by rebuilding the whole screen map, once a second here. It repaint
 
 The line chart (``TrendPlot``, in ``plot.py``) joins each chart after the first frame, so the
 first figures do not wait for plotext to load.
+
+The title names the metric and the time the samples span, not a figure: the chart plots one
+sample per interval while the card beside it follows every change, so a "latest" figure in the
+title (376) sat next to a newer one on the card (377) and read as a contradiction. As in btop
+or glances, the figure is read off the card and the chart gives the trend.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,23 +23,18 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
+from metrics_tui import formatting
+
 if TYPE_CHECKING:
     from metrics_tui.widgets.plot import TrendPlot
 
 
-def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> list[float]:
-    """Round-numbered axis ticks covering [lo, hi] (plotext's own are unrounded)."""
-    span = hi - lo
-    if span <= 0:
-        return [lo]
-    raw = span / max(1, target - 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next((m * mag for m in (1, 2, 2.5, 5) if m * mag >= raw), 10 * mag)
-    if integer:
-        step = max(1.0, float(round(step)))
-    first = math.ceil(lo / step) * step
-    count = int((hi - first) // step) + 1
-    return [first + i * step for i in range(max(1, count))]
+def chart_title(title: str, stamps: Sequence[datetime]) -> str:
+    """``Active users · last 1m35s``: the metric and the time its samples span."""
+    if not stamps:
+        return f"{title} · waiting for data"
+    span = (stamps[-1] - stamps[0]).total_seconds()
+    return f"{title} · last {formatting.age(span)}" if span > 0 else title
 
 
 class TrendSpark(Sparkline):
@@ -46,7 +45,7 @@ class TrendSpark(Sparkline):
 
 
 class TrendChart(Vertical):
-    """Title line with the latest figure, over a sparkline or a line chart."""
+    """Title line (the metric and the span of its samples) over a sparkline or a line chart."""
 
     DEFAULT_CSS = """
     TrendChart { height: 1fr; }
@@ -68,7 +67,9 @@ class TrendChart(Vertical):
     ) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
-        self._title_fmt = title_fmt or fmt
+        # ``title_fmt`` is accepted for existing callers; titles carry no figure any more
+        # (see the module's docstring).
+        del title_fmt
         self._fmt = fmt
         self._color = color
         self._integer = integer
@@ -94,8 +95,7 @@ class TrendChart(Vertical):
     def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
         """Replace the plotted points. Only what changed is redrawn, and nothing here changes a
         size: the title is one line of fixed width, so it is updated without a layout pass."""
-        latest = self._title_fmt(values[-1]) if values else "waiting for data"
-        title = f"{self.title} · {latest}"
+        title = chart_title(self.title, stamps if values else ())
         if title != self._title_text:
             self._title_text = title
             self.query_one(".chart-title", Static).update(title, layout=False)

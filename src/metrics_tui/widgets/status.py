@@ -3,12 +3,18 @@
 The app's 1 Hz ticker and every update ask it to redraw, and it repaints only when its text
 would read differently (at one update a second the age mostly stays "0s"), so a quiet second
 costs no repaint.
+
+What the line says is built by pure functions (``status_parts``, then ``fit``) in priority
+order: the state, then the age of the figures, then when and how often it retries, then why;
+what does not fit is shortened or dropped from the least important end, so in a narrow pane the
+age of the figures on screen is the last thing to go (it never does).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -18,6 +24,7 @@ from textual.widget import Widget
 
 from metrics_tui import formatting
 from metrics_tui.messages import ConnState, Status
+from metrics_tui.wire import DEFAULT_INTERVAL
 
 
 def state_text(status: Status, now: float) -> str:
@@ -36,7 +43,164 @@ def state_text(status: Status, now: float) -> str:
             return "Offline, press r"
         case ConnState.UNAUTHORIZED:
             return "Unauthorized · check --token"
+        case ConnState.WRONG_URL:
+            return "Wrong URL"
     return status.state.value  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class AlertNote:
+    """The alert the line names: the first of the firing rules (critical first)."""
+
+    name: str
+    severity: str
+    #: When it started firing, on the line's clock.
+    since: float
+    #: How many more rules fire.
+    more: int = 0
+
+
+#: The shortest a cut reason may get (with its ellipsis) before it is dropped instead.
+MIN_CUT = 12
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of the line, in the longest of its ``forms`` that fits.
+
+    ``ranks[i]`` is how readily ``forms[i]`` gives way to ``forms[i + 1]``: the highest rank
+    anywhere on the line gives way first. An empty form drops the piece (and its separator).
+    An ``elastic`` piece (a reason) may instead be cut short with an ellipsis.
+    """
+
+    forms: tuple[str, ...]
+    ranks: tuple[int, ...] = ()
+    cls: str = "status--dim"
+    sep: str = " · "
+    elastic: bool = False
+
+
+def _width(parts: Sequence[Part], chosen: Sequence[str]) -> int:
+    used = 0
+    for part, text in zip(parts, chosen, strict=True):
+        if text:
+            used += cell_len(text) + (cell_len(part.sep) if used else 0)
+    return used
+
+
+def fit(parts: Sequence[Part], width: int) -> list[str]:
+    """The form of each part (``""``: dropped) so that the line fits ``width`` cells.
+
+    Steps down the highest-ranked part one form at a time until the line fits or nothing can
+    give way; a pure function, so every width can be tested without a terminal.
+    """
+    level = [0] * len(parts)
+    chosen = [p.forms[0] for p in parts]
+    while (over := _width(parts, chosen) - width) > 0:
+        steps = [(p.ranks[level[i]], i) for i, p in enumerate(parts) if level[i] < len(p.ranks)]
+        if not steps:
+            break
+        _, i = max(steps)
+        part = parts[i]
+        if part.elastic and level[i] == 0:
+            keep = cell_len(chosen[i]) - over - 1
+            if keep >= MIN_CUT - 1:
+                chosen[i] = chosen[i][:keep].rstrip() + "…"
+                level[i] = len(part.ranks)  # cut once; a second cut would only drop it
+                continue
+        level[i] += 1
+        chosen[i] = part.forms[level[i]]
+    return chosen
+
+
+def status_parts(
+    status: Status,
+    now: float,
+    *,
+    age: float | None,
+    stale: bool,
+    interval: float | None,
+    paused: bool = False,
+    shown_at: datetime | None = None,
+    insecure: bool = False,
+    alert: AlertNote | None = None,
+) -> list[Part]:
+    """The pieces of the line in display order, each with its shorter forms and ranks.
+
+    Ranks (higher gives way first): "no data yet" 90, "every 5s" 85, the words "updated" and
+    "· ... ago" 80 and 45 (then "stale" plain, 12), "showing" 75 then 40, "retry in 30s" 72
+    (after a 401 or a wrong URL), the reason 70 (cut, then dropped), "(attempt 8)" 65 then
+    55, the TLS warning 50 then 20 ("⚠"), "in 16s" 35, the hint after the state (", press
+    r", "(REST)", "· check --token") 15, a firing alert's time 30, its name 10, its count 5
+    and the word 3 (``ALERT payment failures 2m05s +2``, ``ALERT payment failures +2``,
+    ``ALERT (3)``, ``ALERT``, ``!!``). The state, PAUSED, the age itself and the alert's mark
+    never go: at 40 columns all of them fit in their shortest forms.
+    """
+    state = status.state
+    busy = {
+        ConnState.LIVE: "status--live",
+        ConnState.OFFLINE: "status--offline",
+        ConnState.UNAUTHORIZED: "status--offline",
+        ConnState.WRONG_URL: "status--offline",
+    }.get(state, "status--busy")
+    parts: list[Part] = []
+    if state is ConnState.RECONNECTING:
+        left = max(0, math.ceil((status.retry_at or now) - now))
+        parts.append(Part(("Reconnecting",), cls=busy))
+        parts.append(Part((f"in {left}s", ""), (35,), busy, sep=" "))
+        parts.append(
+            Part((f"(attempt {status.attempt})", f"(#{status.attempt})", ""), (65, 55), busy, " ")
+        )
+    elif state is ConnState.CONNECTING and status.attempt:
+        parts.append(Part(("Connecting",), cls=busy))
+        n = status.attempt + 1
+        parts.append(Part((f"(attempt {n})", f"(#{n})", ""), (65, 55), busy, " "))
+    else:
+        # The hint after the state word is the last thing to go before the age would.
+        words = state_text(status, now)
+        short = {
+            ConnState.POLLING: "Polling",
+            ConnState.OFFLINE: "Offline",
+            ConnState.UNAUTHORIZED: "Unauthorized",
+        }.get(state, words)
+        forms = (words, short) if short != words else (words,)
+        parts.append(Part(forms, (15,)[: len(forms) - 1], busy))
+    if alert is not None:
+        more = f" +{alert.more}" if alert.more else ""
+        named = f"ALERT {alert.name}"
+        forms = (f"{named} {formatting.age(now - alert.since)}{more}", f"{named}{more}")
+        if alert.more:
+            forms += (f"ALERT ({alert.more + 1})",)
+        # The last resort is the mark on the card row: "!!" critical, "!" warning.
+        forms += ("ALERT", "!!" if alert.severity == "critical" else "!")
+        ranks = (30, 10, 5, 3) if alert.more else (30, 10, 3)
+        # In capitals and reverse video it needs no " · " (and 40 columns lack the room).
+        parts.append(Part(forms, ranks, f"status--{alert.severity}", sep=" "))
+    if paused:
+        parts.append(Part((" PAUSED ",), cls="status--paused", sep=" "))
+        if shown_at is not None:
+            shown = shown_at.astimezone().strftime("%H:%M:%S")
+            parts.append(Part((f"showing {shown}", shown, ""), (75, 40), "status--warn"))
+    if age is not None:
+        ago = formatting.age(age)
+        if stale:
+            forms = (f" stale · updated {ago} ago ", f" stale · {ago} ago ", f" stale {ago} ", ago)
+            parts.append(Part(forms, (80, 45, 12), "status--stale", sep=" "))
+        else:
+            parts.append(Part((f"updated {ago} ago", f"{ago} ago", ago), (80, 12)))
+    if insecure:
+        parts.append(Part(("⚠ insecure TLS", "⚠ insecure", "⚠"), (50, 20), "status--warn"))
+    if state not in (ConnState.LIVE, ConnState.POLLING) and status.detail:
+        parts.append(Part((status.detail, ""), (70,), elastic=True))
+    if state in (ConnState.UNAUTHORIZED, ConnState.WRONG_URL) and status.retry_at is not None:
+        left = max(0, math.ceil(status.retry_at - now))
+        # Below the reason here: it names what to fix, and nothing changes until it is fixed.
+        parts.append(Part((f"retry in {left}s", ""), (72,)))
+    if interval is not None:
+        parts.append(Part((f"every {formatting.interval(interval)}", ""), (85,)))
+    if age is None:
+        parts.append(Part(("no data yet", ""), (90,)))
+    return parts
 
 
 class StatusLine(Widget):
@@ -50,6 +214,8 @@ class StatusLine(Widget):
         "status--paused",
         "status--warn",
         "status--dim",
+        "status--warning",
+        "status--critical",
     }
 
     DEFAULT_CSS = """
@@ -61,6 +227,8 @@ class StatusLine(Widget):
     StatusLine > .status--paused { color: $text-accent; text-style: bold reverse; }
     StatusLine > .status--warn { color: $text-warning; text-style: bold; }
     StatusLine > .status--dim { color: $text-muted; }
+    StatusLine > .status--warning { color: $text-warning; text-style: bold reverse; }
+    StatusLine > .status--critical { color: $text-error; text-style: bold reverse; }
     """
 
     def __init__(
@@ -79,11 +247,14 @@ class StatusLine(Widget):
         self.insecure = insecure
         self.status = Status(ConnState.CONNECTING)
         self.last_update: float | None = None
-        self.interval = 5.0
+        #: The server's interval as it stated it; None (and not shown) until it has.
+        self.interval: float | None = None
         self.paused = False
         #: Server time of the snapshot on screen, named while paused so frozen figures are
         #: not taken for live ones.
         self.shown_at: datetime | None = None
+        #: The firing alert to name, if any.
+        self.alert: AlertNote | None = None
         self._drawn: Text | None = None
 
     def refresh_if_changed(self) -> None:
@@ -98,7 +269,8 @@ class StatusLine(Widget):
         now = self.clock() if now is None else now
         if self.status.state not in (ConnState.LIVE, ConnState.POLLING):
             return True
-        return now - self.last_update > 2 * self.interval
+        # Until the server states its interval, its default stands in (for dimming only).
+        return now - self.last_update > 2 * (self.interval or DEFAULT_INTERVAL)
 
     def render(self) -> Text:
         self._drawn = self._line()
@@ -106,56 +278,28 @@ class StatusLine(Widget):
 
     def _line(self) -> Text:
         now = self.clock()
-        style = self.get_component_rich_style
-        state = self.status.state
-        cls = {
-            ConnState.LIVE: "status--live",
-            ConnState.POLLING: "status--busy",
-            ConnState.CONNECTING: "status--busy",
-            ConnState.RECONNECTING: "status--busy",
-            ConnState.OFFLINE: "status--offline",
-            ConnState.UNAUTHORIZED: "status--offline",
-        }[state]
-        dim = style("status--dim")
-        # (text, style, may be shortened) in priority order; dropped from the end when the
-        # pane is narrow, except that the reason for a failure is cut short rather than lost.
-        pieces: list[tuple[str, object, bool]] = [(state_text(self.status, now), style(cls), False)]
-        if self.insecure:
-            pieces.append(("⚠ insecure TLS", style("status--warn"), False))
-        if self.paused:
-            pieces.append((" PAUSED ", style("status--paused"), False))
-            if self.shown_at is not None:
-                shown = self.shown_at.astimezone().strftime("%H:%M:%S")
-                pieces.append((f"showing {shown}", style("status--warn"), False))
-        if self.is_stale(now):
-            pieces.append((" stale ", style("status--stale"), False))
-        if state not in (ConnState.LIVE, ConnState.POLLING) and self.status.detail:
-            pieces.append((self.status.detail, dim, True))
-        if state is ConnState.UNAUTHORIZED and self.status.retry_at is not None:
-            left = max(0, math.ceil(self.status.retry_at - now))
-            pieces.append((f"retry in {left}s", dim, False))
-        if self.last_update is None:
-            pieces.append(("no data yet", dim, False))
-        else:
-            pieces.append((f"updated {formatting.age(now - self.last_update)} ago", dim, False))
-        pieces.append((f"every {formatting.interval(self.interval)}", dim, False))
-
+        parts = status_parts(
+            self.status,
+            now,
+            age=None if self.last_update is None else now - self.last_update,
+            stale=self.is_stale(now),
+            interval=self.interval,
+            paused=self.paused,
+            shown_at=self.shown_at,
+            insecure=self.insecure,
+            alert=self.alert,
+        )
         width = self.content_size.width
-        right = self.where
+        style = self.get_component_rich_style
+        dim = style("status--dim")
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        used = 0
-        for i, (chunk, st, shortens) in enumerate(pieces):
-            sep = "" if i == 0 else " · " if not chunk.startswith(" ") else " "
-            if i and used + len(sep) + cell_len(chunk) > width:
-                room = width - used - len(sep)
-                if shortens and room >= 12:
-                    text.append(sep, dim)
-                    text.append(chunk[: room - 1] + "…", st)  # type: ignore[arg-type]
-                    used = width
-                break
-            text.append(sep, dim)
-            text.append(chunk, st)  # type: ignore[arg-type]
-            used += len(sep) + cell_len(chunk)
+        for part, chunk in zip(parts, fit(parts, width), strict=True):
+            if chunk:
+                if text:
+                    text.append(part.sep, dim)
+                text.append(chunk, style(part.cls))
+        used = text.cell_len
+        right = self.where
         if used + 2 + len(right) <= width:
             text.append(" " * (width - used - len(right)))
             text.append(right, dim)
