@@ -143,3 +143,11 @@ def test_open_store_refuses_a_malformed_url() -> None:
     with pytest.raises(StoreError, match="unknown store"):
         open_store("ftp://x/y")
     assert parse_store_url("sqlite:///:memory:") == ("sqlite", ":memory:")
+
+
+def test_print_config_leaves_out_the_store_password(python, cli_env, tmp_path) -> None:
+    url = "postgresql://metrics:hunter2@db.example:5432/metrics"
+    result = run(python, "--store", url, "--print-config", env=cli_env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout
+    assert "# store: postgresql://metrics:***@db.example:5432/metrics" in result.stdout
