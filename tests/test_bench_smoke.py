@@ -75,3 +75,15 @@ def test_slow_subscriber() -> None:
 def test_monitor() -> None:
     out = monitor.run(window=0.5, settle=0.2, verbose=False)
     assert out["first_figures_s"] > 0 and out["rss_mb"] > 0 and out["cpu_ratio"] >= 0
+
+
+def test_ingest_on_postgres(postgres) -> None:
+    out = ingest.run_pg(postgres.url, duration=0.4, rounds=1, producers=2, verbose=False)
+    assert out["eps"] > 0 and out["copy_eps"] > 0 and out["many_eps"] > 0
+
+
+def test_snapshot_on_postgres(postgres) -> None:
+    out = snapshot.run(
+        1_000, 10_000, blocks=2, calls=10, rest_calls=3, store=postgres.url, verbose=False
+    )
+    assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0

@@ -193,8 +193,8 @@ class PostgresStore:
             # not handed to a batch that would then fail once more.
             check=psycopg_pool.ConnectionPool.check_connection,
             # Give up a reconnection loop after 5 s, so that the next request starts a fresh
-            # one at once: the pool's backoff doubles up to a minute otherwise, and recovery
-            # after an outage would wait for it.
+            # one at once: by default the pool retries for 5 minutes with a delay that doubles
+            # (1, 2, 4 ... 64 s), and recovery after a long outage would wait out that delay.
             reconnect_timeout=5.0,
             timeout=connect_timeout,
             name="metrics-store",
@@ -249,8 +249,14 @@ class PostgresStore:
         return schema, key
 
     def schema_version(self) -> int:
+        return self._scalar("SELECT max(version) FROM schema_version")
+
+    def _scalar(self, sql: str) -> Any:
         with self._conn() as conn:
-            return conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+            try:
+                return conn.execute(sql).fetchone()[0]
+            except self._pg.Error as exc:
+                raise StoreError(self._failure(exc)) from None
 
     # ---- connections and scopes
 
@@ -349,14 +355,7 @@ class PostgresStore:
         return {tid: TxnRecord(status, cents) for tid, status, cents in rows}
 
     def revenue_total(self) -> int:
-        with self._conn() as conn:
-            try:
-                row = conn.execute(
-                    "SELECT value FROM counters WHERE name = 'revenue_cents'"
-                ).fetchone()
-            except self._pg.Error as exc:
-                raise StoreError(self._failure(exc)) from None
-        return row[0] if row else 0
+        return self._scalar("SELECT value FROM counters WHERE name = 'revenue_cents'")
 
     def get_keys(self, keys: Iterable[str]) -> dict[str, BatchKey]:
         keys = list(keys)
@@ -372,8 +371,7 @@ class PostgresStore:
         return {k: BatchKey(accepted, bytes(digest), ts) for k, accepted, digest, ts in rows}
 
     def event_count(self) -> int:
-        with self._conn() as conn:
-            return conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        return self._scalar("SELECT count(*) FROM events")
 
     # ---- writes
 
