@@ -84,6 +84,6 @@ def test_ingest_on_postgres(postgres) -> None:
 
 def test_snapshot_on_postgres(postgres) -> None:
     out = snapshot.run(
-        1_000, 10_000, blocks=2, calls=10, rest_calls=3, store=postgres.url, verbose=False
+        10_000, 30_000, blocks=2, calls=10, rest_calls=3, store=postgres.url, verbose=False
     )
     assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0
