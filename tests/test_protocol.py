@@ -103,3 +103,39 @@ def test_snapshot_bytes_stay_small() -> None:
         content=p.Content(10**12, 10**12, Decimal("100.00")),
     )
     assert len(p.encode_metrics(m, "interval").encode()) <= 600
+
+
+def test_metrics_and_history_carry_epoch_and_seq_next_to_type_and_kind() -> None:
+    text = p.encode_metrics(seed_metrics(), "interval", epoch="7.a1b2c3", seq=42)
+    assert text.startswith('{"type":"metrics","kind":"interval","epoch":"7.a1b2c3","seq":42,')
+    message = p.loads(text)
+    assert p.position(message) == ("7.a1b2c3", 42)
+    assert message["data"] == p.loads(SEED)["data"]
+    history = p.loads(p.encode_history([seed_metrics()], interval=5, epoch="e", seq=3))
+    assert p.position(history) == ("e", 3) and history["interval"] == 5
+    assert p.position(p.loads(p.encode_metrics(seed_metrics()))) is None  # an older server
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"epoch": "e", "seq": -1},
+        {"epoch": "e", "seq": 1.5},
+        {"epoch": "e", "seq": True},
+        {"epoch": "", "seq": 1},
+        {"epoch": 'a"b', "seq": 1},
+        {"epoch": "x" * 65, "seq": 1},
+        {"seq": 1},
+        {"epoch": "e"},
+    ],
+)
+def test_position_refuses_malformed_fields(fields: dict) -> None:
+    with pytest.raises(p.ProtocolError):
+        p.position({"type": "metrics", **fields})
+
+
+@pytest.mark.parametrize("epoch", ["", 'a"b', "x" * 65, "é", 5, None])
+def test_an_epoch_needs_no_escaping(epoch: object) -> None:
+    with pytest.raises(ValueError):
+        p.check_epoch(epoch)  # type: ignore[arg-type]
+    assert p.check_epoch("12.ab-C_d:9") == "12.ab-C_d:9"

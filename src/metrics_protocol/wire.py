@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from .schema import CENT, ProtocolError, format_timestamp, parse_timestamp
 __all__ = [
     "CENT",
     "CHANNELS",
+    "EPOCH_MAX",
     "HEALTH_PATH",
     "MAX_BATCH",
     "MAX_BATCH_BYTES",
@@ -32,6 +34,7 @@ __all__ = [
     "ProtocolError",
     "Revenue",
     "Transactions",
+    "check_epoch",
     "decode_data",
     "encode",
     "encode_data",
@@ -42,6 +45,7 @@ __all__ = [
     "loads",
     "metrics_to_dict",
     "parse_timestamp",
+    "position",
 ]
 
 WS_METRICS_PATH = "/ws/metrics"
@@ -92,28 +96,75 @@ encode_data = SCHEMA.encode_data
 decode_data = SCHEMA.decode_data
 
 
+#: The longest epoch, and its alphabet: written into messages as is, without escaping.
+EPOCH_MAX = 64
+_EPOCH = re.compile(rf"[A-Za-z0-9._:-]{{1,{EPOCH_MAX}}}")
+
+
+def check_epoch(epoch: str) -> str:
+    """An epoch as the server writes it (ValueError otherwise): 1 to 64 characters of
+    ``A-Z a-z 0-9 . _ : -``, so that it needs no escaping in JSON."""
+    if not isinstance(epoch, str) or not _EPOCH.fullmatch(epoch):
+        raise ValueError(f"not an epoch: {epoch!r}")
+    return epoch
+
+
+def _position(epoch: str | None, seq: int | None) -> str:
+    # Plain formatting: the epoch's alphabet needs no escaping (check_epoch), and this runs once
+    # per broadcast and channel selection.
+    return "" if seq is None else f',"epoch":"{epoch}","seq":{seq:d}'
+
+
 def encode_metrics(
     m: Metrics,
     kind: Kind = "change",
     channels: Iterable[str] = CHANNELS,
     interval: float | None = None,
+    *,
+    epoch: str | None = None,
+    seq: int | None = None,
 ) -> str:
-    """``interval`` is given on the REST answer only: a poller gets no history to learn it from."""
+    """``interval`` is given on the REST answer only: a poller gets no history to learn it from.
+    ``epoch`` and ``seq`` place the snapshot in the server's sequence (docs/protocol.md)."""
     every = "" if interval is None else f',"interval":{interval:g}'
-    return f'{{"type":"metrics","kind":"{kind}"{every},"data":{encode_data(m, channels)}}}'
+    return (
+        f'{{"type":"metrics","kind":"{kind}"{_position(epoch, seq)}{every},'
+        f'"data":{encode_data(m, channels)}}}'
+    )
 
 
 def encode_history(
     snapshots: Sequence[Metrics],
     channels: Iterable[str] = CHANNELS,
     interval: float | None = None,
+    *,
+    epoch: str | None = None,
+    seq: int | None = None,
 ) -> str:
     """``interval`` (seconds between samples) lets a client label and age its charts without
-    guessing from the samples' spacing, which a restart makes uneven."""
+    guessing from the samples' spacing, which a restart makes uneven. ``epoch`` and ``seq``:
+    the snapshot that the history leads up to (the greeting's ``metrics`` carries the same)."""
     channels = tuple(channels)
     body = ",".join(encode_data(m, channels) for m in snapshots)
     every = "" if interval is None else f',"interval":{interval:g}'
-    return f'{{"type":"history"{every},"data":[{body}]}}'
+    return f'{{"type":"history"{_position(epoch, seq)}{every},"data":[{body}]}}'
+
+
+def position(message: Any) -> tuple[str, int] | None:
+    """``(epoch, seq)`` of a decoded ``metrics`` or ``history`` message, or None when it has
+    none (an older server). Raises ProtocolError when they are there but malformed.
+
+    A client that holds ``(e, n)`` and then gets ``(e, n + 1)`` missed nothing; ``(e, m)``
+    with ``m > n + 1`` is a gap, and another epoch means the sequence restarted: either way,
+    ask again (``{"type":"resync"}``). ``(e, m)`` with ``m <= n`` repeats a snapshot held."""
+    if not isinstance(message, dict) or ("seq" not in message and "epoch" not in message):
+        return None
+    epoch, seq = message.get("epoch"), message.get("seq")
+    if not isinstance(epoch, str) or not _EPOCH.fullmatch(epoch):
+        raise ProtocolError("'epoch' must be a string of 1 to 64 characters [A-Za-z0-9._:-]")
+    if type(seq) is not int or seq < 0:
+        raise ProtocolError("'seq' must be a non-negative integer")
+    return epoch, seq
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -113,7 +113,11 @@ class MetricsServer:
                 cfg.host,
                 cfg.port,
                 process_request=make_router(
-                    service.get_metrics, access, lambda: hub.connected, interval=cfg.interval
+                    service.get_metrics,
+                    access,
+                    lambda: hub.connected,
+                    interval=cfg.interval,
+                    current_message=functools.partial(service.rest_message, cfg.interval),
                 ),
                 ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
                 # Browsers send Origin; other clients (the monitor, producers) send none, and

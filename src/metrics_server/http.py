@@ -7,7 +7,8 @@ connection, so every response says ``Connection: close``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -65,20 +66,30 @@ def make_router(
     access: Access = Access(),
     subscriber_count: Callable[[], int] = lambda: 0,
     interval: float | None = None,
-) -> Callable[..., Response | None]:
+    current_message: Callable[[], Awaitable[str]] | None = None,
+) -> Callable[..., Awaitable[Response | None]]:
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through.
+
+    ``current_message()``, when given, makes the REST answer (the latest publication, with its
+    epoch and seq); else it is ``current_metrics()`` encoded here.
 
     ``HEAD`` is answered as ``GET`` would be (status and headers, Content-Length included)
     without the body: ``curl -I`` and load balancers' checks use it."""
 
-    def route(_connection: object, request: Request) -> Response | None:
-        if request.method != "HEAD":
-            return answer(request)
+    async def route(_connection: object, request: Request) -> Response | None:
         response = answer(request)
+        if inspect.isawaitable(response):
+            response = await response
+        if request.method != "HEAD":
+            return response
         assert response is not None  # a HEAD is never a handshake: see answer()
         return Response(response.status_code, response.reason_phrase, response.headers, b"")
 
-    def answer(request: Request) -> Response | None:
+    async def rest() -> Response:
+        assert current_message is not None
+        return json_response(HTTPStatus.OK, await current_message())
+
+    def answer(request: Request) -> Response | Awaitable[Response] | None:
         path = split_target(request.path)[0]
         known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
         if not known:
@@ -104,6 +115,8 @@ def make_router(
                 WWW_Authenticate="Bearer",
             )
         if path == p.REST_METRICS_PATH:
+            if current_message is not None:
+                return rest()
             body = p.encode_metrics(current_metrics(), "change", interval=interval)
             return json_response(HTTPStatus.OK, body)
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:

@@ -28,7 +28,7 @@ from metrics_protocol import wire as p
 from .connection import MAX_OUTPUT, OUTPUT_STALL, GuardedConnection
 from .events import EventError
 from .security import RateLimiter
-from .service import KeyReused, MetricsService
+from .service import KeyReused, MetricsService, Publication
 from .store import StoreError
 
 log = logging.getLogger("metrics_server")
@@ -69,7 +69,7 @@ class Hub:
         self.connected = 0  # subscribers, counted from the handshake (for --max-clients)
         self.subscribers: dict[ServerConnection, tuple[str, ...]] = {}
         self.skipped = 0  # messages not sent to slow subscribers
-        self._latest: tuple[p.Metrics, p.Kind] | None = None
+        self._latest: Publication | None = None
         self._pinger: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()  # rate-limit closes under way
         #: Set by drain(): batches from then on are refused with ``shutting_down``.
@@ -77,14 +77,14 @@ class Hub:
         self._busy = 0  # producer messages between being read and their answer being sent
         self._idle = asyncio.Event()
         self._idle.set()
-        service.add_listener(self.publish)
+        service.add_publication_listener(self.publish)
 
     def start(self) -> None:
         if self.ping_interval > 0:
             self._pinger = asyncio.create_task(self._ping_loop(), name="metrics-ping")
 
     async def stop(self) -> None:
-        self.service.remove_listener(self.publish)
+        self.service.remove_publication_listener(self.publish)
         if self._pinger is not None:
             self._pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -119,9 +119,9 @@ class Hub:
         for channels, conns in groups.items():
             broadcast(conns, encode(channels))
 
-    def publish(self, metrics: p.Metrics, kind: p.Kind) -> None:
-        self._latest = (metrics, kind)
-        self._send_all(lambda channels: p.encode_metrics(metrics, kind, channels))
+    def publish(self, pub: Publication) -> None:
+        self._latest = pub
+        self._send_all(pub.message)
 
     async def _ping_loop(self) -> None:
         ping = p.encode({"type": "ping"})
@@ -169,19 +169,14 @@ class Hub:
         channels = p.CHANNELS
         self.connected += 1
         try:
-            current = self.service.get_metrics()
-            await ws.send(
-                p.encode_history(list(self.service.history), channels, self.service.interval)
-            )
-            await ws.send(p.encode_metrics(current, "change", channels))
-            self.subscribers[ws] = channels
-            # A publish that happened while those were being written was not sent here.
-            if self._latest is not None and self._latest[0].timestamp > current.timestamp:
-                await ws.send(p.encode_metrics(*self._latest, channels))
+            await self._greet(ws, channels)
             async for raw in ws:
                 if await self._throttled(ws, limiter):
                     continue
                 reply, new_channels = self._on_subscriber_message(raw)
+                if reply is RESYNC:
+                    await self._greet(ws, self.subscribers.get(ws, channels))
+                    continue
                 if new_channels is not None:
                     self.subscribers[ws] = new_channels
                 if reply is not None:
@@ -191,6 +186,23 @@ class Hub:
         finally:
             self.connected -= 1
             self.subscribers.pop(ws, None)
+
+    async def _greet(self, ws: ServerConnection, channels: tuple[str, ...]) -> None:
+        """History, then the latest snapshot, both placed at its (epoch, seq); then the
+        subscriber is in the broadcast (again, after a resync)."""
+        self.subscribers.pop(ws, None)
+        history, current = await self.service.greeting()
+        await ws.send(
+            p.encode_history(
+                history, channels, self.service.interval, epoch=current.epoch, seq=current.seq
+            )
+        )
+        await ws.send(current.message(channels, "change"))
+        self.subscribers[ws] = channels
+        # A publication made while those were being written was not sent here.
+        latest = self._latest
+        if latest is not None and latest is not current and not _older(latest, current):
+            await ws.send(latest.message(channels))
 
     def _on_subscriber_message(self, raw: str | bytes) -> tuple[str | None, tuple[str, ...] | None]:
         try:
@@ -204,6 +216,8 @@ class Hub:
             return p.encode({"type": "pong"}), None
         if kind == "pong":
             return None, None
+        if kind == "resync":
+            return RESYNC, None
         if kind == "subscribe":
             channels = msg.get("channels")
             if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
@@ -220,7 +234,8 @@ class Hub:
         if not isinstance(kind, str):
             return _error(p.ERR_INVALID_MESSAGE, "'type' must be a string"), None
         return _error(
-            p.ERR_UNKNOWN_TYPE, f"unknown message type {kind!r}; expected ping, pong or subscribe"
+            p.ERR_UNKNOWN_TYPE,
+            f"unknown message type {kind!r}; expected ping, pong, subscribe or resync",
         ), None
 
     # ---- /ws/ingest
@@ -291,6 +306,15 @@ class Hub:
         if receipt.duplicate:  # the same ack as the first time, said to be a repeat
             ack["duplicate"] = True
         return p.encode(ack)
+
+
+#: ``{"type":"resync"}`` answers with the greeting again (a sentinel, compared by identity).
+RESYNC = "resync"
+
+
+def _older(a: Publication, b: Publication) -> bool:
+    """Whether ``a`` comes before ``b`` in one epoch (another epoch is never older)."""
+    return a.epoch == b.epoch and a.seq <= b.seq
 
 
 def _batch_refusal(raw: str | bytes) -> str:

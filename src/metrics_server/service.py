@@ -23,15 +23,16 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from metrics_protocol import wire
-from metrics_protocol.wire import Kind, Metrics
+from metrics_protocol.wire import CHANNELS, Kind, Metrics
 
 from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
 from .events import Event, EventError, parse_batch
@@ -41,11 +42,51 @@ log = logging.getLogger("metrics_server")
 
 T = TypeVar("T")
 Listener = Callable[[Metrics, Kind], None]
+PublicationListener = Callable[["Publication"], None]
 
 #: Longest idempotency key, in characters (a UUID is 36; room for a producer's own prefix).
 KEY_MAX = 200
 #: How long a key is remembered: a retry within a day of the first try counts once.
 KEY_TTL = 24 * 3600.0
+
+
+def new_epoch(prefix: str = "") -> str:
+    """A fresh epoch: 12 random hex digits (48 bits: two servers never draw the same one),
+    after ``prefix`` (a leader's term, see cluster.py)."""
+    return wire.check_epoch(prefix + secrets.token_hex(6))
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """A snapshot as published: its place in the sequence, ``(epoch, seq)``, and its message
+    with every channel, ``text``, which relays send on as is (the same (epoch, seq) carries
+    the same bytes on every instance)."""
+
+    metrics: Metrics
+    kind: Kind
+    epoch: str
+    seq: int
+    text: str
+
+    @classmethod
+    def make(cls, metrics: Metrics, kind: Kind, epoch: str, seq: int) -> Publication:
+        text = wire.encode_metrics(metrics, kind, epoch=epoch, seq=seq)
+        return cls(metrics, kind, epoch, seq, text)
+
+    def message(
+        self,
+        channels: tuple[str, ...] = CHANNELS,
+        kind: Kind | None = None,
+        interval: float | None = None,
+    ) -> str:
+        """Its metrics message for a channel selection (``kind`` and ``interval``: as in the
+        greeting and the REST answer, which repeat the latest snapshot as a ``change``)."""
+        kind = kind or self.kind
+        if channels == CHANNELS and kind == self.kind and interval is None:
+            return self.text
+        return wire.encode_metrics(
+            self.metrics, kind, channels, interval, epoch=self.epoch, seq=self.seq
+        )
 
 
 class KeyReused(ValueError):
@@ -95,6 +136,25 @@ class MetricsService:
         self.rollups = Rollups(tz)
         self.history: deque[Metrics] = deque(maxlen=history)
         self._listeners: list[Listener] = []
+        self._publication_listeners: list[PublicationListener] = []
+        #: The sequence this server publishes in (docs/protocol.md): a new epoch per start,
+        #: since snapshots pushed after the last stored sample are not kept, so a seq resumed
+        #: after a restart could name other figures than it did before.
+        self.epoch = new_epoch()
+        self.seq = 0
+        #: The latest publication: what a greeting and the REST answer repeat.
+        self.latest: Publication | None = None
+        #: Whether this server computes the snapshots it publishes. Among several servers on
+        #: one broker only the leader does; the others relay its publications (cluster.py).
+        self.computing = True
+        #: Whether a commit is added to the rollups at once. With a broker the leader adds
+        #: every server's commits from the store's deltas log instead (cluster.py).
+        self.apply_inline = True
+        #: Called after every group that stored something (a broker's commit notice).
+        self.on_commit: Callable[[], None] | None = None
+        #: Where greetings and REST answers come from when not from this server's own
+        #: publications: the shared snapshot cache (cluster.py).
+        self.source: Callable[[], Awaitable[tuple[list[Metrics], Publication]]] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="metrics-store")
         self._lock = asyncio.Lock()
         self._pending: list[_Batch] = []
@@ -134,6 +194,7 @@ class MetricsService:
             log.warning("skipping a stored row that cannot count: %s", row)
         if len(skipped) > 20:
             log.warning("skipping %d more such rows", len(skipped) - 20)
+        self._publish(self.get_metrics(), "change")  # seq 1: what the first greeting repeats
 
     async def close(self) -> None:
         await self.stop_metrics_updates()
@@ -156,6 +217,14 @@ class MetricsService:
     def remove_listener(self, listener: Listener) -> None:
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+
+    def add_publication_listener(self, listener: PublicationListener) -> None:
+        """``listener(publication)`` for every snapshot published (or relayed)."""
+        self._publication_listeners.append(listener)
+
+    def remove_publication_listener(self, listener: PublicationListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._publication_listeners.remove(listener)
 
     # ---- ingest
 
@@ -210,7 +279,8 @@ class MetricsService:
         for batch, result in zip(group, results, strict=True):
             if isinstance(result, Plan):
                 try:
-                    self.rollups.apply(result, now)
+                    if self.apply_inline:
+                        self.rollups.apply(result, now)
                 except Exception:  # plan_batch checked what could fail here; defence in depth
                     # Committed, so it must be acknowledged (a retry would count it twice); the
                     # live figures may be off until a restart rebuilds them from the store.
@@ -223,7 +293,10 @@ class MetricsService:
                 batch.done.set_exception(result)
         if applied:
             self.store_error = None
-            self._changed()
+            if self.on_commit is not None:
+                self.on_commit()
+            if self.apply_inline:
+                self._changed()
 
     def _plan_and_commit(self, batches: list[_Batch]) -> list[Plan | Receipt | Exception]:
         """Plan each batch in order (each sees the ones before it), then commit the valid ones
@@ -235,7 +308,7 @@ class MetricsService:
         results: list[Plan | Receipt | Exception] = []
         repeats: set[int] = set()  # results that repeat a key of this group: its commit decides
         try:
-            if self._resync:
+            if self._resync and self.apply_inline:
                 now = self.clock()
                 state = self.store.load(now, USER_HORIZON, 0)
                 fresh = Rollups(self.rollups.tz)
@@ -339,15 +412,50 @@ class MetricsService:
         return self.rollups.snapshot(now)
 
     def _publish(self, metrics: Metrics, kind: Kind) -> None:
-        for listener in list(self._listeners):
+        """Give the snapshot the next seq of this server's epoch and publish it."""
+        self.seq += 1
+        self.relay(Publication.make(metrics, kind, self.epoch, self.seq))
+
+    def relay(self, pub: Publication) -> None:
+        """Publish a snapshot as it is: this server's own, or the leader's (cluster.py)."""
+        self.latest = pub
+        for listener in list(self._publication_listeners):
             try:
-                listener(metrics, kind)
+                listener(pub)
             except Exception:  # a broken listener must not stop the others
                 log.exception("metrics listener failed")
+        for legacy in list(self._listeners):
+            try:
+                legacy(pub.metrics, pub.kind)
+            except Exception:
+                log.exception("metrics listener failed")
+
+    async def greeting(self) -> tuple[list[Metrics], Publication]:
+        """The interval history and the latest publication, for a new subscriber."""
+        if self.source is not None:
+            return await self.source()
+        return list(self.history), self.current()
+
+    async def rest_message(self, interval: float | None = None) -> str:
+        """The REST answer: the latest snapshot, as a ``change``, with ``interval``."""
+        _, pub = await self.greeting()
+        return pub.message(CHANNELS, "change", interval)
+
+    def current(self) -> Publication:
+        """The latest publication, which a greeting and the REST answer repeat. A change
+        push that waits for the end of its coalescing window goes out now, so that an answer
+        given after an ack counts the batch (on a server that computes its own snapshots)."""
+        if self._push_handle is not None and self.computing and self.apply_inline:
+            self._push_handle.cancel()
+            self._push_change()
+        if self.latest is None:  # not started (a service used on its own)
+            self._publish(self.get_metrics(), "change")
+        assert self.latest is not None
+        return self.latest
 
     def _changed(self) -> None:
         """Push a change snapshot: at once after a quiet spell, then at most every push_interval."""
-        if self._push_handle is not None:
+        if self._push_handle is not None or not self.computing:
             return
         loop = asyncio.get_running_loop()
         wait = self._last_push + self.push_interval - loop.time()
@@ -431,6 +539,8 @@ class MetricsService:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if loop.time() - next_at > self.interval:  # we were suspended: skip, don't burst
                 next_at = loop.time()
+            if not self.computing:  # a relay: the leader samples (cluster.py)
+                continue
             try:
                 await self.tick()
             except Exception:

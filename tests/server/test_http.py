@@ -26,8 +26,9 @@ async def test_realtime_metrics_has_exactly_the_seed_shape(
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
     body = parse(resp.text)
-    assert set(body) == {"type", "kind", "interval", "data"}
+    assert set(body) == {"type", "kind", "epoch", "seq", "interval", "data"}
     assert body["type"] == "metrics"
+    assert isinstance(body["epoch"], str) and isinstance(body["seq"], int)  # docs/protocol.md
     # a poller gets no history, so the answer names the sampling interval (--interval)
     assert body["interval"] == server.config.interval
     # Same keys, and the same JSON type for every figure: money has decimals, counts do not.

@@ -65,8 +65,15 @@ async def test_greeting_is_history_oldest_first_then_current(
 
 async def test_fresh_server_greets_with_empty_history(server, subscribe) -> None:
     sub = await subscribe(server)
-    assert sub.history == {"type": "history", "interval": server.config.interval, "data": []}
-    assert sub.current["type"] == "metrics"
+    epoch = sub.current["epoch"]
+    assert sub.history == {
+        "type": "history",
+        "epoch": epoch,
+        "seq": 1,
+        "interval": server.config.interval,
+        "data": [],
+    }
+    assert sub.current["type"] == "metrics" and sub.current["seq"] == 1
 
 
 # --------------------------------------------------------------------------- pushes
