@@ -21,7 +21,7 @@ from .http import Access, make_router
 from .hub import Hub, Limits
 from .security import server_ssl_context, split_target
 from .service import MetricsService
-from .store import SQLiteStore, open_store
+from .store import SQLiteStore, StoreError, open_store
 
 log = logging.getLogger("metrics_server")
 
@@ -51,8 +51,10 @@ class ServerConfig:
     db: str = "metrics.db"
     #: A store URL (sqlite:///PATH, postgresql://...); None: the SQLite file ``db``.
     store: str | None = None
-    #: Cross-instance fan-out (coming): only recorded in a shared store's registry for now.
+    #: A Redis URL: cross-instance fan-out and the shared snapshot cache (cluster.py).
     broker: str | None = None
+    #: A private CA for a rediss:// broker.
+    broker_cafile: str | None = None
     interval: float = 5.0
     tz: str = "UTC"
     history: int = 20
@@ -71,6 +73,31 @@ class ServerConfig:
     shutdown_grace: float = 5.0
 
 
+async def _start_cluster(service: MetricsService, store: Any, cfg: ServerConfig) -> Any:
+    """Leader or relay through the broker (cluster.py). Redis down at start is no reason not
+    to serve: ingest needs only the store, and the subscription keeps trying."""
+    from .broker import BrokerError, RedisBroker
+    from .cluster import Cluster
+
+    assert cfg.broker is not None
+    try:
+        broker = RedisBroker(
+            cfg.broker,
+            f"metrics:{store.identity}:",
+            cafile=cfg.broker_cafile,
+            history=cfg.history,
+        )
+    except BrokerError as exc:
+        raise StoreError(str(exc)) from None
+    try:
+        await broker.check()
+    except BrokerError as exc:
+        log.warning("%s; serving from the store until it answers", exc)
+    cluster = Cluster(service, store, broker)
+    await cluster.start()
+    return cluster
+
+
 class MetricsServer:
     """``async with MetricsServer(config) as srv:`` serves until the block ends."""
 
@@ -80,6 +107,7 @@ class MetricsServer:
         self.hub: Hub | None = None
         self._server: Server | None = None
         self._demo: asyncio.Task[None] | None = None
+        self.cluster: Any = None  # cluster.Cluster with a broker
 
     async def start(self) -> MetricsServer:
         cfg = self.config
@@ -97,8 +125,15 @@ class MetricsServer:
         )
         traffic = DemoTraffic() if cfg.demo else None
         try:
+            if cfg.broker and not hasattr(store, "try_lead"):
+                raise StoreError(
+                    "--broker needs a PostgreSQL --store: a SQLite file serves one server,"
+                    " which has no other to tell"
+                )
             await loop.run_in_executor(None, store.register, cfg.broker)
             await service.start()
+            if cfg.broker:
+                self.cluster = await _start_cluster(service, store, cfg)
             if traffic is not None:
                 await prepare_demo(service, traffic)
             hub = Hub(
@@ -138,6 +173,9 @@ class MetricsServer:
                 compression=None,
             )
         except BaseException:
+            if self.cluster is not None:
+                await self.cluster.stop()
+                self.cluster = None
             await service.close()
             raise
         self.service, self.hub = service, hub
@@ -201,6 +239,8 @@ class MetricsServer:
             if closing:
                 await asyncio.wait(closing)
             await self._server.wait_closed()
+        if self.cluster is not None:  # another server takes over computing at once
+            await self.cluster.stop()
         if self.hub is not None:
             await self.hub.stop()
         if self.service is not None:

@@ -199,9 +199,10 @@ class Hub:
         )
         await ws.send(current.message(channels, "change"))
         self.subscribers[ws] = channels
-        # A publication made while those were being written was not sent here.
+        # A publication made while those were being written was not sent here. (One of
+        # another epoch is not: the next push tells the subscriber, which asks again.)
         latest = self._latest
-        if latest is not None and latest is not current and not _older(latest, current):
+        if latest is not None and latest.epoch == current.epoch and latest.seq > current.seq:
             await ws.send(latest.message(channels))
 
     def _on_subscriber_message(self, raw: str | bytes) -> tuple[str | None, tuple[str, ...] | None]:
@@ -310,11 +311,6 @@ class Hub:
 
 #: ``{"type":"resync"}`` answers with the greeting again (a sentinel, compared by identity).
 RESYNC = "resync"
-
-
-def _older(a: Publication, b: Publication) -> bool:
-    """Whether ``a`` comes before ``b`` in one epoch (another epoch is never older)."""
-    return a.epoch == b.epoch and a.seq <= b.seq
 
 
 def _batch_refusal(raw: str | bytes) -> str:

@@ -441,6 +441,19 @@ class MetricsService:
         _, pub = await self.greeting()
         return pub.message(CHANNELS, "change", interval)
 
+    def cancel_push(self) -> None:
+        """Drop a change push waiting for its window (a server that stops computing)."""
+        if self._push_handle is not None:
+            self._push_handle.cancel()
+            self._push_handle = None
+
+    def begin_epoch(self, epoch: str) -> None:
+        """Start a new sequence (a server taking over computing the snapshots); the next
+        publication is seq 1 and is pushed whatever the last one held."""
+        self.cancel_push()
+        self.epoch, self.seq = wire.check_epoch(epoch), 0
+        self._last_figures = None
+
     def current(self) -> Publication:
         """The latest publication, which a greeting and the REST answer repeat. A change
         push that waits for the end of its coalescing window goes out now, so that an answer

@@ -92,11 +92,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "broker",
-        "a Redis URL, redis://host:6379/0 (rediss:// for TLS), for cross-instance fan-out "
-        "(coming; for now recorded, so that servers sharing a PostgreSQL store agree on it)",
+        "a Redis URL, redis://host:6379/0 (rediss:// for TLS): servers sharing a PostgreSQL "
+        "store relay one leader's snapshots through it and share its snapshot cache "
+        "(docs/SCALING.md)",
         env="METRICS_BROKER",
         parse=broker_url,
         metavar="URL",
+    ),
+    Setting(
+        "broker_cafile",
+        "PEM file of the CA(s) that signed a rediss:// broker's certificate, if not the "
+        "system's (certificates and host names are always checked)",
+        env="METRICS_BROKER_CAFILE",
+        metavar="FILE",
     ),
     Setting(
         "interval",

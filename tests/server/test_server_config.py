@@ -35,6 +35,7 @@ OTHER = {
     "db": "/srv/other.db",
     "store": "postgresql://metrics@db.example:5432/metrics",
     "broker": "redis://redis.example:6379/0",
+    "broker_cafile": __file__,  # a file that can be read
     "interval": "0.5",
     "tz": "Europe/Paris",
     "history": "7",

@@ -1,0 +1,235 @@
+"""Several servers on one PostgreSQL store and one Redis (``--broker``), in one process: one
+leader computes, the others relay its publications byte for byte; lost publications are
+noticed through seq and the heartbeat; with Redis down, answers come from the store.
+
+The drills with real processes (kill -9, Redis restarted) are in test_drills.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from metrics_protocol import wire as p
+from metrics_server.app import MetricsServer, ServerConfig
+from pg_service import Postgres
+
+REST = p.REST_METRICS_PATH
+
+
+def sale(tag: str) -> list[dict[str, Any]]:
+    """One view and one completed sale of 1.00: in every consistent snapshot, views, completed
+    transactions and revenue (in units) are equal."""
+    return [
+        {"type": "content_view", "contentId": "c", "userId": f"u{tag}"},
+        {"type": "transaction", "id": f"t{tag}", "status": "completed", "amount": "1.00"},
+    ]
+
+
+def consistent(data: dict[str, Any]) -> int:
+    """The number of sales a snapshot counts; fails when its figures disagree (a torn or
+    double-counted state)."""
+    views = data["content"]["totalViews"]
+    assert data["transactions"]["completed"] == data["transactions"]["total"] == views, data
+    assert data["revenue"]["total"] == Decimal(views), data
+    return views
+
+
+class Feed:
+    """A subscriber that records every metrics message: (epoch, seq, kind, data, raw)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.greeting: list[Any] = []
+        self.messages: list[tuple[str, int, str, dict[str, Any], str]] = []
+        self.task = asyncio.create_task(self._read())
+
+    @classmethod
+    async def open(cls, url: str) -> Feed:
+        ws = await connect(url, open_timeout=5)
+        feed = cls(ws)
+        deadline = time.monotonic() + 5
+        while len(feed.greeting) < 2:
+            assert time.monotonic() < deadline, "no greeting"
+            await asyncio.sleep(0.01)
+        return feed
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in self.ws:
+                msg = p.loads(raw)
+                if len(self.greeting) < 2:
+                    self.greeting.append(msg)
+                if msg.get("type") == "metrics":
+                    epoch, seq = p.position(msg)  # type: ignore[misc]
+                    self.messages.append((epoch, seq, msg["kind"], msg["data"], str(raw)))
+
+    def last(self) -> tuple[str, int, str, dict[str, Any], str]:
+        return self.messages[-1]
+
+    async def until(self, pred: Any, within: float = 5.0) -> Any:
+        deadline = time.monotonic() + within
+        while True:
+            if self.messages and pred(self.messages[-1]):
+                return self.messages[-1]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not seen in {within}s; last: {self.messages[-1:]}")
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+@contextlib.asynccontextmanager
+async def servers(store: str, broker: str, n: int, **cfg: Any) -> AsyncIterator[list[Any]]:
+    """``n`` servers on one store and broker, started in order (the first leads)."""
+    out: list[MetricsServer] = []
+    config = {"port": 0, "store": store, "broker": broker, "interval": 3600.0, **cfg}
+    try:
+        for _ in range(n):
+            out.append(await MetricsServer(ServerConfig(**config)).start())
+        yield out
+    finally:
+        for srv in reversed(out):
+            await srv.stop()
+
+
+async def ingest(srv: MetricsServer, events: list[dict[str, Any]]) -> None:
+    async with connect(srv.ingest_url) as ws:
+        await ws.send(json.dumps({"type": "events", "events": events}))
+        reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert reply["type"] == "ack", reply
+
+
+async def rest(srv: MetricsServer) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=srv.http_url) as http:
+        return p.loads((await http.get(REST)).text)
+
+
+async def test_one_leader_and_relays_byte_for_byte(
+    postgres: Postgres, pg_schema: str, pg_url: str, redis_url: str
+) -> None:
+    async with servers(pg_url, redis_url, 3, push_interval=0) as group:
+        assert [s.cluster.leading for s in group] == [True, False, False]
+        feeds = [await Feed.open(s.url) for s in group]
+        try:
+            epoch = feeds[0].last()[0]
+            for n in range(9):
+                await ingest(group[n % 3], sale(str(n)))
+                # A change acked by any server reaches the subscribers of every server.
+                for feed in feeds:
+                    await feed.until(lambda m, n=n: m[3]["content"]["totalViews"] == n + 1)
+            for feed in feeds:
+                for _, _, _, data, _ in feed.messages:
+                    consistent(data)
+            # Every (epoch, seq) carries the same bytes on every server, in one sequence.
+            by_position = [{(e, s): raw for e, s, _, _, raw in f.messages} for f in feeds]
+            assert by_position[0] == by_position[1] == by_position[2]
+            seqs = [s for e, s, *_ in feeds[1].messages if e == epoch]
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+            # A new subscriber and the REST answer of any server: the latest publication.
+            latest = group[0].service.latest
+            for srv in group:
+                body = await rest(srv)
+                assert (body["epoch"], body["seq"]) == (latest.epoch, latest.seq)
+                assert body["data"] == p.loads(latest.text)["data"]
+            late = await Feed.open(group[2].url)
+            assert p.position(late.greeting[1]) == (latest.epoch, latest.seq)
+            await late.close()
+            counters, _ = postgres.recount(pg_schema)
+            assert counters["views"] == counters["completed"] == 9
+        finally:
+            for feed in feeds:
+                await feed.close()
+
+
+async def test_a_relay_that_misses_publications_notices_and_reloads(
+    pg_url: str, redis_url: str
+) -> None:
+    """Redis pub/sub is at most once: a relay that loses a publication in the middle sees the
+    seq skip; one that loses the last is told by the leader's next heartbeat (every second)
+    and reads the latest from the cache. Its subscribers see a gap, never a wrong figure."""
+    async with servers(pg_url, redis_url, 2, push_interval=0) as (leader, relay):
+        dropped: list[int] = []
+        deliver = relay.cluster._on_message
+
+        async def lossy(channel: str, data: str) -> None:
+            msg = json.loads(data)
+            if msg.get("type") == "metrics" and msg["data"]["content"]["totalViews"] in (2, 5):
+                dropped.append(msg["seq"])
+                return
+            await deliver(channel, data)
+
+        relay.cluster._on_message = lossy  # type: ignore[method-assign]
+        feed = await Feed.open(relay.url)
+        try:
+            loop = asyncio.get_running_loop()
+            for n in range(1, 6):
+                await ingest(leader, sale(str(n)))
+                if n in (1, 3, 4):
+                    await feed.until(lambda m, n=n: m[3]["content"]["totalViews"] == n)
+            lost_last = loop.time()
+            # The fifth was lost and nothing follows it: the heartbeat brings it.
+            epoch, seq, _, data, _ = await feed.until(
+                lambda m: m[3]["content"]["totalViews"] == 5, within=4
+            )
+            assert loop.time() - lost_last < 2.5
+            assert (epoch, seq) == (leader.service.latest.epoch, leader.service.latest.seq)
+            assert len(dropped) == 2
+            seqs = [s for _, s, *_ in feed.messages]
+            assert dropped[0] not in seqs  # the subscriber saw the gap...
+            assert all(consistent(m[3]) >= 0 for m in feed.messages)  # ...and no wrong figure
+        finally:
+            await feed.close()
+
+
+async def test_with_redis_down_ingest_is_acked_and_answers_come_from_the_store(
+    postgres: Postgres, pg_schema: str, pg_url: str, private_redis: Any
+) -> None:
+    async with servers(pg_url, private_redis.url, 2, push_interval=0) as (leader, relay):
+        feed = await Feed.open(relay.url)
+        try:
+            await ingest(relay, sale("a"))
+            await feed.until(lambda m: m[3]["content"]["totalViews"] == 1)
+            private_redis.kill()
+            for n in range(3):  # PostgreSQL is the truth: acked meanwhile, on either server
+                await ingest((leader, relay)[n % 2], sale(f"b{n}"))
+            await asyncio.sleep(0.5)
+            assert consistent(feed.last()[3]) == 1  # stale, not wrong: nothing new was sent
+            # The relay's REST answer: computed from the store, in an epoch of its own.
+            for _ in range(50):
+                if not relay.cluster.broker.link_up:
+                    break
+                await asyncio.sleep(0.1)
+            body = await rest(relay)
+            assert body["epoch"].startswith("local.") and consistent(body["data"]) == 4
+            # The leader's own subscribers are still served.
+            assert consistent((await rest(leader))["data"]) == 4
+            private_redis.start()
+            back = asyncio.get_running_loop().time()
+            await feed.until(lambda m: consistent(m[3]) == 4, within=5)
+            assert asyncio.get_running_loop().time() - back < 5
+            assert relay.cluster.broker.reconnects >= 1
+            counters, _ = postgres.recount(pg_schema)
+            assert counters["views"] == 4
+        finally:
+            await feed.close()
+
+
+async def test_a_broker_needs_a_postgresql_store(db_path: Any, redis_url: str) -> None:
+    from metrics_server.store import StoreError
+
+    config = ServerConfig(port=0, db=str(db_path), broker=redis_url)
+    with pytest.raises(StoreError, match="--broker needs a PostgreSQL --store"):
+        await MetricsServer(config).start()
