@@ -87,8 +87,9 @@ class PrivateRedis:
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), 0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
             ):
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
