@@ -118,7 +118,8 @@ class RedisBroker:
         except (ValueError, TypeError) as exc:
             raise BrokerError(f"bad broker URL {self.shown}: {exc}") from None
         self.reconnects = 0  # subscriptions re-established after a loss
-        self.link_up = False
+        self.link_up = False  # the subscription is live
+        self.answering = False  # the last command was answered
         self._task: asyncio.Task[None] | None = None
 
     # ---- commands
@@ -126,9 +127,12 @@ class RedisBroker:
     async def _run(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
-                return await call()
+                result = await call()
         except self._errors as exc:
+            self.answering = False
             raise BrokerError(f"broker {self.shown}: {what}: {_one_line(exc)}") from None
+        self.answering = True
+        return result
 
     async def check(self) -> None:
         """One PING: BrokerError if Redis cannot be reached or refuses (TLS, a password, an
@@ -138,6 +142,7 @@ class RedisBroker:
                 await self._cmd.ping()
         except Exception as exc:
             raise BrokerError(f"broker {self.shown}: {_one_line(exc)}") from None
+        self.answering = True
 
     async def publish(
         self,

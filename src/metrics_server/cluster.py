@@ -109,6 +109,8 @@ class Cluster:
         self.broker.start(lambda channel, data: self._on_message(channel, data), self._on_link)
         with contextlib.suppress(StoreError):  # a lone server leads from its first answer
             await self._try_lead()
+        if not self.leading and self.broker.answering:
+            await self._reload()  # a relay greets from the cache from its first answer
         self._tasks = [
             asyncio.create_task(self._lead_loop(), name="metrics-lead"),
             asyncio.create_task(self._notice_loop(), name="metrics-notices"),
@@ -376,7 +378,7 @@ class Cluster:
         svc = self.service
         if svc.latest is not None and (self.leading or (self.mirror and self.broker.link_up)):
             return list(svc.history), svc.latest
-        if self.broker.link_up:
+        if self.broker.link_up or self.broker.answering:
             try:
                 text, history = await self.broker.load()
             except BrokerError:

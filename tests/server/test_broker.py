@@ -9,86 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from broker_kit import Feed, consistent, sale
+from websockets.asyncio.client import connect
 
 from metrics_protocol import wire as p
 from metrics_server.app import MetricsServer, ServerConfig
 from pg_service import Postgres
 
 REST = p.REST_METRICS_PATH
-
-
-def sale(tag: str) -> list[dict[str, Any]]:
-    """One view and one completed sale of 1.00: in every consistent snapshot, views, completed
-    transactions and revenue (in units) are equal."""
-    return [
-        {"type": "content_view", "contentId": "c", "userId": f"u{tag}"},
-        {"type": "transaction", "id": f"t{tag}", "status": "completed", "amount": "1.00"},
-    ]
-
-
-def consistent(data: dict[str, Any]) -> int:
-    """The number of sales a snapshot counts; fails when its figures disagree (a torn or
-    double-counted state)."""
-    views = data["content"]["totalViews"]
-    assert data["transactions"]["completed"] == data["transactions"]["total"] == views, data
-    assert data["revenue"]["total"] == Decimal(views), data
-    return views
-
-
-class Feed:
-    """A subscriber that records every metrics message: (epoch, seq, kind, data, raw)."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.greeting: list[Any] = []
-        self.messages: list[tuple[str, int, str, dict[str, Any], str]] = []
-        self.task = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, url: str) -> Feed:
-        ws = await connect(url, open_timeout=5)
-        feed = cls(ws)
-        deadline = time.monotonic() + 5
-        while len(feed.greeting) < 2:
-            assert time.monotonic() < deadline, "no greeting"
-            await asyncio.sleep(0.01)
-        return feed
-
-    async def _read(self) -> None:
-        with contextlib.suppress(Exception):
-            async for raw in self.ws:
-                msg = p.loads(raw)
-                if len(self.greeting) < 2:
-                    self.greeting.append(msg)
-                if msg.get("type") == "metrics":
-                    epoch, seq = p.position(msg)  # type: ignore[misc]
-                    self.messages.append((epoch, seq, msg["kind"], msg["data"], str(raw)))
-
-    def last(self) -> tuple[str, int, str, dict[str, Any], str]:
-        return self.messages[-1]
-
-    async def until(self, pred: Any, within: float = 5.0) -> Any:
-        deadline = time.monotonic() + within
-        while True:
-            if self.messages and pred(self.messages[-1]):
-                return self.messages[-1]
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not seen in {within}s; last: {self.messages[-1:]}")
-            await asyncio.sleep(0.01)
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 @contextlib.asynccontextmanager
