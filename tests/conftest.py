@@ -18,7 +18,7 @@ from metrics_server.app import MetricsServer, ServerConfig
 from pg_service import pg_schema, pg_url, postgres, private_postgres, stores  # noqa: F401
 
 # Redis fixtures (redis_url, private_redis): brokers for several servers on one store.
-from redis_service import private_redis, redis_url  # noqa: F401
+from redis_service import private_redis, redis_url, tls_redis  # noqa: F401
 
 TIMEOUT = 3.0
 

@@ -65,21 +65,28 @@ class PrivateRedis:
     """A ``redis-server`` of this test's own on a free port, without persistence: a restart
     empties it, as a Redis restarted without a dump would be."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             missing("redis-server not found on PATH")
         self.binary = binary
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="metrics-redis-"))
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.tls = tls  # (certificate, key): TLS only, rediss://
+        scheme = "rediss" if tls else "redis"
+        self.url = f"{scheme}://localhost:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     def start(self) -> None:
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            cert, key = self.tls
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-auth-clients", "no"]  # fmt: skip
         self.proc = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                self.binary, *ports, "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.dir),
             ],
             stdout=subprocess.DEVNULL,
@@ -115,4 +122,28 @@ def private_redis(redis_url: str) -> Iterator[PrivateRedis]:
     except (RuntimeError, OSError) as exc:
         missing(f"cannot run a private redis-server: {exc}")
     yield server
+    server.close()
+
+
+@pytest.fixture
+def tls_redis(redis_url: str, tmp_path: Path) -> Iterator[tuple[PrivateRedis, Path]]:
+    """A private redis-server speaking TLS only, with a throwaway self-signed certificate
+    for localhost: (the server, its certificate, which is its own CA)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / "redis.pem", tmp_path / "redis.key"
+    args = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+    args += " -subj /CN=localhost -addext subjectAltName=DNS:localhost"
+    subprocess.run(
+        [openssl, *args.split(), "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    try:
+        server = PrivateRedis(tls=(cert, key))
+    except (RuntimeError, OSError) as exc:
+        missing(f"cannot run a private redis-server with TLS: {exc}")
+    yield server, cert
     server.close()

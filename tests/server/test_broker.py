@@ -166,3 +166,27 @@ async def test_a_broker_needs_a_postgresql_store(db_path: Any, redis_url: str) -
     config = ServerConfig(port=0, db=str(db_path), broker=redis_url)
     with pytest.raises(StoreError, match="--broker needs a PostgreSQL --store"):
         await MetricsServer(config).start()
+
+
+async def test_tls_to_redis_checks_the_certificate(pg_url: str, tls_redis: Any) -> None:
+    """rediss:// with --broker-cafile relays; without it, the self-signed certificate is
+    refused (verified by default, host name included) and answers come from the store."""
+    redis, ca = tls_redis
+    async with servers(pg_url, redis.url, 2, push_interval=0, broker_cafile=str(ca)) as group:
+        leader, relay = group
+        feed = await Feed.open(relay.url)
+        try:
+            await ingest(leader, sale("tls"))
+            await feed.until(lambda m: consistent(m[3]) == 1)
+            assert relay.cluster.broker.link_up and feed.last()[0] == leader.service.epoch
+        finally:
+            await feed.close()
+    async with servers(pg_url, redis.url, 1) as (alone,):
+        await asyncio.sleep(0.5)
+        assert not alone.cluster.broker.link_up and not alone.cluster.broker.answering
+        # Alone, it leads: its own subscribers are served; Redis just never sees a byte.
+        assert consistent((await rest(alone))["data"]) == 1
+    wrong_name = redis.url.replace("localhost", "127.0.0.1")  # the certificate names localhost
+    async with servers(pg_url, wrong_name, 1, broker_cafile=str(ca)) as (alone,):
+        await asyncio.sleep(0.5)
+        assert not alone.cluster.broker.link_up and not alone.cluster.broker.answering
