@@ -50,6 +50,7 @@ GOOD = {
         "origins": ("https://a.example", "https://a.example"),
         "certfile": ("/etc/x/cert.pem", "/etc/x/cert.pem"),
         "keyfile": ("/etc/x/key.pem", "/etc/x/key.pem"),
+        "broker_cafile": ("/etc/x/redis-ca.pem", "/etc/x/redis-ca.pem"),
         "max_clients": ("5", 5),
         "max_message_size": ("1024", 1024),
         "max_batch_size": ("4096", 4096),
