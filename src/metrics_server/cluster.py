@@ -62,8 +62,8 @@ PRUNE_EVERY = 10.0
 
 def term_of(epoch: str) -> int:
     """The leader's term an epoch starts with; -1 for any other epoch."""
-    head = epoch.split(".", 1)[0]
-    return int(head) if head.isdigit() else -1
+    head, dot, _ = epoch.partition(".")
+    return int(head) if dot and head.isdigit() else -1
 
 
 class Cluster:

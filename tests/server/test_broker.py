@@ -241,3 +241,11 @@ async def test_postgresql_stopped_and_started_again_with_a_broker(
         finally:
             for feed in feeds:
                 await feed.close()
+
+
+def test_only_a_leaders_epoch_has_a_term() -> None:
+    from metrics_server.cluster import term_of
+
+    assert term_of("12.0a1b2c3d4e5f") == 12
+    assert term_of("123456789012") == -1  # a lone server's epoch, all digits by chance
+    assert term_of("local.0a1b2c3d4e5f") == -1
