@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as c
 import latency as lat
+import psutil
 from websockets.asyncio.client import connect
 
 POSTGRES = os.environ.get("METRICS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -91,19 +92,22 @@ def schema(url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def servers(n: int, store: str, broker: str, push_interval: float) -> Iterator[list[int]]:
-    """``n`` metrics-server processes on one store and broker; the first one leads."""
+def servers(
+    n: int, store: str, broker: str, push_interval: float
+) -> Iterator[tuple[list[int], list[psutil.Process]]]:
+    """``n`` metrics-server processes on one store and broker (the first one leads): their
+    ports and processes."""
     with contextlib.ExitStack() as stack:
-        ports = []
+        ports, procs = [], []
         for _ in range(n):
             port = c.free_port()
             args = [sys.executable, "-m", "metrics_server", "--port", str(port)]
             args += ["--store", store, "--broker", broker, "--interval", "3600"]
             args += ["--push-interval", str(push_interval), "--max-clients", "100000"]
-            stack.enter_context(c.spawn(args, port))
+            procs.append(stack.enter_context(c.spawn(args, port)))
             ports.append(port)
         time.sleep(0.5)  # the relays' subscriptions are up
-        yield ports
+        yield ports, procs
 
 
 # --------------------------------------------------------------------------- measuring
@@ -137,11 +141,12 @@ async def produce(ports: list[int], rate: float, batch: int, duration: float) ->
 
 def measure(
     ingest: list[int], subscribe: list[int], subscribers: int, rate: float, batch: int,
-    duration: float,
+    duration: float, watched: list[psutil.Process],
 ) -> dict[str, float]:  # fmt: skip
     """One step: ``subscribers`` split over the ``subscribe`` ports (fleets of PER_FLEET),
     batches sent to ``ingest``; delivery percentiles (ms) over every receipt, from when each
-    batch was due."""
+    batch was due; and the cores busy meanwhile, in the ``watched`` servers and in the
+    subscriber fleets."""
     ctx = mp.get_context("fork")
     fleets = []
     per_port = [subscribers // len(subscribe)] * len(subscribe)
@@ -161,7 +166,12 @@ def measure(
                 raise TimeoutError("a fleet did not connect in time")
             assert parent.recv() == size
         time.sleep(0.5)
+        procs = [*watched, *(psutil.Process(p.pid) for p, _, _ in fleets)]
+        cpu0 = [c.cpu_seconds(p.pid) for p in procs]
+        t0 = time.perf_counter()
         due = asyncio.run(produce(ingest, rate, batch, duration))
+        wall = time.perf_counter() - t0
+        cpu = [(c.cpu_seconds(p.pid) - b) / wall for p, b in zip(procs, cpu0, strict=True)]
         time.sleep(0.5)  # the last broadcasts arrive
         seen: dict[int, list[float]] = {}
         for _, parent, _ in fleets:
@@ -179,33 +189,46 @@ def measure(
         times = seen.get(base + k, [])
         missing += subscribers - len(times)
         delays += [max(0.0, t - t_due) * 1000 for t in times]
-    return lat.summarize(delays, missing=missing, batches=len(due))
+    out = lat.summarize(delays, missing=missing, batches=len(due))
+    out["server_cpu"] = sum(cpu[: len(watched)])
+    out["client_cpu"] = sum(cpu[len(watched) :])
+    return out
 
 
 def capacity(
-    n_servers: int, store_base: str, redis_bin: str, steps: list[int], rate: float,
-    duration: float,
-) -> tuple[int, list[tuple[int, dict[str, float]]]]:  # fmt: skip
-    """The largest step whose p99 stayed under BOUND_MS (a step with missing receipts, or
-    past the bound, ends the climb)."""
-    held, rows = 0, []
+    store_base: str, redis_bin: str, steps: dict[int, list[int]], rate: float, duration: float
+) -> dict[int, int]:
+    """For each number of servers, the largest step whose p99 stayed under BOUND_MS (a step
+    past the bound, or with missing receipts, ends that climb). Both configurations run at
+    once and their steps alternate, so that the load of other programs on a shared machine
+    falls on both alike."""
+    held = dict.fromkeys(steps, 0)
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(private_redis(redis_bin))
-        store = stack.enter_context(schema(store_base))
-        ports = stack.enter_context(servers(n_servers, store, broker, push_interval=0))
-        for n in steps:
-            res = measure(ports, ports, n, rate, 2, duration)
-            rows.append((n, res))
-            ok = res["p99"] <= BOUND_MS and res["missing"] == 0
-            print(
-                f"  {n_servers} server(s), {n:>6} subscribers: {lat.fmt(res)}"
-                f"  {'under' if ok else 'OVER'} {BOUND_MS:.0f} ms",
-                flush=True,
-            )
-            if not ok:
-                break
-            held = n
-    return held, rows
+        run = {}
+        for n_servers in steps:
+            broker = stack.enter_context(private_redis(redis_bin))
+            store = stack.enter_context(schema(store_base))
+            run[n_servers] = stack.enter_context(servers(n_servers, store, broker, 0))
+        climbing = {n: list(s) for n, s in steps.items()}
+        while any(climbing.values()):
+            for n_servers, todo in climbing.items():
+                if not todo:
+                    continue
+                n = todo.pop(0)
+                ports, procs = run[n_servers]
+                res = measure(ports, ports, n, rate, 2, duration, procs)
+                ok = res["p99"] <= BOUND_MS and res["missing"] == 0
+                print(
+                    f"  {n_servers} server(s), {n:>6} subscribers: {lat.fmt(res)}"
+                    f"  {'under' if ok else 'OVER'} {BOUND_MS:.0f} ms; cores busy: servers"
+                    f" {res['server_cpu']:.2f}, subscriber fleets {res['client_cpu']:.2f}",
+                    flush=True,
+                )
+                if ok:
+                    held[n_servers] = n
+                else:
+                    todo.clear()
+    return held
 
 
 def latency(
@@ -218,8 +241,8 @@ def latency(
             with contextlib.ExitStack() as stack:
                 broker = stack.enter_context(private_redis(redis_bin))
                 store = stack.enter_context(schema(store_base))
-                _, a, cc = stack.enter_context(servers(3, store, broker, push_interval=push))
-                res = measure([a], [cc], 100, 10.0, 100, duration)
+                (_, a, cc), procs = stack.enter_context(servers(3, store, broker, push))
+                res = measure([a], [cc], 100, 10.0, 100, duration, procs)
             pooled[push].append(res)
             print(f"  round {r + 1} push-interval {push}: {lat.fmt(res)}", flush=True)
     return {p: {k: max(x[k] for x in rs) for k in rs[0]} for p, rs in pooled.items()}
@@ -233,8 +256,13 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=20.0, help="broadcasts a second")
     ap.add_argument(
         "--steps",
-        default="500,1000,1500,2000,3000,4000,5000,6000,8000",
-        help="subscriber counts to climb through",
+        default="1000,2000,3000,3500,4000,4500,5000,6000,7000,8000",
+        help="subscriber counts to climb through with one server",
+    )
+    ap.add_argument(
+        "--steps2",
+        default="2000,4000,5000,6000,7000,8000,9000,10000,12000,14000",
+        help="subscriber counts to climb through with two servers",
     )
     ap.add_argument("--skip-capacity", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
@@ -247,10 +275,9 @@ def main() -> None:
         " 1 server vs 2 behind one Redis; cross-server latency at 1,000 events/s"
     )
     if not args.skip_capacity:
-        one, _ = capacity(1, args.postgres, args.redis_server, steps, args.rate, step_s)
-        two, _ = capacity(
-            2, args.postgres, args.redis_server, [s * 2 for s in steps], args.rate, step_s
-        )
+        steps2 = [int(s) for s in args.steps2.split(",")]
+        held = capacity(args.postgres, args.redis_server, {1: steps, 2: steps2}, args.rate, step_s)
+        one, two = held[1], held[2]
         ratio = two / one if one else math.nan
         print(
             f"capacity: 1 server {one} subscribers, 2 servers {two}: {ratio:.2f}x"
