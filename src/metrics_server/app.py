@@ -54,6 +54,8 @@ class ServerConfig:
     history: int = 20
     demo: bool = False
     push_interval: float = 0.25
+    #: Days of raw events kept (None: all of them); rollups are kept whatever it is.
+    retention: float | None = None
     ping_interval: float = 30.0
     max_buffer: int = 64 * 1024
     token: str | None = None
@@ -87,6 +89,7 @@ class MetricsServer:
             interval=cfg.interval,
             history=cfg.history,
             push_interval=cfg.push_interval,
+            retention=cfg.retention,
         )
         traffic = DemoTraffic() if cfg.demo else None
         try:
@@ -105,7 +108,11 @@ class MetricsServer:
                 cfg.host,
                 cfg.port,
                 process_request=make_router(
-                    service.get_metrics, access, lambda: hub.connected, interval=cfg.interval
+                    service.get_metrics,
+                    access,
+                    lambda: hub.connected,
+                    interval=cfg.interval,
+                    history=service,
                 ),
                 ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
                 # Browsers send Origin; other clients (the monitor, producers) send none, and

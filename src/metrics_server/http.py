@@ -7,16 +7,22 @@ connection, so every response says ``Connection: close``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Protocol
 
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from metrics_protocol import wire as p
 
+from .ranges import Calendar, RangeError, RangeQuery, query_values
 from .security import presented_token, split_target, token_ok
+from .store import StoreError
+
+log = logging.getLogger("metrics_server")
 
 WS_PATHS = (p.WS_METRICS_PATH, p.WS_INGEST_PATH)
 
@@ -51,6 +57,48 @@ def _is_upgrade(request: Request) -> bool:
     return any("websocket" in v.lower() for v in request.headers.get_all("Upgrade"))
 
 
+class RangeSource(Protocol):
+    """What answers a range (the service): its calendar parses, ``range`` reads the rollups."""
+
+    calendar: Calendar
+
+    async def range(self, query: RangeQuery) -> p.Range: ...
+
+
+async def history_response(source: RangeSource, query: str) -> Response:
+    """``GET HISTORY_PATH``: JSON, or CSV named after the range; 400 naming the parameter."""
+    try:
+        wanted = source.calendar.parse(query_values(query), http=True)
+        answer = await source.range(wanted)
+    except RangeError as exc:
+        return json_response(
+            HTTPStatus.BAD_REQUEST,
+            p.encode(p.error_message(p.ERR_INVALID_RANGE, exc.message, parameter=exc.parameter)),
+        )
+    except StoreError as exc:
+        log.error("%s", exc)
+        return _error(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            p.ERR_STORE_UNAVAILABLE,
+            "the store cannot be read now; retry",
+            Retry_After="5",
+        )
+    if wanted.fmt == "csv":
+        name = p.range_filename(answer, "csv")
+        return json_response(
+            HTTPStatus.OK,
+            p.range_csv(answer),
+            Content_Type="text/csv",
+            Content_Disposition=f'attachment; filename="{name}"',
+        )
+    return json_response(HTTPStatus.OK, p.encode_range(answer))
+
+
+async def _without_body(response: Awaitable[Response]) -> Response:
+    done = await response
+    return Response(done.status_code, done.reason_phrase, done.headers, b"")
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
     """Who may do what: tokens (None: open) and the subscriber cap."""
@@ -65,22 +113,27 @@ def make_router(
     access: Access = Access(),
     subscriber_count: Callable[[], int] = lambda: 0,
     interval: float | None = None,
-) -> Callable[..., Response | None]:
+    history: RangeSource | None = None,
+) -> Callable[..., Response | Awaitable[Response] | None]:
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through.
 
     ``HEAD`` is answered as ``GET`` would be (status and headers, Content-Length included)
-    without the body: ``curl -I`` and load balancers' checks use it."""
+    without the body: ``curl -I`` and load balancers' checks use it. The history route reads
+    the store, so it answers with an awaitable (websockets awaits it)."""
 
-    def route(_connection: object, request: Request) -> Response | None:
+    def route(_connection: object, request: Request) -> Response | Awaitable[Response] | None:
         if request.method != "HEAD":
             return answer(request)
         response = answer(request)
         assert response is not None  # a HEAD is never a handshake: see answer()
+        if not isinstance(response, Response):
+            return _without_body(response)
         return Response(response.status_code, response.reason_phrase, response.headers, b"")
 
-    def answer(request: Request) -> Response | None:
+    def answer(request: Request) -> Response | Awaitable[Response] | None:
         path = split_target(request.path)[0]
         known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
+        known = known or (path == p.HISTORY_PATH and history is not None)
         if not known:
             return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
         if request.method not in ("GET", "HEAD"):
@@ -106,6 +159,8 @@ def make_router(
         if path == p.REST_METRICS_PATH:
             body = p.encode_metrics(current_metrics(), "change", interval=interval)
             return json_response(HTTPStatus.OK, body)
+        if path == p.HISTORY_PATH and history is not None:
+            return history_response(history, split_target(request.path)[1])
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
             return _error(
                 HTTPStatus.SERVICE_UNAVAILABLE,
