@@ -9,9 +9,10 @@ Buckets (docs/protocol.md):
 
 * ``1m``, ``5m``, ``15m``: UTC-aligned. Every zone's offset since 2000 is a multiple of 15
   minutes (a test checks the zone database), so these are local minutes and quarters too.
-* ``1h``: a local hour: a maximal run of instants with the same local date, hour and UTC
-  offset. Across a DST change of one hour every hour is 60 minutes long (New York's 01:00 EDT
-  and 01:00 EST are two buckets); Lord Howe's half-hour change makes one of 30 minutes.
+* ``1h``: a local hour: a bucket starts whenever the local clock shows minute 0. Across a DST
+  change of a whole hour every hour is 60 minutes long (New York's 01:00 EDT and 01:00 EST are
+  two buckets; Chatham's change at 03:45 leaves its hours at a quarter past UTC hours); Lord
+  Howe's half-hour change makes one of 90 minutes.
 * ``1d``, ``1w``, ``1mo``: the local calendar day, ISO week (from Monday) and month, from the
   first instant of that date (a day across a DST change is 23 or 25 hours).
 
@@ -111,25 +112,14 @@ class Calendar:
     def _local(self, t: int) -> datetime:
         return datetime.fromtimestamp(t, self.tz)
 
-    def _hour_key(self, t: int) -> tuple[int, int, int, int, object]:
+    def _on_the_hour(self, t: int) -> bool:
         lt = self._local(t)
-        return lt.year, lt.month, lt.day, lt.hour, lt.utcoffset()
+        return lt.minute == 0 and lt.second == 0
 
     def first_instant(self, day: date) -> int:
         """The first instant of ``day``: its midnight, or the end of a DST gap that skips it
         (fold=0 reads a skipped time with the offset before the change: the change itself)."""
         return int(datetime(day.year, day.month, day.day, tzinfo=self.tz).timestamp())
-
-    def _first_with(self, lo: int, hi: int, key: object) -> int:
-        """The first minute in (lo, hi] whose hour key is ``key``; ``lo``'s is not, ``hi``'s
-        is. Offsets change on whole minutes (on quarters since 2012 in every zone)."""
-        while hi - lo > 60:
-            mid = lo + (hi - lo) // 120 * 60
-            if self._hour_key(mid) == key:
-                hi = mid
-            else:
-                lo = mid
-        return hi
 
     def floor(self, step: str, t: float) -> int:
         """The first instant of the bucket of ``step`` that holds instant ``t``."""
@@ -139,11 +129,13 @@ class Calendar:
             return ti - ti % size
         if step == "1h":
             lt = self._local(ti)
-            c = ti - lt.minute * 60 - lt.second
-            key = (lt.year, lt.month, lt.day, lt.hour, lt.utcoffset())
-            if self._hour_key(c) == key:
+            c = ti - lt.minute * 60 - lt.second  # minute 0 by t's clock: it is one, unless
+            if self._on_the_hour(c):  # an offset change of part of an hour came in between
                 return c
-            return self._first_with(c, ti - ti % 60, key)  # the offset changed in this hour
+            c = ti - ti % 60  # offsets change on whole minutes: walk back to minute 0
+            while not self._on_the_hour(c):
+                c -= 60
+            return c
         day = self._local(ti).date()
         return self.first_instant(_period_start(step, day))
 
@@ -154,18 +146,15 @@ class Calendar:
             return start + size
         if step == "1h":
             lt = self._local(start)
-            key = (lt.year, lt.month, lt.day, lt.hour, lt.utcoffset())
-            c = start - lt.minute * 60 - lt.second + 3600  # the next hour, if nothing changes
-            if self._hour_key(c - 60) == key:
+            c = start - lt.minute * 60 - lt.second + 3600  # the next minute 0, unless an
+            off = lt.utcoffset()  # offset change of part of an hour comes in between
+            lc = self._local(c)
+            if lc.minute == 0 and lc.second == 0 and lc.utcoffset() == off:
                 return c
-            lo, hi = start, c - 60  # the key changes in between: find where
-            while hi - lo > 60:
-                mid = lo + (hi - lo) // 120 * 60
-                if self._hour_key(mid) == key:
-                    lo = mid
-                else:
-                    hi = mid
-            return hi
+            c = start + 60 - start % 60
+            while not self._on_the_hour(c):
+                c += 60
+            return c
         first = _period_start(step, self._local(start).date())
         return self.first_instant(_period_after(step, first))
 
