@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import bisect
 import functools
-from datetime import UTC, datetime, timedelta
+import itertools
+from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -361,7 +362,8 @@ def test_every_zone_offset_since_2000_is_a_multiple_of_15_minutes() -> None:
     odd = []
     for name in sorted(available_timezones()):
         tz = ZoneInfo(name)
-        offsets = {datetime.fromtimestamp(t, tz).utcoffset() for t in range(lo, hi, 9 * 86400 + 5 * 3600)}
+        times = range(lo, hi, 9 * 86400 + 5 * 3600)
+        offsets = {datetime.fromtimestamp(t, tz).utcoffset() for t in times}
         odd += [(name, o) for o in offsets if o is not None and o.total_seconds() % 900]
     assert odd == []
 
@@ -385,7 +387,7 @@ def test_a_day_across_a_dst_change_is_23_or_25_hours(
     assert cal.following("1d", start) - start == hours * 3600
     hourly = cal.starts("1h", start, cal.following("1d", start))
     assert len(hourly) == hours
-    assert all(b - a == 3600 for a, b in zip(hourly, hourly[1:], strict=False))
+    assert all(b - a == 3600 for a, b in itertools.pairwise(hourly))
 
 
 def test_new_york_repeats_1am_as_two_hours_and_kathmandu_hours_start_at_quarter_past() -> None:
