@@ -30,7 +30,7 @@ from metrics_server.events import (
     TransactionEvent,
     UserActivity,
 )
-from metrics_server.ranges import Calendar, RangeError, query_values
+from metrics_server.ranges import Calendar, RangeError, RangeQuery, query_values
 from metrics_server.store import SQLiteStore
 
 ZONES = [
@@ -214,14 +214,16 @@ def event_specs(lo: int, hi: int, edges: tuple[int, ...]) -> st.SearchStrategy:
     when = st.one_of(
         st.integers(lo, hi).map(float),
         st.floats(lo, hi, allow_nan=False),
-        # On a boundary, and just either side of it.
-        st.tuples(st.sampled_from(edges), st.sampled_from([-1.0, -0.001, 0.0, 0.5, 59.999])).map(
-            lambda p: p[0] + p[1]
-        ),
+        # On a boundary, just either side of it, and a minute or two into its bucket (a user
+        # seen in a bucket's first minute and again later in it counts once).
+        st.tuples(
+            st.sampled_from(edges),
+            st.sampled_from([-61.0, -1.0, -0.001, 0.0, 0.5, 59.999, 60.0, 150.0]),
+        ).map(lambda p: p[0] + p[1]),
     )
     return st.tuples(
         st.sampled_from(["user", "view", "txn", "txn"]),
-        st.integers(0, 6),  # user
+        st.integers(0, 4),  # user
         st.integers(0, 5),  # txn id
         st.sampled_from(["pending", "completed", "failed"]),
         st.sampled_from([None, 0, 1, 999, 125_050]),
@@ -555,3 +557,32 @@ def test_range_round_trips_through_json_and_csv() -> None:
         "2026-11-03T00:00:00+05:45,0.00,0,0,0,0,0,",
     ]
     assert wire.range_filename(r) == "metrics_2026-11-02_2026-11-04_1d.csv"
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
+def test_a_user_counts_once_per_bucket_whatever_order_the_minutes_come_in(zone: str) -> None:
+    """One user seen in the last minute of a 15-minute bucket, the first, a middle one and the
+    last of the next, and the first of the one after, in every order, one batch each with the
+    memory of recent minutes dropped (so every pair goes through the stored neighbours)."""
+    tz = ZoneInfo(zone)
+    calendar = Calendar(tz)
+    q = calendar.floor("1d", datetime(2026, 5, 4, 12, tzinfo=tz).timestamp())  # a midnight
+    minutes = [q - 60, q, q + 420, q + 840, q + 900]
+    for order in itertools.permutations(minutes):
+        store = SQLiteStore(":memory:")
+        store.prepare_ranges(calendar)
+        events: list[Event] = [UserActivity("u", float(t)) for t in order]
+        for e in events:
+            store._recent.clear()
+            ingest(store, calendar, [[[e]]])
+        for step in wire.RANGE_STEPS:
+            starts = calendar.starts(step, q - 3600, q + 3600)
+            after = calendar.following(step, starts[-1])
+            rows = store.range_rows(step, starts[0], starts[-1])
+            got = calendar.answer(RangeQuery(q - 3600, q + 3600, step, tuple(starts)), rows)
+            want = brute_force(events, {}, starts, after)
+            assert [p.active_users for p in got.points] == [p["activeUsers"] for p in want], (
+                step,
+                order,
+            )
+        store.close()
