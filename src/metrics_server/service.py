@@ -361,6 +361,10 @@ class MetricsService:
             metrics.transactions,
             metrics.content,
         )
+        # Published before the writes below: they queue behind any commit in flight on the
+        # store's thread, and that commit's change push would otherwise go out first, leaving
+        # subscribers with this older sample as the last word until the next update.
+        self._publish(metrics, "interval")
         peaks = self.rollups.take_unsaved_peaks()
         try:
             await self._run(
@@ -380,7 +384,6 @@ class MetricsService:
             log.warning("%s", exc)
         if self.retention is not None:
             await self.prune(metrics.timestamp.timestamp() - self.retention * 86400)
-        self._publish(metrics, "interval")
         return metrics
 
     async def prune(self, before: float, chunks: int = PRUNE_CHUNKS) -> int:
