@@ -108,12 +108,9 @@ def in_process(
 def over_http(paths: dict[str, Path], now: float, rounds: int) -> dict[str, dict[str, list[float]]]:
     ports = {name: c.free_port() for name in paths}
     per: dict[str, dict[str, list[float]]] = {}
+    args = [sys.executable, "-m", "metrics_server", "--interval", "3600", "--tz", TZ]
     servers = [
-        c.spawn(
-            [sys.executable, "-m", "metrics_server", "--port", str(ports[name]), "--db", str(path)]
-            + ["--interval", "3600", "--tz", TZ],
-            ports[name],
-        )
+        c.spawn([*args, "--port", str(ports[name]), "--db", str(path)], ports[name])
         for name, path in paths.items()
     ]
     with servers[0], servers[1], httpx.Client(timeout=10) as http:

@@ -65,8 +65,18 @@ class RangeSource(Protocol):
     async def range(self, query: RangeQuery) -> p.Range: ...
 
 
-async def history_response(source: RangeSource, query: str) -> Response:
+async def history_response(source: RangeSource, query: str, connection: object = None) -> Response:
     """``GET HISTORY_PATH``: JSON, or CSV named after the range; 400 naming the parameter."""
+    response = await _history(source, query)
+    # The connection's output bound is meant for snapshots (connection.py); an answer of 5,000
+    # points of large figures is about 1.3 MB, and the connection closes after it.
+    limit = getattr(connection, "max_output", None)
+    if isinstance(limit, int):
+        setattr(connection, "max_output", limit + len(response.body))  # noqa: B010
+    return response
+
+
+async def _history(source: RangeSource, query: str) -> Response:
     try:
         wanted = source.calendar.parse(query_values(query), http=True)
         answer = await source.range(wanted)
@@ -121,16 +131,16 @@ def make_router(
     without the body: ``curl -I`` and load balancers' checks use it. The history route reads
     the store, so it answers with an awaitable (websockets awaits it)."""
 
-    def route(_connection: object, request: Request) -> Response | Awaitable[Response] | None:
+    def route(connection: object, request: Request) -> Response | Awaitable[Response] | None:
         if request.method != "HEAD":
-            return answer(request)
-        response = answer(request)
+            return answer(request, connection)
+        response = answer(request, connection)
         assert response is not None  # a HEAD is never a handshake: see answer()
         if not isinstance(response, Response):
             return _without_body(response)
         return Response(response.status_code, response.reason_phrase, response.headers, b"")
 
-    def answer(request: Request) -> Response | Awaitable[Response] | None:
+    def answer(request: Request, connection: object) -> Response | Awaitable[Response] | None:
         path = split_target(request.path)[0]
         known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
         known = known or (path == p.HISTORY_PATH and history is not None)
@@ -160,7 +170,7 @@ def make_router(
             body = p.encode_metrics(current_metrics(), "change", interval=interval)
             return json_response(HTTPStatus.OK, body)
         if path == p.HISTORY_PATH and history is not None:
-            return history_response(history, split_target(request.path)[1])
+            return history_response(history, split_target(request.path)[1], connection)
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
             return _error(
                 HTTPStatus.SERVICE_UNAVAILABLE,

@@ -4,10 +4,16 @@ change of --tz, pruning of raw events, and an upgrade from a database without ra
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import fcntl
 import io
+import json
 import re
+import socket
 import sqlite3
+import struct
+import termios
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -308,3 +314,71 @@ async def test_a_database_from_before_range_rollups_is_upgraded_and_backfilled(
         assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
             "2",
         )
+
+
+# --------------------------------------------------------------------------- large answers
+
+
+LONG = {"from": "2026-11-01", "to": "2026-11-04T11:00", "step": "1m"}  # 4,980 points, 670 KB
+
+
+async def test_a_large_answer_to_a_slow_reader_is_not_taken_for_a_stuck_client(
+    start_server, wait_until
+) -> None:
+    """The output bound (connection.py) is meant for snapshots; a range answer is larger. With
+    the server's socket buffer held small and the client not reading for a while, the answer
+    waits in the server's buffer, above the bound, and is still delivered whole."""
+    from websockets.asyncio.client import connect
+
+    from metrics_server.hub import Limits
+
+    srv = await start_server(limits=Limits(max_output=20_000))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.setblocking(False)
+    async with connect(srv.url, sock=sock, max_size=None) as ws:
+        await ws.recv(), await ws.recv()  # history, current
+        (conn,) = srv.hub.subscribers
+        conn.transport.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+        )
+        ws.transport.pause_reading()
+        await ws.send(json.dumps({"type": "range", "id": 1, **LONG}))
+        await wait_until(lambda: conn.transport.get_write_buffer_size() > 100_000)
+        ws.transport.resume_reading()
+        answer = wire.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert answer["id"] == 1 and len(answer["points"]) == 4980
+        assert conn.max_output == 20_000  # back to the bound for what follows
+        await ws.send('{"type":"ping"}')
+        assert wire.loads(await asyncio.wait_for(ws.recv(), 3)) == {"type": "pong"}
+
+
+async def test_a_large_csv_to_a_slow_reader_is_delivered(start_server, wait_until) -> None:
+    """The same over HTTP: accepted sockets take the listening socket's small send buffer, and
+    the client reads nothing until the answer has begun to arrive."""
+    from metrics_server.hub import Limits
+
+    srv = await start_server(limits=Limits(max_output=20_000))
+    assert srv._server is not None
+    srv._server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", srv.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**22)
+    writer.transport.pause_reading()
+    query = "&".join(f"{k}={v}" for k, v in LONG.items())
+    writer.write(f"GET {HISTORY}?{query}&format=csv HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+
+    def unread() -> int:
+        return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+    await wait_until(lambda: unread() > 0)  # written: the rest waits in the server's buffer
+    writer.transport.resume_reading()
+    data = await asyncio.wait_for(reader.read(), 10)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert len(body.decode().splitlines()) == 4981
+    writer.close()
