@@ -8,9 +8,9 @@ The reference, in the same run and alternating: raw ``sqlite3`` ``executemany`` 
 event rows into the same ``events`` table, one ``BEGIN IMMEDIATE``/``COMMIT`` per 500 rows, with
 the same pragmas (WAL, synchronous=FULL). Target: >= 20,000 events/s.
 
-    python bench/ingest.py            # 2 rounds x 6 s
-    python bench/ingest.py --full     # 3 rounds x 20 s
-    python bench/ingest.py --baseline DIR   # also run the server from DIR (an older src/)
+    python -m bench.ingest            # 2 rounds x 6 s
+    python -m bench.ingest --full     # 3 rounds x 20 s
+    python -m bench.ingest --baseline DIR   # also run the server from DIR (an older src/)
 """
 
 from __future__ import annotations
@@ -19,16 +19,13 @@ import argparse
 import asyncio
 import json
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 from websockets.asyncio.client import connect
 
+from bench import _common as c
 from metrics_server.events import parse_batch
 from metrics_server.store.sqlite import _SCHEMA, _event_row
 

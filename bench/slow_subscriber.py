@@ -12,24 +12,22 @@ for the stuck client would grow by about that much; the hub skips a subscriber w
 ``--full`` run is long enough (60 s) for the protocol keepalive (20 s ping + 20 s timeout) to
 close the stuck connection, which is reported.
 
-    python bench/slow_subscriber.py [--full]
+    python -m bench.slow_subscriber [--full]
 """
 
 from __future__ import annotations
 
 import argparse
 import socket
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
-import latency
 import psutil
+
+from bench import _common as c
+from bench import latency
 
 
 def stuck_client(port: int) -> socket.socket:

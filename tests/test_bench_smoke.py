@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import math
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import _common
-import fanout
-import ingest
-import latency
-import memory
-import message_size
-import monitor
-import slow_subscriber
-import snapshot
+from bench import (
+    _common,
+    fanout,
+    ingest,
+    latency,
+    memory,
+    message_size,
+    monitor,
+    slow_subscriber,
+    snapshot,
+)
 
 
 def test_percentile_and_machine() -> None:
