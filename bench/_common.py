@@ -119,6 +119,17 @@ async def wait_until(
         await asyncio.sleep(0.01)
 
 
+def block_until(predicate: Callable[[], Any], within: float = 10.0, what: str = "condition") -> Any:
+    """``wait_until`` for code without an event loop: poll, sleeping; returns what
+    ``predicate`` returned once it is true."""
+    deadline = time.monotonic() + within
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        time.sleep(0.01)
+    return result
+
+
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment without METRICS_* settings (a user's token would change what is
     measured or tested), unbuffered, plus ``extra``."""
@@ -148,6 +159,21 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: f
     raise TimeoutError(f"nothing listens on {HOST}:{port}")
 
 
+def run_to_end(
+    *args: str, env: Mapping[str, str] | None = None, cwd: str | Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m metrics_server *args`` when it is expected to end by itself (help, version,
+    refusals), with the environment of ``ServerProcess``; its exit code and output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "metrics_server", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        cwd=cwd,
+        timeout=STARTUP,
+    )
+
+
 class ServerProcess:
     """``python -m metrics_server *flags`` in a subprocess that listens on ``port``.
 
@@ -173,6 +199,7 @@ class ServerProcess:
         self.tls = tls
         # Append mode: the child writes at the end whatever this process reads meanwhile.
         self._log = open(log, "a+b") if log is not None else tempfile.TemporaryFile("a+b")  # noqa: SIM115
+        self._last_log = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "metrics_server", *flags],
             stdout=subprocess.DEVNULL,
@@ -193,7 +220,9 @@ class ServerProcess:
 
     @property
     def stderr(self) -> str:
-        """What it has logged so far."""
+        """What it has logged so far (all of it, once closed)."""
+        if self._log.closed:
+            return self._last_log
         fd = self._log.fileno()
         return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
@@ -242,7 +271,9 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._last_log = self.stderr
+            self._log.close()
 
     def __enter__(self) -> Self:
         return self

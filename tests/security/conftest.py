@@ -11,13 +11,12 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from bench._common import STARTUP, Cert, ServerProcess, frame, raw_websocket
+from bench._common import Cert, ServerProcess, frame, raw_websocket, run_to_end
 
 #: ``metrics-server`` in a subprocess (the harness the benches share): ``ready()``,
 #: ``wait_ready()``, ``stop(sig)`` (its exit code), ``stderr``, ``url(path, scheme)``, ``proc``.
@@ -53,14 +52,7 @@ def run_quick(
     """``run_quick(*args)``: a command expected to end by itself (refusals)."""
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "metrics_server", *args],
-            capture_output=True,
-            text=True,
-            env=cli_env,
-            cwd=tmp_path,
-            timeout=STARTUP,
-        )
+        return run_to_end(*args, env=cli_env, cwd=tmp_path)
 
     return run
 

@@ -7,6 +7,16 @@ tests/conftest.py."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +27,16 @@ import pytest
 from bench._common import Cert, ServerHandle, free_port, wait_until
 from metrics_server.app import ServerConfig
 
-__all__ = ["TOKEN", "Cert", "ServerHandle", "free_port", "running", "server_config", "wait_until"]
+__all__ = [
+    "TOKEN",
+    "Cert",
+    "Pty",
+    "ServerHandle",
+    "free_port",
+    "running",
+    "server_config",
+    "wait_until",
+]
 
 #: Short interval so history fills and charts move within a test's time budget.
 TEST_INTERVAL = 0.2
@@ -66,3 +85,93 @@ async def tls_server(tmp_path: Path, cert: Cert) -> AsyncIterator[ServerHandle]:
     cfg = server_config(tmp_path, token=TOKEN, certfile=cert.certfile, keyfile=cert.keyfile)
     async for handle in running(ServerHandle(cfg)):
         yield handle
+
+
+class Pty:
+    """``metrics-tui *args`` in a pseudo-terminal of ``size``, read as a terminal would.
+
+    The child gets a session of its own (no controlling terminal: it sees no SIGHUP or SIGWINCH
+    from the kernel, so ``resize`` sends SIGWINCH as the terminal's owner would).
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        size: tuple[int, int] = (80, 24),
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> None:
+        self.master, slave = pty.openpty()
+        self.resize(size, signal_child=False, fd=slave)
+        # shutil.get_terminal_size() (which Textual's driver uses) prefers COLUMNS and LINES
+        # over the terminal's own size: with them set, a resize would never be seen.
+        base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "metrics_tui", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**base, "TERM": "xterm-256color", **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.output = b""  # read since the last read_until
+
+    def resize(
+        self, size: tuple[int, int], *, signal_child: bool = True, fd: int | None = None
+    ) -> None:
+        width, height = size
+        winsize = struct.pack("HHHH", height, width, 0, 0)
+        fcntl.ioctl(self.master if fd is None else fd, termios.TIOCSWINSZ, winsize)
+        if signal_child:
+            self.proc.send_signal(signal.SIGWINCH)
+
+    def _read(self, wait: float) -> bool:
+        """Read what is there within ``wait`` s; False once the child has closed the terminal."""
+        if select.select([self.master], [], [], wait)[0]:
+            try:
+                self.output += os.read(self.master, 65536)
+            except OSError:
+                return False
+        return True
+
+    def read_until(self, marker: bytes, within: float = 10.0, quiet: float = 0.0) -> bytes:
+        """Read until ``marker`` appears in what was drawn since the last call (and then until
+        the screen has been still for ``quiet`` s); returns all of that."""
+        deadline = time.monotonic() + within
+        while marker not in self.output and (left := deadline - time.monotonic()) > 0:
+            if not self._read(min(left, 0.1)):
+                break  # the child closed the terminal
+        assert marker in self.output, f"no {marker!r} within {within}s: {self.output[-300:]!r}"
+        while quiet and time.monotonic() < deadline:
+            before = len(self.output)
+            if not self._read(quiet) or len(self.output) == before:
+                break
+        seen, self.output = self.output, b""
+        return seen
+
+    def press(self, key: bytes) -> None:
+        os.write(self.master, key)
+
+    def hang_up(self) -> None:
+        """Close the terminal, as an ssh drop or a killed tmux pane does."""
+        os.close(self.master)
+        self.master = -1
+
+    def wait_exit(self, within: float = 10.0) -> int | None:
+        """Its exit code, or None if it still runs after ``within`` s; output is drained
+        meanwhile, or its last writes could block."""
+        deadline = time.monotonic() + within
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if self.master < 0 or not self._read(0.05):
+                time.sleep(0.05)
+        return self.proc.poll()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
