@@ -17,21 +17,24 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.message import Message
 
 from bench._common import Cert, ServerHandle, free_port, wait_until
 from metrics_server.app import ServerConfig
+from metrics_tui.messages import ConnectionChanged, ConnState
 
 __all__ = [
     "TOKEN",
     "Cert",
     "Pty",
     "ServerHandle",
+    "connection_log",
     "free_port",
     "running",
     "server_config",
@@ -57,6 +60,17 @@ def server_config(tmp_path: Path, **changes: Any) -> ServerConfig:
         push_interval=0.05,
     )
     return replace(cfg, **changes)
+
+
+def connection_log() -> tuple[list[ConnState], Callable[[Message], None]]:
+    """The connection states the app is told of, and the message hook that records them."""
+    seen: list[ConnState] = []
+
+    def hook(message: Message) -> None:
+        if isinstance(message, ConnectionChanged):
+            seen.append(message.status.state)
+
+    return seen, hook
 
 
 async def running(handle: ServerHandle) -> AsyncIterator[ServerHandle]:

@@ -6,19 +6,17 @@ driver (TIOCSWINSZ + SIGWINCH, as tmux's resize-window does), which Pilot bypass
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+import pytest
 from textual.command import CommandPalette
-from textual.message import Message
 from textual.pilot import Pilot
 
 from metrics_tui.app import MetricsApp
 from metrics_tui.layout import MIN_HEIGHT, MIN_WIDTH
-from metrics_tui.messages import ConnectionChanged, ConnState
+from metrics_tui.messages import ConnState
 from metrics_tui.screens.help import HelpScreen
 from metrics_tui.widgets.status import StatusLine
 
-from .conftest import Pty, ServerHandle, free_port, wait_until
+from .conftest import Pty, ServerHandle, connection_log, free_port, wait_until
 
 BIG = (120, 40)
 SMALL = (30, 10)  # below MIN_WIDTH x MIN_HEIGHT both ways, as in the report
@@ -69,17 +67,6 @@ async def press_every_key(pilot: Pilot, seen: list[ConnState]) -> None:
     )
 
 
-def connection_log() -> tuple[list[ConnState], Callable[[Message], None]]:
-    """The connection states the app is told of, and the message hook that records them."""
-    seen: list[ConnState] = []
-
-    def hook(message: Message) -> None:
-        if isinstance(message, ConnectionChanged):
-            seen.append(message.status.state)
-
-    return seen, hook
-
-
 async def live_app(pilot: Pilot) -> None:
     app = pilot.app
     assert isinstance(app, MetricsApp)
@@ -109,33 +96,24 @@ async def test_keys_work_after_repeated_shrink_and_grow(server: ServerHandle) ->
     assert app.return_code == 0
 
 
-async def test_help_open_through_too_small_and_back(server: ServerHandle) -> None:
+@pytest.mark.parametrize(
+    ("key", "modal", "shrinks"), [("question_mark", HelpScreen, 2), ("ctrl+p", CommandPalette, 1)]
+)
+async def test_modal_open_through_too_small_and_back(
+    server: ServerHandle, key: str, modal: type, shrinks: int
+) -> None:
+    """Help (twice through, as in the report) and the command palette survive it, and close."""
     seen, hook = connection_log()
     app = MetricsApp(server.url, animate=False)
     async with app.run_test(size=BIG, message_hook=hook) as pilot:
         await live_app(pilot)
-        await pilot.press("question_mark")
-        await wait_until(lambda: isinstance(app.screen, HelpScreen), within=2, what="help")
-        await shrink_and_grow(pilot)
-        await shrink_and_grow(pilot)
-        assert isinstance(app.screen, HelpScreen)
+        await pilot.press(key)
+        await wait_until(lambda: isinstance(app.screen, modal), within=2, what="opened")
+        for _ in range(shrinks):
+            await shrink_and_grow(pilot)
+        assert isinstance(app.screen, modal)
         await pilot.press("escape")
-        await wait_until(lambda: not isinstance(app.screen, HelpScreen), within=2, what="closed")
-        await press_every_key(pilot, seen)
-    assert app.return_code == 0
-
-
-async def test_palette_open_through_too_small_and_back(server: ServerHandle) -> None:
-    seen, hook = connection_log()
-    app = MetricsApp(server.url, animate=False)
-    async with app.run_test(size=BIG, message_hook=hook) as pilot:
-        await live_app(pilot)
-        await pilot.press("ctrl+p")
-        await wait_until(lambda: isinstance(app.screen, CommandPalette), within=2, what="palette")
-        await shrink_and_grow(pilot)
-        assert isinstance(app.screen, CommandPalette)
-        await pilot.press("escape")
-        await wait_until(lambda: not isinstance(app.screen, CommandPalette), within=2, what="x")
+        await wait_until(lambda: not isinstance(app.screen, modal), within=2, what="closed")
         await press_every_key(pilot, seen)
     assert app.return_code == 0
 
