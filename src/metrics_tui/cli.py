@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from metrics_protocol import settings
 from metrics_tui.settings import SETTINGS
-from metrics_tui.wire import tls_context
+from metrics_tui.wire import redact, tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -192,7 +192,7 @@ async def _once(
 
     if is_insecure(tls):
         print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
-    where = _without_query(url)  # a ?token= must not end up in logs
+    where = redact(url)  # a ?token= must not end up in logs
     try:
         # One deadline for everything: the WebSocket, then the REST fallback within what is left.
         async with asyncio.timeout(within):
@@ -211,10 +211,6 @@ async def _once(
         return EXIT_CONNECT
     print_snapshot(snapshot, as_json=as_json)
     return EXIT_OK
-
-
-def _without_query(url: str) -> str:
-    return url.partition("?")[0]
 
 
 def _reason(exc: BaseException, token: str | None) -> str:

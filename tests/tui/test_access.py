@@ -4,6 +4,8 @@ and a refused token is not retried in a loop (neither over WebSocket nor over RE
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from decimal import Decimal
 
 import httpx
@@ -11,10 +13,11 @@ import pytest
 from textual.message import Message
 
 from metrics_tui.app import MetricsApp
+from metrics_tui.client import MetricsClient
 from metrics_tui.messages import ConnectionChanged, ConnState
 from metrics_tui.wire import fetch_rest, http_client, is_unauthorized, rest_url, tls_context
 
-from .conftest import TOKEN, Cert, ServerHandle, wait_until
+from .conftest import TOKEN, Cert, ServerHandle, free_port, wait_until
 from .test_app_live import EVENTS, card_text
 from .test_fallback import UpgradeBlockingProxy
 
@@ -38,6 +41,22 @@ class StateLog:
 
 
 # ---------------------------------------------------------------------- tokens
+
+
+async def test_a_failed_connection_is_logged_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client logs the URL of a failed connection; a ``?token=`` in it stays out."""
+    caplog.set_level(logging.INFO, logger="metrics_tui.client")
+    client = MetricsClient(f"ws://127.0.0.1:{free_port()}/ws/metrics?token={TOKEN}", print)
+    task = asyncio.create_task(client.run())
+    try:
+        await wait_until(lambda: "connection to ws://" in caplog.text, what="a failure logged")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert "/ws/metrics failed" in caplog.text and TOKEN not in caplog.text, caplog.text
 
 
 async def test_right_token_goes_live_with_the_figures(token_server: ServerHandle) -> None:

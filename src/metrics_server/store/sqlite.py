@@ -148,9 +148,6 @@ class SQLiteStore:
             raise StoreError(f"cannot read database: {exc}") from None
         return found
 
-    def commit(self, plan: Plan) -> None:
-        self.commit_many((plan,))
-
     def commit_many(
         self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
     ) -> None:
