@@ -111,6 +111,8 @@ def run(
                         "ref_us": c.median(per["ref"]),
                         "ratio": (tot["srv"][0] / max(tot["srv"][1], 1))
                         / max(tot["ref"][0] / max(tot["ref"][1], 1), 1e-9),
+                        "frames_srv": tot["srv"][1],  # text frames received, all windows
+                        "frames_ref": tot["ref"][1],
                         "ratio_median": c.median(ratios),
                         "ratio_max": max(ratios),
                     }

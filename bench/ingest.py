@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import tempfile
@@ -97,7 +98,14 @@ def server_round(
         events = asyncio.run(go())
         wall = time.perf_counter() - t0
         cpu = c.cpu_seconds(srv.pid) - cpu0
-    return {"eps": events / wall, "cpu_per_kevent_ms": cpu / events * 1e6}
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        stored = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    return {
+        "eps": events / wall,
+        "cpu_per_kevent_ms": cpu / events * 1e6,
+        "acked": events,
+        "stored": stored,  # after the server stopped: an acknowledged event is on disk
+    }
 
 
 def reference_round(db: Path, duration: float, batches: list[list[dict[str, object]]]) -> float:
@@ -136,7 +144,9 @@ def run(
     """Returns the worst round's server events/s, the reference's, and their ratio."""
     each = int(duration * 40_000 / 500 / producers) + 10  # enough for well over the target
     ref_batches = make_batches(99, int(duration * 200_000 / 500) + 10)
-    res: dict[str, list[float]] = {"srv": [], "srv1": [], "ref": [], "cpu": [], "base": []}
+    res: dict[str, list[float]] = {
+        k: [] for k in ("srv", "srv1", "ref", "cpu", "base", "acked", "stored")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             s = server_round(Path(tmp, f"s{r}.db"), producers, duration, each)
@@ -155,6 +165,8 @@ def run(
                         f" producers ({b['cpu_per_kevent_ms']:.1f} ms CPU per 1,000 events)"
                     )
             res["srv"].append(s["eps"])
+            res["acked"].append(s["acked"])
+            res["stored"].append(s["stored"])
             res["cpu"].append(s["cpu_per_kevent_ms"])
             res["srv1"].append(s1["eps"])
             res["ref"].append(ref)
@@ -172,6 +184,8 @@ def run(
         "ref_eps": min(res["ref"]),
         "ratio": c.median([a / b for a, b in zip(res["srv"], res["ref"], strict=True)]),
         "cpu_per_kevent_ms": c.median(res["cpu"]),
+        "acked": sum(res["acked"]),
+        "stored": sum(res["stored"]),
     }
     if baseline:
         out["baseline_eps"] = min(res["base"])

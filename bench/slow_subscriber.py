@@ -139,7 +139,8 @@ def run(
                             flush=True,
                         )
     worst = {m: {k: max(x[k] for x in v) for k in v[0]} for m, v in res.items()}
-    summary = {f"{m}_{k}": worst[m][k] for m in worst for k in ("p50", "p99", "rss_growth_mb")}
+    keys = ("p50", "p99", "rss_growth_mb", "missing")  # missing: messages the others did not get
+    summary = {f"{m}_{k}": worst[m][k] for m in worst for k in keys}
     summary["pushed_mb"] = min(x["pushed_mb"] for x in res["stuck"])
     summary["closed_after_s"] = min(closed) if closed else float("nan")
     if verbose:
