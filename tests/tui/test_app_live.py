@@ -43,6 +43,12 @@ def state(app: MetricsApp) -> ConnState:
     return app.status.state
 
 
+def revenue_total(app: MetricsApp) -> Decimal | None:
+    """The total revenue of the app's latest snapshot, if it has one."""
+    latest = app.latest
+    return None if latest is None or latest.revenue is None else latest.revenue.total
+
+
 async def test_cards_show_the_servers_figures(server: ServerHandle) -> None:
     await server.service.ingest(EVENTS)
     expected = await rest_snapshot(server)
@@ -97,14 +103,7 @@ async def test_interval_updates_add_points_and_changes_do_not(server: ServerHand
         await pilot.pause()
         before = len(app.points)
         await server.service.ingest(EVENTS[:3])
-        await wait_until(
-            lambda: (
-                app.latest is not None
-                and app.latest.revenue is not None
-                and app.latest.revenue.total == Decimal("12.50")
-            ),
-            what="change update",
-        )
+        await wait_until(lambda: revenue_total(app) == Decimal("12.50"), what="change update")
         assert len(app.points) == before
         await server.service.tick()
         await wait_until(lambda: len(app.points) == min(before + 1, 20), what="interval point")
@@ -167,14 +166,7 @@ async def test_keys_q_r_p_help_and_palette(server: ServerHandle) -> None:
         assert app.screen_stack[0].query_one("#revenue", MetricCard).border_subtitle == "paused"
         shown = dict(app.screen_stack[0].query_one("#revenue", MetricCard).shown)
         await server.service.ingest(EVENTS[2:3])
-        await wait_until(
-            lambda: (
-                app.latest is not None
-                and app.latest.revenue is not None
-                and app.latest.revenue.total == Decimal("12.50")
-            ),
-            what="update while paused",
-        )
+        await wait_until(lambda: revenue_total(app) == Decimal("12.50"), what="update while paused")
         assert app.screen_stack[0].query_one("#revenue", MetricCard).shown == shown
         await pilot.press("p")
         assert not app.paused
