@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,17 @@ from metrics_tui.wire import NoAnswer, NotMetricsFeed, fetch_once
 from .conftest import ServerHandle, running, server_config, wait_until
 from .test_fallback import UpgradeBlockingProxy
 from .test_snapshots import HISTORY, LATEST
+
+
+def fitted(parts: Sequence[Part], width: int) -> tuple[list[str], str]:
+    """What ``fit`` keeps of each part, and the line that makes (separators between)."""
+    chosen = fit(parts, width)
+    line = "".join(
+        (p.sep if any(chosen[:i]) else "") + c
+        for i, (p, c) in enumerate(zip(parts, chosen, strict=True))
+        if c
+    )
+    return chosen, line
 
 
 class Recorder:
@@ -314,12 +325,7 @@ def test_every_line_fits_and_keeps_the_age(
         shown_at=datetime(2025, 11, 4, 10, 30, tzinfo=UTC) if paused else None,
         insecure=insecure,
     )
-    chosen = fit(parts, width)
-    line = "".join(
-        (p.sep if any(chosen[:i]) else "") + c
-        for i, (p, c) in enumerate(zip(parts, chosen, strict=True))
-        if c
-    )
+    chosen, line = fitted(parts, width)
     assert cell_len(line) <= width, line
     assert formatting.age(age) in line, line
     assert chosen[0], line  # the state word
