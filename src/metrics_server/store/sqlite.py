@@ -1,8 +1,10 @@
-"""Embedded SQLite store: one file, WAL, a full fsync per committed batch.
+"""Embedded SQLite store: one file, WAL, a full fsync per commit (batches that queue behind a
+commit in flight share the next one: group commit).
 
 The raw events are kept (nothing accepted is ever lost) next to the rollups that make a
 snapshot cheap: counters, completed revenue per 15-minute UTC bucket, each user's latest event
-time, per-minute peak samples, and the last interval snapshots for ``history``.
+time, per-minute peak samples, the last interval snapshots for ``history``, and the batches'
+idempotency keys (24 h).
 """
 
 from __future__ import annotations
