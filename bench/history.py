@@ -12,8 +12,8 @@ database goes through; timed too). Measured per request:
 
 Targets: 30 days at 1d: big/small <= 1.5 and big <= 20 ms; 24 h at 1m: big/small <= 1.5.
 
-    python bench/history.py            # 10,000 vs 1,000,000 events
-    python bench/history.py --full     # 10,000 vs 10,000,000 events (a few minutes)
+    python -m bench.history            # 10,000 vs 1,000,000 events
+    python -m bench.history --full     # 10,000 vs 10,000,000 events (a few minutes)
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 import httpx
-import snapshot
 
+from bench import _common as c
+from bench import snapshot
 from metrics_protocol import wire
 from metrics_server.service import MetricsService
 from metrics_server.store import SQLiteStore

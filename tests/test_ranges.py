@@ -336,7 +336,7 @@ def test_daily_revenue_over_a_month_adds_up_to_the_live_month(
     store.prepare_ranges(calendar)
     plan = plan_batch(events, {})
     plan.ranges = calendar.delta(plan)
-    store.commit(plan)
+    store.commit_many([plan])
     now = after.timestamp() - 0.001
     live.apply(plan, now)
     snapshot = live.snapshot(now)

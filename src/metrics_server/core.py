@@ -23,11 +23,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from metrics_protocol.figures import SCHEMA, Metrics
-from metrics_protocol.schema import Schema, percent_of
+from metrics_protocol.schema import Schema
 from metrics_protocol.wire import ERR_AMOUNT_TOO_LARGE
 
 from .events import MIN_TS, ContentView, Event, EventError, TransactionEvent, UserActivity
@@ -210,11 +209,6 @@ def _minute_row(minutes: dict[int, list[int]], minute: int) -> list[int]:
     if row is None:
         row = minutes[minute] = [0, 0, 0, 0, 0]
     return row
-
-
-def conversion_rate(purchases: int, views: int) -> Decimal:
-    """Purchases per 100 views, to the cent (the figure table declares it as this Rate)."""
-    return percent_of(purchases, views)
 
 
 def period_starts(now: float, tz: ZoneInfo) -> tuple[date, date, date]:
