@@ -562,19 +562,22 @@ def test_range_round_trips_through_json_and_csv() -> None:
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
 def test_a_user_counts_once_per_bucket_whatever_order_the_minutes_come_in(zone: str) -> None:
     """One user seen in the last minute of a 15-minute bucket, the first, a middle one and the
-    last of the next, and the first of the one after, in every order, one batch each with the
-    memory of recent minutes dropped (so every pair goes through the stored neighbours)."""
+    last of the next, and the first of the one after, in every order: one batch each with the
+    memory of recent minutes dropped (so every pair goes through the stored neighbours), or
+    split into two batches (several new minutes of the user in one write)."""
     tz = ZoneInfo(zone)
     calendar = Calendar(tz)
     q = calendar.floor("1d", datetime(2026, 5, 4, 12, tzinfo=tz).timestamp())  # a midnight
     minutes = [q - 60, q, q + 420, q + 840, q + 900]
-    for order in itertools.permutations(minutes):
+    for n, order in enumerate(itertools.permutations(minutes)):
         store = SQLiteStore(":memory:")
         store.prepare_ranges(calendar)
         events: list[Event] = [UserActivity("u", float(t)) for t in order]
-        for e in events:
+        split = n // 2 % 4 + 1  # 1 to 4 events in the first of two batches
+        batches = [[e] for e in events] if n % 2 else [events[:split], events[split:]]
+        for batch in batches:
             store._recent.clear()
-            ingest(store, calendar, [[[e]]])
+            ingest(store, calendar, [[batch]])
         for step in wire.RANGE_STEPS:
             starts = calendar.starts(step, q - 3600, q + 3600)
             after = calendar.following(step, starts[-1])

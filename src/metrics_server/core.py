@@ -90,6 +90,30 @@ class RangeDelta:
     spans: dict[int, tuple[tuple[str, int, int], ...]]
 
 
+def new_users(
+    probes: Iterable[tuple[str, int, int | None, int | None]],
+    spans: Mapping[int, tuple[tuple[str, int, int], ...]],
+) -> dict[tuple[str, int], int]:
+    """How many users each bucket gains from one write of (user, UTC minute) pairs.
+
+    ``probes``: each pair the store does not hold yet, with the user's nearest stored minutes
+    before and after it (None where there is none), all read before the write. A user is new
+    in a bucket when no stored minute of theirs falls inside it: the nearest ones either side
+    are outside; several new minutes of a user in one bucket count once.
+    """
+    counts: dict[tuple[str, int], int] = {}
+    seen: set[tuple[str, str, int]] = set()
+    for user, minute, before, after in probes:
+        for step, first, end in spans[minute]:
+            stored = (before is not None and before * 60 >= first) or (
+                after is not None and after * 60 < end
+            )
+            if not stored and (user, step, first) not in seen:
+                seen.add((user, step, first))
+                counts[(step, first)] = counts.get((step, first), 0) + 1
+    return counts
+
+
 @dataclass(slots=True)
 class Plan:
     """What one accepted batch changes. The store writes it in a single transaction."""

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..core import Plan, RangeDelta, TxnRecord
+from ..core import Plan, RangeDelta, TxnRecord, new_users
 from ..events import ContentView, TransactionEvent, UserActivity
 from .base import BatchKey, LoadedState, StoreError
 from .lock import DatabaseLock
@@ -101,10 +101,11 @@ _PEAK_RANGE = (
     " DO UPDATE SET peak = CASE WHEN peak IS NULL OR excluded.peak > peak"
     " THEN excluded.peak ELSE peak END"
 )
-#: A user's nearest stored minutes before and after one: the user is new in a bucket exactly
-#: when neither falls inside it (two index probes answer every step at once).
+#: A user's nearest stored minutes at or before one (itself when stored) and after it: the
+#: user is new in a bucket exactly when neither falls inside it (two index probes answer every
+#: step at once).
 _NEIGHBOURS = (
-    "SELECT (SELECT max(minute) FROM user_minutes WHERE user_id = ?1 AND minute < ?2),"
+    "SELECT (SELECT max(minute) FROM user_minutes WHERE user_id = ?1 AND minute <= ?2),"
     " (SELECT min(minute) FROM user_minutes WHERE user_id = ?1 AND minute > ?2)"
 )
 #: Per-minute sums from the raw log, for a database from before the range rollups. A
@@ -310,11 +311,10 @@ class SQLiteStore:
             )
 
     def _write_ranges(self, delta: RangeDelta, added: dict[int, set[str]]) -> None:
-        """The batch's range sums, and its users counted once per bucket of every step: a
-        (user, minute) pair not stored yet is new in a bucket when the user's nearest stored
-        minutes on either side fall outside it."""
+        """The batch's range sums, and its users counted once per bucket of every step
+        (core.new_users, from each new pair's nearest stored minutes either side)."""
         db = self._db
-        users: dict[tuple[str, int], int] = {}
+        probes = []
         for minute, present in delta.presence.items():
             known = self._recent.get(minute)
             fresh = present - known if known else present
@@ -323,22 +323,16 @@ class SQLiteStore:
                 fresh = fresh - done
             if not fresh:
                 continue
-            spans = delta.spans[minute]
             for user in fresh:
-                if not db.execute(
-                    "INSERT OR IGNORE INTO user_minutes VALUES (?, ?)", (user, minute)
-                ).rowcount:
-                    continue
                 before, after = db.execute(_NEIGHBOURS, (user, minute)).fetchone()
-                for step, first, end in spans:
-                    if (before is None or before * 60 < first) and (
-                        after is None or after * 60 >= end
-                    ):
-                        users[(step, first)] = users.get((step, first), 0) + 1
+                if before != minute:  # not stored yet
+                    probes.append((user, minute, before, after))
             if done is None:
                 added[minute] = set(fresh)
             else:
                 done.update(fresh)
+        users = new_users(probes, delta.spans)
+        db.executemany("INSERT INTO user_minutes VALUES (?, ?)", [(u, m) for u, m, _, _ in probes])
         zero = (0, 0, 0, 0, 0)
         db.executemany(
             _ADD_RANGE,
