@@ -50,6 +50,8 @@ GOOD = {
         "max_message_size": ("1024", 1024),
         "max_batch_size": ("4096", 4096),
         "rate_limit": ("2.5", 2.5),
+        "log_format": ("JSON", "json"),
+        "log_level": ("Debug", "debug"),
     },
     "metrics-tui": {
         "url": ("wss://metrics.example:3000/ws/metrics", "wss://metrics.example:3000/ws/metrics"),
@@ -75,6 +77,8 @@ BAD = {
         ("max_message_size", "64k"),
         ("max_batch_size", "0"),
         ("rate_limit", "inf"),
+        ("log_format", "yaml"),
+        ("log_level", "verbose"),
     ],
     "metrics-tui": [
         ("url", "http://x"),

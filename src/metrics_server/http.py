@@ -32,10 +32,16 @@ def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
             ("Cache-Control", "no-store"),
+            # websockets closes the connection after any plain HTTP answer; saying so keeps
+            # a keep-alive client (httpx, a Prometheus scraper) from reusing it mid-close.
+            ("Connection", "close"),
         ]
     )
     for name, value in headers.items():
-        h[name.replace("_", "-")] = value
+        name = name.replace("_", "-")
+        if name in h:  # Headers[...] = v appends: one Connection header, the caller's
+            del h[name]
+        h[name] = value
     return Response(status.value, status.phrase, h, data)
 
 
@@ -111,7 +117,13 @@ def make_router(
         if path == p.PROMETHEUS_PATH and exposition is not None:
             # get_all: two Accept headers must not raise (a 500); they read as one list.
             data, content_type = exposition(", ".join(request.headers.get_all("Accept")))
-            h = Headers([("Content-Length", str(len(data))), ("Cache-Control", "no-store")])
+            h = Headers(
+                [
+                    ("Content-Length", str(len(data))),
+                    ("Cache-Control", "no-store"),
+                    ("Connection", "close"),
+                ]
+            )
             h["Content-Type"] = content_type
             return Response(200, "OK", h, data if request.method == "GET" else b"")
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
