@@ -309,18 +309,21 @@ class Hub:
     def _log_refusal(self, ws: ServerConnection, reply: str) -> str:
         """Log a refused batch from its error message; returns the error code."""
         msg = json.loads(reply)  # ours, so it parses; only refusals pay for it
-        error = msg["error"]
+        error, batch = msg["error"], msg.get("id")
+        shown = json.dumps(batch)
+        if len(shown) > 100:  # an id is any JSON value: a log line must not carry megabytes
+            batch = shown = shown[:97] + "..."
         logs.event(
             logging.WARNING,
             "batch_refused",
             "batch %s refused: %s (%s)",
-            json.dumps(msg.get("id")),
+            shown,
             error["code"],
             error["message"],
             conn=logs.conn_id(ws),
             peer=logs.peer(ws),
             route=p.WS_INGEST_PATH,
-            batch=msg.get("id"),
+            batch=batch,
             code=error["code"],
             index=error.get("index"),
             error=error["message"],
