@@ -1,7 +1,8 @@
 """Plain HTTP on the WebSocket port, answered from websockets' ``process_request`` hook.
 
-websockets parses any method but refuses request bodies, which is why ingestion is a WebSocket
-and these routes are read-only.
+websockets parses any method but refuses request bodies (connection.py answers those 400), which
+is why ingestion is a WebSocket and these routes are read-only. It answers one request per
+connection, so every response says ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -32,14 +33,12 @@ def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
             ("Cache-Control", "no-store"),
-            # websockets closes the connection after any plain HTTP answer; saying so keeps
-            # a keep-alive client (httpx, a Prometheus scraper) from reusing it mid-close.
             ("Connection", "close"),
         ]
     )
     for name, value in headers.items():
         name = name.replace("_", "-")
-        if name in h:  # Headers[...] = v appends: one Connection header, the caller's
+        if name in h:  # Headers[...] = v appends
             del h[name]
         h[name] = value
     return Response(status.value, status.phrase, h, data)
@@ -47,6 +46,14 @@ def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
 
 def _error(status: HTTPStatus, code: str, message: str, **headers: str) -> Response:
     return json_response(status, p.encode(p.error_message(code, message)), **headers)
+
+
+error_response = _error  # for connection.py's 400
+
+
+def _is_upgrade(request: Request) -> bool:
+    """Whether the request asks for a WebSocket (websockets checks the rest of the handshake)."""
+    return any("websocket" in v.lower() for v in request.headers.get_all("Upgrade"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,8 @@ def make_router(
 ) -> Callable[..., Response | None]:
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through.
 
+    ``HEAD`` is answered as ``GET`` would be (status and headers, Content-Length included)
+    without the body: ``curl -I`` and load balancers' checks use it.
     ``exposition(accept) -> (body, content type)`` answers ``/metrics`` (404 without it);
     ``telemetry`` counts the answers, and a 401 is logged (the path without its query)."""
     telemetry = telemetry or Telemetry()
@@ -87,16 +96,22 @@ def make_router(
         return response
 
     def route(_connection: object, request: Request) -> Response | None:
+        if request.method != "HEAD":
+            return answer(request)
+        response = answer(request)
+        assert response is not None  # a HEAD is never a handshake: see answer()
+        return Response(response.status_code, response.reason_phrase, response.headers, b"")
+
+    def answer(request: Request) -> Response | None:
         path = split_target(request.path)[0]
         if path not in ROUTES or (path == p.PROMETHEUS_PATH and exposition is None):
             return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
-        methods = ("GET", "HEAD") if path == p.PROMETHEUS_PATH else ("GET",)
-        if request.method not in methods:
+        if request.method not in ("GET", "HEAD"):
             return _error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 p.ERR_METHOD_NOT_ALLOWED,
-                f"{request.method} is not allowed on {path}; use {' or '.join(methods)}",
-                Allow=", ".join(methods),
+                f"{request.method} is not allowed on {path}; use GET",
+                Allow="GET, HEAD",
             )
         if path == p.HEALTH_PATH:  # open, for load balancers and probes
             return json_response(HTTPStatus.OK, '{"status":"ok"}')
@@ -125,7 +140,7 @@ def make_router(
                 ]
             )
             h["Content-Type"] = content_type
-            return Response(200, "OK", h, data if request.method == "GET" else b"")
+            return Response(200, "OK", h, data)  # route() leaves the body out for HEAD
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
             return _error(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -141,6 +156,14 @@ def make_router(
                 f"a WebSocket handshake on {path} needs HTTP/1.1",
                 Upgrade="websocket",
                 Connection="Upgrade",
+            )
+        if request.method == "HEAD" or not _is_upgrade(request):
+            # What websockets answers too, but in JSON like every other error here.
+            return _error(
+                HTTPStatus.UPGRADE_REQUIRED,
+                p.ERR_INVALID_MESSAGE,
+                f"{path} is a WebSocket endpoint; connect with a WebSocket client",
+                Upgrade="websocket",
             )
         return None  # a WebSocket path: go on with the handshake
 

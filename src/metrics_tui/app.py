@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from textual import events
@@ -38,7 +38,7 @@ from metrics_tui.messages import (
     ServerError,
     Status,
 )
-from metrics_tui.screens.help import HelpScreen
+from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
 from metrics_tui.widgets.status import StatusLine
@@ -108,8 +108,12 @@ class Dashboard(Screen[None]):
         if layout_for(width, height).too_small:
             self.query_one("#too-small", Static).update(
                 f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
-                "q quits"
+                f"{self._quit_key()} quits"
             )
+
+    def _quit_key(self) -> str:
+        app = self.app
+        return app.key_for("quit") if isinstance(app, MetricsApp) else "q"
 
     def _set_layout_classes(self, width: int, height: int) -> bool:
         """Classes for the arrangement that fits; returns whether the footer must be compact."""
@@ -136,11 +140,12 @@ class MetricsApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "metrics-tui"
+    #: A binding's id is its name in the configuration file's [keys] table (config.py).
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("r", "reconnect", "Reconnect"),
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("r", "reconnect", "Reconnect", id="reconnect"),
+        Binding("p", "toggle_pause", "Pause", id="pause"),
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
     ]
 
     def __init__(
@@ -155,8 +160,13 @@ class MetricsApp(App[None]):
         animate: bool = True,
         connect: bool = True,
         notice: str | None = None,
+        keymap: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
+        #: Binding id -> keys, from the configuration file's [keys] (checked by config.py).
+        self.keymap = dict(keymap or {})
+        if self.keymap:
+            self.set_keymap(self.keymap)
         self.url = url
         self.clock = clock
         self._token = token
@@ -401,6 +411,17 @@ class MetricsApp(App[None]):
             "Pause / resume", "Freeze or unfreeze the display", self.action_toggle_pause
         )
         yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
+
+    def key_for(self, action: str) -> str:
+        """The first key bound to a binding id, as the help writes it ("q", "ctrl+q", "?")."""
+        return self.keys_for(action)[0]
+
+    def keys_for(self, action: str) -> list[str]:
+        """The keys bound to a binding id, as the help writes them."""
+        if action in self.keymap:
+            return [key_label(key) for key in self.keymap[action].split(",")]
+        binding = next(b for b in self.BINDINGS if isinstance(b, Binding) and b.id == action)
+        return [binding.key_display or key_label(binding.key)]
 
     # ------------------------------------------------------------------ for tests and status
 
