@@ -29,7 +29,7 @@ PROGRAMS: dict[str, tuple[tuple[Setting, ...], Callable[[], argparse.ArgumentPar
 #: --insecure and --db). Everything else must have one.
 RUN_MODES = {
     "metrics-server": {"print_config"},
-    "metrics-tui": {"demo", "db", "insecure", "once", "json", "list"},
+    "metrics-tui": {"demo", "db", "insecure", "once", "json", "list", "check"},
 }
 
 #: A good value for every setting that has a variable, and what it parses to. A new setting

@@ -375,7 +375,6 @@ class MetricsService:
     async def tick(self) -> Metrics:
         """One interval sample: kept in history (memory and store) and published."""
         metrics = self.get_metrics()
-        since = self._unpushed_since  # what this snapshot holds (the awaits below let more in)
         self.history.append(metrics)
         self._last_figures = (
             metrics.revenue,
@@ -383,6 +382,11 @@ class MetricsService:
             metrics.transactions,
             metrics.content,
         )
+        # Published before the writes below: they queue behind any commit in flight on the
+        # store's thread, and that commit's change push would otherwise go out first, leaving
+        # subscribers with this older sample as the last word until the next update.
+        self._publish(metrics, "interval")
+        self._pushed(self._unpushed_since)
         peaks = self.rollups.take_unsaved_peaks()
         try:
             await self._run(
@@ -399,8 +403,6 @@ class MetricsService:
             await self._run(self.store.forget_keys, metrics.timestamp.timestamp() - KEY_TTL)
         except StoreError as exc:
             self._store_failed("forget_keys", exc)
-        self._publish(metrics, "interval")
-        self._pushed(since)
         return metrics
 
     def start_metrics_updates(self) -> None:

@@ -11,10 +11,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 #: Compact on purpose: it fits a 60x20 pane without scrolling. {keys} is the line of the app's
-#: bindings with the keys in use (the configuration file's [keys] may rebind them).
+#: bindings with the keys in use (the configuration file's [keys] may rebind them); those in
+#: SECOND_LINE lead the next line, so that the first fits 60 columns.
 HELP_TEXT = """\
 {keys}
-[b]ctrl+p[/b] commands and themes
+{second}[b]ctrl+p[/b] commands and themes
 
 [b]Status line[/b]
 [b]Live ●[/b]          streaming over WebSocket
@@ -33,7 +34,8 @@ HELP_TEXT = """\
 Charts: last 20 samples. {close} closes."""
 
 #: What the keys line says of an action, where the footer's word is too short.
-LONGER = {"reconnect": "reconnect now", "pause": "pause/resume"}
+LONGER = {"reconnect": "reconnect now", "pause": "pause/resume", "alerts": "alert rules"}
+SECOND_LINE = ("alerts",)
 
 
 def key_label(key: str) -> str:
@@ -76,17 +78,20 @@ class HelpScreen(ModalScreen[None]):
         app = self.app
         keys_for = getattr(app, "keys_for", None)
         if keys_for is None:  # not the monitor (a test app): the keys as declared
-            return HELP_TEXT.format(keys="", close="escape, ? or q")
-        line = "  ".join(
-            f"[b]{escape(keys_for(b.id)[0])}[/b] {LONGER.get(b.id, b.description.lower())}"
+            return HELP_TEXT.format(keys="", second="", close="escape, ? or q")
+        words = {
+            b.id: f"[b]{escape(keys_for(b.id)[0])}[/b] {LONGER.get(b.id, b.description.lower())}"
             for b in app.BINDINGS
             if isinstance(b, Binding) and b.id
-        )
+        }
+        line = "  ".join(w for i, w in words.items() if i not in SECOND_LINE)
+        second = "".join(f"{w}  " for i, w in words.items() if i in SECOND_LINE)
         # The help and quit keys close this screen too, but ctrl+q and ctrl+c quit the app
         # from anywhere (Textual's priority bindings), so they are not offered here.
         quit_ = [k for k in keys_for("quit") if k not in ("ctrl+q", "ctrl+c")][:1]
         *first, last = ["escape", keys_for("help")[0], *quit_]
-        return HELP_TEXT.format(keys=line, close=escape(f"{', '.join(first)} or {last}"))
+        close = escape(f"{', '.join(first)} or {last}")
+        return HELP_TEXT.format(keys=line, second=second, close=close)
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
