@@ -55,6 +55,8 @@ GOOD = {
         "max_message_size": ("1024", 1024),
         "max_batch_size": ("4096", 4096),
         "rate_limit": ("2.5", 2.5),
+        "log_format": ("JSON", "json"),
+        "log_level": ("Debug", "debug"),
     },
     "metrics-tui": {
         "config": ("/dev/null", "/dev/null"),
@@ -81,6 +83,8 @@ BAD = {
         ("max_message_size", "64k"),
         ("max_batch_size", "0"),
         ("rate_limit", "inf"),
+        ("log_format", "yaml"),
+        ("log_level", "verbose"),
     ],
     "metrics-tui": [
         ("url", "http://x"),

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_BATCH_BYTES",
     "MAX_RANGE_POINTS",
+    "PROMETHEUS_PATH",
     "RANGE_CSV_COLUMNS",
     "RANGE_FIELDS",
     "RANGE_FORMATS",
@@ -67,6 +68,8 @@ REST_METRICS_PATH = "/api/v1/analytics/realtime-metrics"
 HEALTH_PATH = "/healthz"
 #: ``GET HISTORY_PATH?from=…&to=…&step=…[&format=json|csv]``: figures per step over a range.
 HISTORY_PATH = "/api/v1/analytics/history"
+#: The server's own operating figures, in Prometheus text format (not the business metrics).
+PROMETHEUS_PATH = "/metrics"
 
 #: The groups of a metrics snapshot, in wire order; also the channel names of ``subscribe``.
 CHANNELS: tuple[str, ...] = SCHEMA.groups

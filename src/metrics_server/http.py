@@ -18,13 +18,17 @@ from websockets.http11 import Request, Response
 
 from metrics_protocol import wire as p
 
+from . import logs
 from .ranges import Calendar, RangeError, RangeQuery, query_values
 from .security import presented_token, split_target, token_ok
 from .store import StoreError
-
-log = logging.getLogger("metrics_server")
+from .telemetry import Telemetry
 
 WS_PATHS = (p.WS_METRICS_PATH, p.WS_INGEST_PATH)
+#: Routes by name, for the http_responses counter's bounded ``route`` label.
+ROUTES = frozenset(
+    (*WS_PATHS, p.REST_METRICS_PATH, p.HEALTH_PATH, p.PROMETHEUS_PATH, p.HISTORY_PATH)
+)
 
 
 def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
@@ -85,8 +89,7 @@ async def _history(source: RangeSource, query: str) -> Response:
             HTTPStatus.BAD_REQUEST,
             p.encode(p.error_message(p.ERR_INVALID_RANGE, exc.message, parameter=exc.parameter)),
         )
-    except StoreError as exc:
-        log.error("%s", exc)
+    except StoreError:  # the service logged it
         return _error(
             HTTPStatus.SERVICE_UNAVAILABLE,
             p.ERR_STORE_UNAVAILABLE,
@@ -123,13 +126,45 @@ def make_router(
     access: Access = Access(),
     subscriber_count: Callable[[], int] = lambda: 0,
     interval: float | None = None,
+    telemetry: Telemetry | None = None,
+    exposition: Callable[[str | None], tuple[bytes, str]] | None = None,
     history: RangeSource | None = None,
 ) -> Callable[..., Response | Awaitable[Response] | None]:
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through.
 
     ``HEAD`` is answered as ``GET`` would be (status and headers, Content-Length included)
-    without the body: ``curl -I`` and load balancers' checks use it. The history route reads
-    the store, so it answers with an awaitable (websockets awaits it)."""
+    without the body: ``curl -I`` and load balancers' checks use it.
+    ``exposition(accept) -> (body, content type)`` answers ``/metrics`` (404 without it);
+    ``telemetry`` counts the answers, and a 401 is logged (the path without its query).
+    ``history`` answers the date ranges (404 without it); it reads the store, so that route
+    answers with an awaitable (websockets awaits it)."""
+    telemetry = telemetry or Telemetry()
+
+    def counted(connection: object, request: Request) -> Response | Awaitable[Response] | None:
+        response = route(connection, request)
+        if response is not None and not isinstance(response, Response):
+            return counted_later(connection, request, response)
+        count(connection, request, response)
+        return response
+
+    async def counted_later(
+        connection: object, request: Request, response: Awaitable[Response]
+    ) -> Response:
+        done = await response
+        count(connection, request, done)
+        return done
+
+    def count(connection: object, request: Request, response: Response | None) -> None:
+        if response is not None:
+            path = split_target(request.path)[0]
+            telemetry.http[path if path in ROUTES else "other", response.status_code] += 1
+            if response.status_code == HTTPStatus.UNAUTHORIZED:
+                peer = logs.peer(connection)
+                logs.event(
+                    logging.WARNING, "unauthorized", "401 for %s %s from %s",
+                    request.method, path, peer, peer=peer, route=path,
+                    method=request.method, code=p.ERR_UNAUTHORIZED,
+                )  # fmt: skip
 
     def route(connection: object, request: Request) -> Response | Awaitable[Response] | None:
         if request.method != "HEAD":
@@ -142,9 +177,11 @@ def make_router(
 
     def answer(request: Request, connection: object) -> Response | Awaitable[Response] | None:
         path = split_target(request.path)[0]
-        known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
-        known = known or (path == p.HISTORY_PATH and history is not None)
-        if not known:
+        if (
+            path not in ROUTES
+            or (path == p.PROMETHEUS_PATH and exposition is None)
+            or (path == p.HISTORY_PATH and history is None)
+        ):
             return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
         if request.method not in ("GET", "HEAD"):
             return _error(
@@ -171,6 +208,18 @@ def make_router(
             return json_response(HTTPStatus.OK, body)
         if path == p.HISTORY_PATH and history is not None:
             return history_response(history, split_target(request.path)[1], connection)
+        if path == p.PROMETHEUS_PATH and exposition is not None:
+            # get_all: two Accept headers must not raise (a 500); they read as one list.
+            data, content_type = exposition(", ".join(request.headers.get_all("Accept")))
+            h = Headers(
+                [
+                    ("Content-Length", str(len(data))),
+                    ("Cache-Control", "no-store"),
+                    ("Connection", "close"),
+                ]
+            )
+            h["Content-Type"] = content_type
+            return Response(200, "OK", h, data)  # route() leaves the body out for HEAD
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
             return _error(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -197,4 +246,4 @@ def make_router(
             )
         return None  # a WebSocket path: go on with the handshake
 
-    return route
+    return counted

@@ -28,15 +28,18 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from logging import ERROR, WARNING
 from typing import Any, TypeVar
 
 from metrics_protocol import wire
 from metrics_protocol.wire import Kind, Metrics
 
 from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
-from .events import Event, EventError, parse_batch
+from .events import ContentView, Event, EventError, TransactionEvent, UserActivity, parse_batch
+from .logs import event
 from .ranges import Calendar, RangeQuery
 from .store import BatchKey, Store, StoreError
+from .telemetry import Telemetry
 
 log = logging.getLogger("metrics_server")
 
@@ -53,6 +56,12 @@ KEY_TTL = 24 * 3600.0
 #: the walk starts over at its end.
 PRUNE_CHUNK = 5000
 PRUNE_CHUNKS = 4
+#: The wire names of the event classes, for events_ingested_total{type}.
+EVENT_NAMES = {
+    UserActivity: "user_activity",
+    ContentView: "content_view",
+    TransactionEvent: "transaction",
+}
 
 
 class KeyReused(ValueError):
@@ -115,6 +124,9 @@ class MetricsService:
         self._last_push = float("-inf")
         self._last_figures: tuple[Any, ...] | None = None
         self.store_error: str | None = None  # the last store failure, until a write succeeds
+        self.telemetry = Telemetry(event_names=EVENT_NAMES)
+        #: When the oldest commit not yet pushed to subscribers was applied (perf_counter).
+        self._unpushed_since: float | None = None
 
     # ---- lifecycle
 
@@ -141,9 +153,9 @@ class MetricsService:
             except (ValueError, TypeError, ArithmeticError):  # any shape a bad row can take
                 skipped.append(f"history row {n} of {len(state.history)}: not a snapshot")
         for row in skipped[:20]:
-            log.warning("skipping a stored row that cannot count: %s", row)
+            event(WARNING, "row_skipped", "skipping a stored row that cannot count: %s", row)
         if len(skipped) > 20:
-            log.warning("skipping %d more such rows", len(skipped) - 20)
+            event(WARNING, "row_skipped", "skipping %d more such rows", len(skipped) - 20)
 
     async def close(self) -> None:
         await self.stop_metrics_updates()
@@ -157,7 +169,7 @@ class MetricsService:
                     ranges = self.calendar.peaks(peaks)
                     await self._run(self.store.save_sample, peaks, None, None, 0, ranges)
                 except StoreError as exc:
-                    log.warning("%s", exc)
+                    self._store_failed("save_peaks", exc)
             await self._run(self.store.close)
         self._executor.shutdown(wait=True)
 
@@ -214,12 +226,14 @@ class MetricsService:
         applied = False
         for batch, result in zip(group, results, strict=True):
             if isinstance(result, Plan):
+                self.telemetry.events.update(map(type, batch.events))  # C-speed, per batch
                 try:
                     self.rollups.apply(result, now)
                 except Exception:  # plan_batch checked what could fail here; defence in depth
                     # Committed, so it must be acknowledged (a retry would count it twice); the
                     # live figures may be off until a restart rebuilds them from the store.
-                    log.exception("a stored batch could not be added to the live figures")
+                    msg = "a stored batch could not be added to the live figures"
+                    event(ERROR, "apply_failed", msg, exc_info=True)
                 batch.done.set_result(Receipt(len(batch.events)))
                 applied = True
             elif isinstance(result, Receipt):
@@ -228,6 +242,8 @@ class MetricsService:
                 batch.done.set_exception(result)
         if applied:
             self.store_error = None
+            if self._unpushed_since is None:
+                self._unpushed_since = time.perf_counter()
             self._changed()
 
     def _plan_and_commit(self, batches: list[_Batch]) -> list[Plan | Receipt | Exception]:
@@ -275,14 +291,17 @@ class MetricsService:
             if key is not None:
                 keys[key] = BatchKey(len(events), batch.digest, now)
         if plans:
+            started = time.perf_counter()
             try:
                 self.store.commit_many(plans, keys)
             except StoreError as exc:
                 self.store_error = str(exc)
+                self._store_failed("commit", exc, batches=len(plans))
                 return [
                     StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
                     for i, r in enumerate(results)
                 ]
+            self.telemetry.commit_seconds.observe(time.perf_counter() - started)
         return results
 
     async def track_user_activity(self, user_id: str, ts: Any = None) -> None:
@@ -316,6 +335,15 @@ class MetricsService:
             ]
         )
 
+    def _store_failed(self, op: str, exc: StoreError, **context: Any) -> None:
+        """One line and one count per failed store operation (a commit of a whole group too);
+        a commit's batches are refused, a sample's figures stay right in memory."""
+        self.telemetry.store_errors += 1
+        level = ERROR if op == "commit" else WARNING
+        event(
+            level, "store_error", "store %s failed: %s", op, exc, op=op, error=str(exc), **context
+        )
+
     # ---- snapshots and publishing
 
     def get_metrics(self) -> Metrics:
@@ -329,7 +357,7 @@ class MetricsService:
             try:
                 listener(metrics, kind)
             except Exception:  # a broken listener must not stop the others
-                log.exception("metrics listener failed")
+                event(ERROR, "listener_failed", "metrics listener failed", exc_info=True)
 
     def _changed(self) -> None:
         """Push a change snapshot: at once after a quiet spell, then at most every push_interval."""
@@ -342,6 +370,14 @@ class MetricsService:
         else:
             self._push_handle = loop.call_later(wait, self._push_change)
 
+    def _pushed(self, since: float | None) -> None:
+        """A snapshot taken when ``_unpushed_since`` was ``since`` went out: how long its
+        oldest commit waited for it (push_lag_seconds). A commit applied since then waits on."""
+        if since is not None:
+            self.telemetry.push_lag_seconds.observe(time.perf_counter() - since)
+        if self._unpushed_since is since:
+            self._unpushed_since = None
+
     def _push_change(self) -> None:
         self._push_handle = None
         self._last_push = asyncio.get_running_loop().time()
@@ -350,6 +386,8 @@ class MetricsService:
         if figures != self._last_figures:
             self._last_figures = figures
             self._publish(metrics, "change")
+            self._pushed(self._unpushed_since)
+        self._unpushed_since = None  # pushed, or no figure moved: nothing is waiting
 
     async def tick(self) -> Metrics:
         """One interval sample: kept in history (memory and store) and published."""
@@ -365,6 +403,7 @@ class MetricsService:
         # store's thread, and that commit's change push would otherwise go out first, leaving
         # subscribers with this older sample as the last word until the next update.
         self._publish(metrics, "interval")
+        self._pushed(self._unpushed_since)
         peaks = self.rollups.take_unsaved_peaks()
         try:
             await self._run(
@@ -377,11 +416,11 @@ class MetricsService:
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept
             self.rollups.unsaved_peaks.update(m for m, _ in peaks)
-            log.warning("%s", exc)
+            self._store_failed("save_sample", exc)
         try:  # an indexed delete once an interval: keys older than KEY_TTL are let go
             await self._run(self.store.forget_keys, metrics.timestamp.timestamp() - KEY_TTL)
         except StoreError as exc:
-            log.warning("%s", exc)
+            self._store_failed("forget_keys", exc)
         if self.retention is not None:
             await self.prune(metrics.timestamp.timestamp() - self.retention * 86400)
         return metrics
@@ -396,7 +435,7 @@ class MetricsService:
                     self.store.prune_events, before, self._prune_after, PRUNE_CHUNK
                 )
             except StoreError as exc:
-                log.warning("%s", exc)
+                self._store_failed("prune_events", exc)
                 break
             deleted += n
             if self._prune_after == 0:  # the end of the log: start over next time
@@ -405,8 +444,14 @@ class MetricsService:
 
     async def range(self, query: RangeQuery) -> wire.Range:
         """The figures per step over a validated range (``calendar.parse``), from the range
-        rollups: never a scan of raw events. Raises StoreError."""
-        rows = await self._run(self.store.range_rows, query.step, query.starts[0], query.starts[-1])
+        rollups: never a scan of raw events. Raises StoreError (logged and counted here)."""
+        try:
+            rows = await self._run(
+                self.store.range_rows, query.step, query.starts[0], query.starts[-1]
+            )
+        except StoreError as exc:
+            self._store_failed("range_rows", exc)
+            raise
         peaks = self.rollups.peaks  # samples the store may not have yet
         live = [(m, peaks[m]) for m in self.rollups.unsaved_peaks if m in peaks]
         return self.calendar.answer(query, rows, live)
@@ -433,7 +478,7 @@ class MetricsService:
             try:
                 await self.tick()
             except Exception:
-                log.exception("metrics tick failed")
+                event(ERROR, "tick_failed", "metrics tick failed", exc_info=True)
 
 
 def _event(kind: str, **fields: Any) -> dict[str, Any]:
