@@ -382,3 +382,14 @@ async def test_a_large_csv_to_a_slow_reader_is_delivered(start_server, wait_unti
     assert head.startswith(b"HTTP/1.1 200 ")
     assert len(body.decode().splitlines()) == 4981
     writer.close()
+
+
+async def test_history_answers_are_counted_for_metrics(paris, http, now) -> None:
+    """/metrics' http_responses counts the history route like the others, once it has answered."""
+    assert (await http.get(HISTORY, params=params(now))).status_code == 200
+    assert (await http.head(HISTORY, params=params(now, step="9m"))).status_code == 400
+    assert paris.service is not None
+    counted = paris.service.telemetry.http
+    assert (counted[(HISTORY, 200)], counted[(HISTORY, 400)]) == (1, 1)
+    text = (await http.get("/metrics")).text
+    assert f'route="{HISTORY}",status="200"' in text
