@@ -40,6 +40,8 @@ GOOD = {
         "host": ("0.0.0.0", "0.0.0.0"),
         "port": ("4001", 4001),
         "db": ("/srv/other.db", "/srv/other.db"),
+        "store": ("postgresql://m@db.example/metrics", "postgresql://m@db.example/metrics"),
+        "broker": ("redis://redis.example:6379/0", "redis://redis.example:6379/0"),
         "interval": ("0.5", 0.5),
         "tz": ("Europe/Paris", "Europe/Paris"),
         "history": ("7", 7),
@@ -80,6 +82,8 @@ BAD = {
         ("max_message_size", "64k"),
         ("max_batch_size", "0"),
         ("rate_limit", "inf"),
+        ("store", "mysql://h/d"),
+        ("broker", "http://r:6379"),
     ],
     "metrics-tui": [
         ("url", "http://x"),
