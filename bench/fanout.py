@@ -7,8 +7,8 @@ its subscribers received in that window, give the cost per subscriber per update
 their ratio (target <= 1.2), pooled over several windows (each window's ratio is printed too:
 the spread shows how noisy the machine was).
 
-    python bench/fanout.py            # 1,000 and 5,000 subscribers, 2 updates/s, 5 x 8 s windows
-    python bench/fanout.py --full     # 7 x 20 s windows
+    python -m bench.fanout            # 1,000 and 5,000 subscribers, 2 updates/s, 5 x 8 s windows
+    python -m bench.fanout --full     # 7 x 20 s windows
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import sys
 import tempfile
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
+from bench import _common as c
 
 
 def _fleet(port: int, conn: Connection) -> None:
@@ -114,6 +111,8 @@ def run(
                         "ref_us": c.median(per["ref"]),
                         "ratio": (tot["srv"][0] / max(tot["srv"][1], 1))
                         / max(tot["ref"][0] / max(tot["ref"][1], 1), 1e-9),
+                        "frames_srv": tot["srv"][1],  # text frames received, all windows
+                        "frames_ref": tot["ref"][1],
                         "ratio_median": c.median(ratios),
                         "ratio_max": max(ratios),
                     }

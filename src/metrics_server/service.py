@@ -375,6 +375,10 @@ class MetricsService:
             metrics.transactions,
             metrics.content,
         )
+        # Published before the writes below: they queue behind any commit in flight on the
+        # store's thread, and that commit's change push would otherwise go out first, leaving
+        # subscribers with this older sample as the last word until the next update.
+        self._publish(metrics, "interval")
         peaks = self.rollups.take_unsaved_peaks()
         try:
             await self._run(
@@ -391,7 +395,6 @@ class MetricsService:
             await self._run(self.store.forget_keys, metrics.timestamp.timestamp() - KEY_TTL)
         except StoreError as exc:
             log.warning("%s", exc)
-        self._publish(metrics, "interval")
         return metrics
 
     def start_metrics_updates(self) -> None:

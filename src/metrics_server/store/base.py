@@ -56,9 +56,6 @@ class Store(Protocol):
     def revenue_total(self) -> int:
         """The stored revenue counter, in cents (the overflow guard reads it in a scope)."""
 
-    def commit(self, plan: Plan) -> None:
-        """Write the batch's events and rollup deltas atomically and durably, or raise."""
-
     def commit_many(
         self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
     ) -> None:
