@@ -106,8 +106,14 @@ def server_round(
         events = asyncio.run(go())
         wall = time.perf_counter() - t0
         cpu = c.cpu_seconds(srv.pid) - cpu0
-    with contextlib.closing(sqlite3.connect(db)) as con:
-        stored = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    if "://" in str(db):  # a PostgreSQL store URL
+        import psycopg
+
+        with psycopg.connect(str(db)) as pg:
+            stored = pg.execute("SELECT count(*) FROM events").fetchone()[0]  # type: ignore[index]
+    else:
+        with contextlib.closing(sqlite3.connect(db)) as con:
+            stored = con.execute("SELECT count(*) FROM events").fetchone()[0]
     return {
         "eps": events / wall,
         "cpu_per_kevent_ms": cpu / events * 1e6,
@@ -213,7 +219,9 @@ def run_pg(
     """The server on PostgreSQL next to raw COPY and raw executemany (pipeline mode)."""
     each = int(duration * 40_000 / 500 / producers) + 10
     ref_batches = make_batches(99, int(duration * 200_000 / 500) + 10)
-    res: dict[str, list[float]] = {"srv": [], "srv1": [], "copy": [], "many": [], "cpu": []}
+    res: dict[str, list[float]] = {
+        k: [] for k in ("srv", "srv1", "copy", "many", "cpu", "acked", "stored")
+    }
     schemas = _Schemas(url)
     try:
         for r in range(rounds):
@@ -224,6 +232,8 @@ def run_pg(
             res["srv"].append(s["eps"])
             res["srv1"].append(s1["eps"])
             res["cpu"].append(s["cpu_per_kevent_ms"])
+            res["acked"] += [s["acked"], s1["acked"]]
+            res["stored"] += [s["stored"], s1["stored"]]
             res["copy"].append(cp)
             res["many"].append(many)
             if verbose:
@@ -243,12 +253,15 @@ def run_pg(
         "many_eps": min(res["many"]),
         "ratio": c.median([a / b for a, b in zip(res["srv"], res["copy"], strict=True)]),
         "cpu_per_kevent_ms": c.median(res["cpu"]),
+        "acked": sum(res["acked"]),
+        "stored": sum(res["stored"]),
     }
     if verbose:
         print(
             f"worst round: {out['eps']:,.0f} events/s (target >= 20,000:"
             f" {'met' if out['eps'] >= 20_000 else 'MISSED'}); vs raw COPY median ratio"
-            f" {out['ratio']:.2f}"
+            f" {out['ratio']:.2f}; acknowledged {out['acked']:,.0f} events, stored"
+            f" {out['stored']:,.0f}"
         )
     return out
 

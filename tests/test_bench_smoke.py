@@ -104,6 +104,7 @@ async def test_soak(capsys: pytest.CaptureFixture[str]) -> None:
 def test_ingest_on_postgres(postgres) -> None:
     out = ingest.run_pg(postgres.url, duration=0.4, rounds=1, producers=2, verbose=False)
     assert out["eps"] > 0 and out["copy_eps"] > 0 and out["many_eps"] > 0
+    assert out["stored"] == out["acked"] > 0  # every acknowledged event is committed
 
 
 def test_snapshot_on_postgres(postgres) -> None:
