@@ -56,6 +56,8 @@ GOOD = {
         "max_message_size": ("1024", 1024),
         "max_batch_size": ("4096", 4096),
         "rate_limit": ("2.5", 2.5),
+        "log_format": ("JSON", "json"),
+        "log_level": ("Debug", "debug"),
     },
     "metrics-tui": {
         "config": ("/dev/null", "/dev/null"),
@@ -84,6 +86,8 @@ BAD = {
         ("rate_limit", "inf"),
         ("store", "mysql://h/d"),
         ("broker", "http://r:6379"),
+        ("log_format", "yaml"),
+        ("log_level", "verbose"),
     ],
     "metrics-tui": [
         ("url", "http://x"),
