@@ -17,9 +17,9 @@ targets p99 <= 350 ms at the default 0.25 s push window and <= 100 ms with 0.
 Everything shares the machine with the servers (clients, Redis, PostgreSQL): on 2 cores the
 second server competes with them for the second core, which bounds the ratio.
 
-    python bench/scaleout.py                        # capacity steps of 5 s, latency 2 x 8 s
-    python bench/scaleout.py --full                 # steps of 10 s, latency 3 x 15 s
-    python bench/scaleout.py --postgres URL --redis-server PATH
+    python -m bench.scaleout                        # capacity steps of 5 s, latency 2 x 8 s
+    python -m bench.scaleout --full                 # steps of 10 s, latency 3 x 15 s
+    python -m bench.scaleout --postgres URL --redis-server PATH
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
-import latency as lat
 import psutil
 from websockets.asyncio.client import connect
+
+from bench import _common as c
+from bench import latency as lat
 
 POSTGRES = os.environ.get("METRICS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BOUND_MS = 500.0

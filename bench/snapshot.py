@@ -7,9 +7,9 @@ the generated events. Events arrive at the same steady rate (one every 0.25 s) i
 recent past -- which a snapshot does depend on (active users) -- is the same; only the length of
 history differs. Targets: big/small <= 1.2 and big <= 1 ms per ``get_metrics()``.
 
-    python bench/snapshot.py            # 10,000 vs 1,000,000 events
-    python bench/snapshot.py --full     # 10,000 vs 10,000,000 events (takes a minute or more)
-    python bench/snapshot.py --store postgresql://postgres@127.0.0.1:5432/test [--full]
+    python -m bench.snapshot            # 10,000 vs 1,000,000 events
+    python -m bench.snapshot --full     # 10,000 vs 10,000,000 events (takes a minute or more)
+    python -m bench.snapshot --store postgresql://postgres@127.0.0.1:5432/test [--full]
 
 With ``--store``, both stores are PostgreSQL schemas (made, filled with ``generate_series``
 and dropped by the run), the services run on PostgresStore and the REST servers on
@@ -22,17 +22,14 @@ import argparse
 import asyncio
 import contextlib
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 import httpx
 
+from bench import _common as c
 from metrics_server.service import MetricsService
 from metrics_server.store import SQLiteStore
 
@@ -166,7 +163,7 @@ def run(
         paths: dict[str, Path | str]
         t0 = time.perf_counter()
         if store:
-            from ingest import _Schemas
+            from bench.ingest import _Schemas
 
             schemas = _Schemas(store)
             stack.callback(schemas.close)

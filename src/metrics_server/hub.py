@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +27,10 @@ from websockets.frames import CloseCode
 
 from metrics_protocol import wire as p
 
+from . import logs
 from .connection import MAX_OUTPUT, OUTPUT_STALL, GuardedConnection
 from .events import EventError
+from .ranges import RangeError
 from .security import RateLimiter
 from .service import KeyReused, MetricsService, Publication
 from .store import StoreError
@@ -77,6 +81,7 @@ class Hub:
         self._busy = 0  # producer messages between being read and their answer being sent
         self._idle = asyncio.Event()
         self._idle.set()
+        self.telemetry = service.telemetry
         service.add_publication_listener(self.publish)
 
     def start(self) -> None:
@@ -99,16 +104,20 @@ class Hub:
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
-            log.warning(
+            logs.event(
+                logging.WARNING,
+                "shutdown_grace_exceeded",
                 "%d batch(es) still unanswered after the %gs shutdown grace; closing anyway",
                 self._busy,
                 grace,
+                batches=self._busy,
             )
 
     # ---- outbound
 
     def _send_all(self, encode: Any) -> None:
         """``encode(channels) -> str`` is called once per distinct channel selection."""
+        started = time.perf_counter()
         groups: dict[tuple[str, ...], list[ServerConnection]] = defaultdict(list)
         for ws, channels in self.subscribers.items():
             transport = ws.transport
@@ -117,7 +126,14 @@ class Hub:
                 continue
             groups[channels].append(ws)
         for channels, conns in groups.items():
-            broadcast(conns, encode(channels))
+            text = encode(channels)
+            broadcast(conns, text)
+            self.telemetry.count_sent(text, len(conns))  # one addition per group, not per conn
+        self.telemetry.broadcast_seconds.observe(time.perf_counter() - started)
+
+    async def _send(self, ws: ServerConnection, text: str) -> None:
+        self.telemetry.count_sent(text)
+        await ws.send(text)
 
     def publish(self, pub: Publication) -> None:
         self._latest = pub
@@ -157,8 +173,8 @@ class Hub:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         elif reply is not None or limiter.strikes == 1:
-            await ws.send(
-                reply() if reply else _error(p.ERR_RATE_LIMITED, "too many messages; slow down")
+            await self._send(
+                ws, reply() if reply else _error(p.ERR_RATE_LIMITED, "too many messages; slow down")
             )
         return True
 
@@ -179,8 +195,10 @@ class Hub:
                     continue
                 if new_channels is not None:
                     self.subscribers[ws] = new_channels
-                if reply is not None:
-                    await ws.send(reply)
+                if reply is not None and not isinstance(reply, str):
+                    await self._send_large(ws, await reply)  # a range, read from the store
+                elif reply is not None:
+                    await self._send(ws, reply)
         except ConnectionClosed:
             pass
         finally:
@@ -192,20 +210,23 @@ class Hub:
         subscriber is in the broadcast (again, after a resync)."""
         self.subscribers.pop(ws, None)
         history, current = await self.service.greeting()
-        await ws.send(
+        await self._send(
+            ws,
             p.encode_history(
                 history, channels, self.service.interval, epoch=current.epoch, seq=current.seq
-            )
+            ),
         )
-        await ws.send(current.message(channels, "change"))
+        await self._send(ws, current.message(channels, "change"))
         self.subscribers[ws] = channels
         # A publication made while those were being written was not sent here. (One of
         # another epoch is not: the next push tells the subscriber, which asks again.)
         latest = self._latest
         if latest is not None and latest.epoch == current.epoch and latest.seq > current.seq:
-            await ws.send(latest.message(channels))
+            await self._send(ws, latest.message(channels))
 
-    def _on_subscriber_message(self, raw: str | bytes) -> tuple[str | None, tuple[str, ...] | None]:
+    def _on_subscriber_message(
+        self, raw: str | bytes
+    ) -> tuple[str | Awaitable[str] | None, tuple[str, ...] | None]:
         try:
             msg = p.loads(raw)
         except p.ProtocolError as exc:
@@ -232,12 +253,38 @@ class Hub:
                 ), None
             chosen = tuple(c for c in p.CHANNELS if c in channels)  # canonical order, no repeats
             return p.encode({"type": "subscribed", "channels": list(chosen)}), chosen
+        if kind == "range":
+            return self._on_range(msg), None
         if not isinstance(kind, str):
             return _error(p.ERR_INVALID_MESSAGE, "'type' must be a string"), None
         return _error(
             p.ERR_UNKNOWN_TYPE,
-            f"unknown message type {kind!r}; expected ping, pong, subscribe or resync",
+            f"unknown message type {kind!r}; expected ping, pong, subscribe, range or resync",
         ), None
+
+    async def _send_large(self, ws: ServerConnection, text: str) -> None:
+        """A range answer may pass the output bound meant for snapshots (5,000 points of large
+        figures are about 1.3 MB): the bound is raised by its size until it is written."""
+        if not isinstance(ws, GuardedConnection):
+            await self._send(ws, text)
+            return
+        ws.max_output += len(text)  # ASCII: json escapes the rest
+        try:
+            await self._send(ws, text)
+        finally:
+            ws.max_output -= len(text)
+
+    async def _on_range(self, msg: dict[str, Any]) -> str:
+        """``{"type":"range","id":…,"from":…,"to":…,"step":…}``: one ``range`` answer with the
+        same id, or an ``invalid_range`` error naming the field."""
+        ident = msg.get("id")
+        try:
+            answer = await self.service.range(self.service.calendar.parse(msg))
+        except RangeError as exc:
+            return _error(p.ERR_INVALID_RANGE, exc.message, id=ident, parameter=exc.parameter)
+        except StoreError:  # the service logged it
+            return _error(p.ERR_STORE_UNAVAILABLE, "the store cannot be read now; retry", id=ident)
+        return p.encode_range(answer, ident)
 
     # ---- /ws/ingest
 
@@ -252,11 +299,16 @@ class Hub:
             async for raw in ws:
                 # The refusal is built only when needed: it parses the batch for its id.
                 if await self._throttled(ws, limiter, lambda raw=raw: _batch_refusal(raw)):
+                    self.telemetry.batches["refused", p.ERR_RATE_LIMITED] += 1
+                    if limiter.strikes == 1:  # the first of a run: a flood is one line
+                        self._log_refusal(ws, _batch_refusal(raw))
                     continue
                 self._busy += 1
                 self._idle.clear()
                 try:
-                    await ws.send(await self._on_batch(raw))
+                    reply = await self._on_batch(raw)
+                    self._count_batch(ws, reply)  # before the send, which may find it closed
+                    await self._send(ws, reply)
                 finally:
                     self._busy -= 1
                     if not self._busy:
@@ -298,8 +350,7 @@ class Hub:
                 return _error(exc.code or p.ERR_INVALID_BATCH, exc.message, id=batch_id)
             code = exc.code or p.ERR_INVALID_EVENT
             return _error(code, exc.message, id=batch_id, index=exc.index)
-        except StoreError as exc:
-            log.error("%s", exc)
+        except StoreError:  # the service logged it, once for the group
             return _error(
                 p.ERR_STORE_UNAVAILABLE, "the store cannot take events now; retry", id=batch_id
             )
@@ -307,6 +358,39 @@ class Hub:
         if receipt.duplicate:  # the same ack as the first time, said to be a repeat
             ack["duplicate"] = True
         return p.encode(ack)
+
+    def _count_batch(self, ws: ServerConnection, reply: str) -> None:
+        """Count a batch by the answer it got (so that every refusal, whatever its path, is
+        counted by its code); a refusal is also logged. Costs two prefix checks on an ack."""
+        if reply.startswith('{"type":"ack"'):
+            duplicate = reply.endswith(',"duplicate":true}')
+            self.telemetry.batches["accepted", "duplicate" if duplicate else ""] += 1
+        elif not reply.startswith('{"type":"pong"'):
+            self.telemetry.batches["refused", self._log_refusal(ws, reply)] += 1
+
+    def _log_refusal(self, ws: ServerConnection, reply: str) -> str:
+        """Log a refused batch from its error message; returns the error code."""
+        msg = json.loads(reply)  # ours, so it parses; only refusals pay for it
+        error, batch = msg["error"], msg.get("id")
+        shown = json.dumps(batch)
+        if len(shown) > 100:  # an id is any JSON value: a log line must not carry megabytes
+            batch = shown = shown[:97] + "..."
+        logs.event(
+            logging.WARNING,
+            "batch_refused",
+            "batch %s refused: %s (%s)",
+            shown,
+            error["code"],
+            error["message"],
+            conn=logs.conn_id(ws),
+            peer=logs.peer(ws),
+            route=p.WS_INGEST_PATH,
+            batch=batch,
+            code=error["code"],
+            index=error.get("index"),
+            error=error["message"],
+        )
+        return error["code"]
 
 
 #: ``{"type":"resync"}`` answers with the greeting again (a sentinel, compared by identity).

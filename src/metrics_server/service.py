@@ -29,14 +29,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from logging import ERROR, WARNING
 from typing import Any, TypeVar
 
 from metrics_protocol import wire
 from metrics_protocol.wire import CHANNELS, Kind, Metrics
 
 from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
-from .events import Event, EventError, parse_batch
+from .events import ContentView, Event, EventError, TransactionEvent, UserActivity, parse_batch
+from .logs import event
+from .ranges import Calendar, RangeQuery
 from .store import HEARTBEAT_SECONDS, BatchKey, Store, StoreError
+from .telemetry import Telemetry
 
 log = logging.getLogger("metrics_server")
 
@@ -48,6 +52,18 @@ PublicationListener = Callable[["Publication"], None]
 KEY_MAX = 200
 #: How long a key is remembered: a retry within a day of the first try counts once.
 KEY_TTL = 24 * 3600.0
+#: Retention: raw events looked at per chunk, and chunks per interval sample. Each chunk is its
+#: own short transaction on the store's thread, between batches (about 5 ms for 5,000 rows), so
+#: pruning a large backlog never holds ingest up for long; the log is walked in seq order and
+#: the walk starts over at its end.
+PRUNE_CHUNK = 5000
+PRUNE_CHUNKS = 4
+#: The wire names of the event classes, for events_ingested_total{type}.
+EVENT_NAMES = {
+    UserActivity: "user_activity",
+    ContentView: "content_view",
+    TransactionEvent: "transaction",
+}
 
 
 def new_epoch(prefix: str = "") -> str:
@@ -128,8 +144,13 @@ class MetricsService:
         history: int = 20,
         push_interval: float = 0.25,
         clock: Callable[[], float] = time.time,
+        retention: float | None = None,
     ) -> None:
         self.store = store
+        #: Days of raw events to keep (None: all); the rollups are kept whatever it is.
+        self.retention = retention
+        self._prune_after = 0  # the seq the retention walk goes on from
+        self.calendar = Calendar(tz)
         self.interval = interval
         self.push_interval = push_interval
         self.clock = clock
@@ -164,10 +185,14 @@ class MetricsService:
         self._last_push = float("-inf")
         self._last_figures: tuple[Any, ...] | None = None
         self.store_error: str | None = None  # the last store failure, until a write succeeds
+        self.telemetry = Telemetry(event_names=EVENT_NAMES)
+        #: When the oldest commit not yet pushed to subscribers was applied (perf_counter).
+        self._unpushed_since: float | None = None
         # After a failed commit, whose outcome a lost connection leaves unknown, the rollups
         # are rebuilt from the store before the next group (which the worker hands over here).
         self._resync = False
         self._fresh: Rollups | None = None
+        self._commit_started: float | None = None
 
     # ---- lifecycle
 
@@ -177,6 +202,9 @@ class MetricsService:
     async def start(self) -> None:
         """Rebuild the rollups and history from the store."""
         now = self.clock()
+        built = await self._run(self.store.prepare_ranges, self.calendar)
+        if built:
+            log.info("%s", built)
         state = await self._run(self.store.load, now, USER_HORIZON, self.history.maxlen)
         try:
             skipped = self.rollups.load(
@@ -191,9 +219,9 @@ class MetricsService:
             except (ValueError, TypeError, ArithmeticError):  # any shape a bad row can take
                 skipped.append(f"history row {n} of {len(state.history)}: not a snapshot")
         for row in skipped[:20]:
-            log.warning("skipping a stored row that cannot count: %s", row)
+            event(WARNING, "row_skipped", "skipping a stored row that cannot count: %s", row)
         if len(skipped) > 20:
-            log.warning("skipping %d more such rows", len(skipped) - 20)
+            event(WARNING, "row_skipped", "skipping %d more such rows", len(skipped) - 20)
         self._publish(self.get_metrics(), "change")  # seq 1: what the first greeting repeats
 
     async def close(self) -> None:
@@ -205,9 +233,10 @@ class MetricsService:
             peaks = self.rollups.take_unsaved_peaks()
             if peaks:
                 try:
-                    await self._run(self.store.save_sample, peaks, None, None, 0)
+                    ranges = self.calendar.peaks(peaks)
+                    await self._run(self.store.save_sample, peaks, None, None, 0, ranges)
                 except StoreError as exc:
-                    log.warning("%s", exc)
+                    self._store_failed("save_peaks", exc)
             await self._run(self.store.close)
         self._executor.shutdown(wait=True)
 
@@ -278,13 +307,15 @@ class MetricsService:
         applied = False
         for batch, result in zip(group, results, strict=True):
             if isinstance(result, Plan):
+                self.telemetry.events.update(map(type, batch.events))  # C-speed, per batch
                 try:
                     if self.apply_inline:
                         self.rollups.apply(result, now)
                 except Exception:  # plan_batch checked what could fail here; defence in depth
                     # Committed, so it must be acknowledged (a retry would count it twice); the
                     # live figures may be off until a restart rebuilds them from the store.
-                    log.exception("a stored batch could not be added to the live figures")
+                    msg = "a stored batch could not be added to the live figures"
+                    event(ERROR, "apply_failed", msg, exc_info=True)
                 batch.done.set_result(Receipt(len(batch.events)))
                 applied = True
             elif isinstance(result, Receipt):
@@ -296,7 +327,7 @@ class MetricsService:
             if self.on_commit is not None:
                 self.on_commit()
             if self.apply_inline:
-                self._changed()
+                self.note_change()
 
     def _plan_and_commit(self, batches: list[_Batch]) -> list[Plan | Receipt | Exception]:
         """Plan each batch in order (each sees the ones before it), then commit the valid ones
@@ -317,16 +348,20 @@ class MetricsService:
                 except StoredStateError as exc:
                     raise StoreError(f"cannot reload the figures: {exc}") from None
                 self._fresh, self._resync = fresh, False
+            self._commit_started = None
             with self.store.atomic():
                 self._plan_group(batches, results, repeats)
         except StoreError as exc:
             self.store_error = str(exc)
             self._resync = True
+            self._store_failed("commit", exc, batches=len(batches))
             results += [exc] * (len(batches) - len(results))  # those not planned yet
             return [
                 StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
                 for i, r in enumerate(results)
             ]
+        if self._commit_started is not None:  # the writes and the COMMIT that ends the scope
+            self.telemetry.commit_seconds.observe(time.perf_counter() - self._commit_started)
         return results
 
     def _plan_group(
@@ -359,6 +394,7 @@ class MetricsService:
                 known = dict(self.store.get_transactions(ids.difference(planned)))
                 known.update((i, planned[i]) for i in ids if i in planned)
                 plan = plan_batch(events, known, revenue)
+                plan.ranges = self.calendar.delta(plan)
             except (EventError, KeyReused) as exc:
                 repeats.discard(len(results))
                 results.append(exc)
@@ -370,6 +406,7 @@ class MetricsService:
             if key is not None:
                 keys[key] = BatchKey(len(events), batch.digest, now)
         if plans:
+            self._commit_started = time.perf_counter()
             self.store.commit_many(plans, keys)
 
     async def track_user_activity(self, user_id: str, ts: Any = None) -> None:
@@ -403,6 +440,15 @@ class MetricsService:
             ]
         )
 
+    def _store_failed(self, op: str, exc: StoreError, **context: Any) -> None:
+        """One line and one count per failed store operation (a commit of a whole group too);
+        a commit's batches are refused, a sample's figures stay right in memory."""
+        self.telemetry.store_errors += 1
+        level = ERROR if op == "commit" else WARNING
+        event(
+            level, "store_error", "store %s failed: %s", op, exc, op=op, error=str(exc), **context
+        )
+
     # ---- snapshots and publishing
 
     def get_metrics(self) -> Metrics:
@@ -423,12 +469,12 @@ class MetricsService:
             try:
                 listener(pub)
             except Exception:  # a broken listener must not stop the others
-                log.exception("metrics listener failed")
+                event(ERROR, "listener_failed", "metrics listener failed", exc_info=True)
         for legacy in list(self._listeners):
             try:
                 legacy(pub.metrics, pub.kind)
             except Exception:
-                log.exception("metrics listener failed")
+                event(ERROR, "listener_failed", "metrics listener failed", exc_info=True)
 
     async def greeting(self) -> tuple[list[Metrics], Publication]:
         """The interval history and the latest publication, for a new subscriber."""
@@ -440,6 +486,12 @@ class MetricsService:
         """The REST answer: the latest snapshot, as a ``change``, with ``interval``."""
         _, pub = await self.greeting()
         return pub.message(CHANNELS, "change", interval)
+
+    def note_change(self) -> None:
+        """Committed figures moved (here, or, on a leader, in the deltas log): push them."""
+        if self._unpushed_since is None:
+            self._unpushed_since = time.perf_counter()
+        self._changed()
 
     def cancel_push(self) -> None:
         """Drop a change push waiting for its window (a server that stops computing)."""
@@ -477,6 +529,14 @@ class MetricsService:
         else:
             self._push_handle = loop.call_later(wait, self._push_change)
 
+    def _pushed(self, since: float | None) -> None:
+        """A snapshot taken when ``_unpushed_since`` was ``since`` went out: how long its
+        oldest commit waited for it (push_lag_seconds). A commit applied since then waits on."""
+        if since is not None:
+            self.telemetry.push_lag_seconds.observe(time.perf_counter() - since)
+        if self._unpushed_since is since:
+            self._unpushed_since = None
+
     def _push_change(self) -> None:
         self._push_handle = None
         self._last_push = asyncio.get_running_loop().time()
@@ -485,6 +545,8 @@ class MetricsService:
         if figures != self._last_figures:
             self._last_figures = figures
             self._publish(metrics, "change")
+            self._pushed(self._unpushed_since)
+        self._unpushed_since = None  # pushed, or no figure moved: nothing is waiting
 
     async def tick(self) -> Metrics:
         """One interval sample: kept in history (memory and store) and published."""
@@ -496,6 +558,11 @@ class MetricsService:
             metrics.transactions,
             metrics.content,
         )
+        # Published before the writes below: they queue behind any commit in flight on the
+        # store's thread, and that commit's change push would otherwise go out first, leaving
+        # subscribers with this older sample as the last word until the next update.
+        self._publish(metrics, "interval")
+        self._pushed(self._unpushed_since)
         peaks = self.rollups.take_unsaved_peaks()
         try:
             await self._run(
@@ -504,16 +571,49 @@ class MetricsService:
                 metrics.timestamp.timestamp(),
                 wire.encode_data(metrics),
                 self.history.maxlen,
+                self.calendar.peaks(peaks),
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept
             self.rollups.unsaved_peaks.update(m for m, _ in peaks)
-            log.warning("%s", exc)
+            self._store_failed("save_sample", exc)
         try:  # an indexed delete once an interval: keys older than KEY_TTL are let go
             await self._run(self.store.forget_keys, metrics.timestamp.timestamp() - KEY_TTL)
         except StoreError as exc:
-            log.warning("%s", exc)
-        self._publish(metrics, "interval")
+            self._store_failed("forget_keys", exc)
+        if self.retention is not None:
+            await self.prune(metrics.timestamp.timestamp() - self.retention * 86400)
         return metrics
+
+    async def prune(self, before: float, chunks: int = PRUNE_CHUNKS) -> int:
+        """Delete up to ``chunks`` chunks' worth of raw events dated before ``before``, going
+        on along the log from where the last call stopped; returns how many went."""
+        deleted = 0
+        for _ in range(chunks):
+            try:
+                n, self._prune_after = await self._run(
+                    self.store.prune_events, before, self._prune_after, PRUNE_CHUNK
+                )
+            except StoreError as exc:
+                self._store_failed("prune_events", exc)
+                break
+            deleted += n
+            if self._prune_after == 0:  # the end of the log: start over next time
+                break
+        return deleted
+
+    async def range(self, query: RangeQuery) -> wire.Range:
+        """The figures per step over a validated range (``calendar.parse``), from the range
+        rollups: never a scan of raw events. Raises StoreError (logged and counted here)."""
+        try:
+            rows = await self._run(
+                self.store.range_rows, query.step, query.starts[0], query.starts[-1]
+            )
+        except StoreError as exc:
+            self._store_failed("range_rows", exc)
+            raise
+        peaks = self.rollups.peaks  # samples the store may not have yet
+        live = [(m, peaks[m]) for m in self.rollups.unsaved_peaks if m in peaks]
+        return self.calendar.answer(query, rows, live)
 
     def start_metrics_updates(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -557,7 +657,7 @@ class MetricsService:
             try:
                 await self.tick()
             except Exception:
-                log.exception("metrics tick failed")
+                event(ERROR, "tick_failed", "metrics tick failed", exc_info=True)
 
 
 def _event(kind: str, **fields: Any) -> dict[str, Any]:

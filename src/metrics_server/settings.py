@@ -18,9 +18,11 @@ from metrics_protocol.settings import (
 )
 from metrics_protocol.wire import MAX_BATCH_BYTES
 
+from .logs import log_format, log_level
 from .store import parse_store_url
 
 ACCESS = "access and limits"
+LOGGING = "logging"
 
 
 def time_zone(value: str) -> str:
@@ -138,6 +140,15 @@ SETTINGS: tuple[Setting, ...] = (
         default=0.25,
         metavar="SECONDS",
     ),
+    Setting(
+        "retention",
+        "days of raw events to keep; older ones are pruned a few thousand at a time, and the "
+        "figures and date ranges (kept in rollups) stay as they were",
+        env="METRICS_RETENTION",
+        parse=positive_float,
+        metavar="DAYS",
+        shown_default="keep every event",
+    ),
     Setting("demo", "generate synthetic traffic", env="METRICS_DEMO", default=False, switch=True),
     Setting(
         "token",
@@ -215,5 +226,25 @@ SETTINGS: tuple[Setting, ...] = (
         default=20.0,
         group=ACCESS,
         metavar="N",
+    ),
+    Setting(
+        "log_format",
+        "text for people, or json for log shippers: one object a line with ts, level, event "
+        "and context",
+        env="METRICS_LOG_FORMAT",
+        parse=log_format,
+        default="text",
+        group=LOGGING,
+        metavar="FORMAT",
+    ),
+    Setting(
+        "log_level",
+        "debug, info, warning or error: the least level logged; debug adds a line per "
+        "subscriber connecting and leaving",
+        env="METRICS_LOG_LEVEL",
+        parse=log_level,
+        default="info",
+        group=LOGGING,
+        metavar="LEVEL",
     ),
 )

@@ -85,13 +85,7 @@ class Dashboard(Screen[None]):
             with Container(id="cards"):
                 yield from metric_cards()
             with Container(id="charts"):
-                yield TrendChart(
-                    "Revenue",
-                    "green",
-                    formatting.axis_money,
-                    title_fmt=formatting.money,
-                    id="revenue-chart",
-                )
+                yield TrendChart("Revenue", "green", formatting.axis_money, id="revenue-chart")
                 yield TrendChart(
                     "Active users", "blue", formatting.count, integer=True, id="users-chart"
                 )

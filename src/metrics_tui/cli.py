@@ -26,7 +26,7 @@ from metrics_protocol.configfile import ConfigFileError
 from metrics_tui import config as config_file
 from metrics_tui.alerts import UNKNOWN, Rule, RuleError, check_report, parse_rules, unknown_line
 from metrics_tui.settings import SETTINGS
-from metrics_tui.wire import tls_context
+from metrics_tui.wire import redact, tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -316,7 +316,7 @@ async def _once(
 
     if is_insecure(tls):
         print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
-    where = _without_query(url)  # a ?token= must not end up in logs
+    where = redact(url)  # a ?token= must not end up in logs
     try:
         # One deadline for everything: the WebSocket, then the REST fallback within what is left.
         async with asyncio.timeout(within):
@@ -344,7 +344,7 @@ async def _check(
     or a refused token is UNKNOWN."""
     from metrics_tui.wire import Unauthorized, fetch_once, is_insecure
 
-    where = _without_query(url)
+    where = redact(url)  # a ?token= must not end up in the line
     try:
         async with asyncio.timeout(within):
             snapshot = await fetch_once(url, token, wait=within, tls=tls)
@@ -363,10 +363,6 @@ async def _check(
         line = f"{head}; TLS certificate not verified | {perf}"
     print(line, flush=True)
     return code
-
-
-def _without_query(url: str) -> str:
-    return url.partition("?")[0]
 
 
 def _reason(exc: BaseException, token: str | None) -> str:

@@ -157,6 +157,12 @@ async def test_with_redis_down_ingest_is_acked_and_answers_come_from_the_store(
             await feed.until(lambda m: consistent(m[3]) == 4, within=5)
             assert asyncio.get_running_loop().time() - back < 5
             assert relay.cluster.broker.reconnects >= 1
+            async with httpx.AsyncClient(base_url=relay.http_url) as http:
+                text = (await http.get(p.PROMETHEUS_PATH)).text
+            assert f"metrics_server_broker_reconnects_total {relay.cluster.broker.reconnects}" in (
+                text.replace(".0\n", "\n")
+            )
+            assert f"metrics_server_seq {relay.service.latest.seq}" in text.replace(".0\n", "\n")
             counters, _ = postgres.recount(pg_schema)
             assert counters["views"] == 4
         finally:

@@ -88,3 +88,19 @@ async def test_a_restart_is_a_new_epoch(db_path) -> None:
             assert p.position(body) == (body["epoch"], 1)
             epochs.append(body["epoch"])
     assert epochs[0] != epochs[1]
+
+
+async def test_prometheus_has_the_seq_and_no_broker_series_without_a_broker(
+    start_server, producer
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    srv = await start_server(push_interval=0)
+    prod = await producer(srv)
+    for n in range(3):
+        await prod.ok([view(n)])
+    async with httpx.AsyncClient(base_url=srv.http_url) as http:
+        text = (await http.get(p.PROMETHEUS_PATH)).text
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples["metrics_server_seq"] == srv.service.latest.seq == 4  # start + 3 changes
+    assert not any("broker" in name for name in samples)

@@ -40,6 +40,7 @@ OTHER = {
     "tz": "Europe/Paris",
     "history": "7",
     "push_interval": "0",
+    "retention": "30",
     "demo": "1",
     "token": "r3ad",
     "ingest_token": "wr1te",
@@ -50,6 +51,8 @@ OTHER = {
     "max_message_size": "1024",
     "max_batch_size": "4096",
     "rate_limit": "2.5",
+    "log_format": "json",
+    "log_level": "warning",
 }
 
 

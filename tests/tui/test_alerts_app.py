@@ -33,6 +33,7 @@ from . import test_config
 from .conftest import ServerHandle, wait_until
 from .test_config import Recorder, refused, write_config
 from .test_snapshots import LATEST, NOW, feed_live, make_app
+from .test_status_truth import fitted
 
 RULES = """
 [[alerts]]
@@ -280,12 +281,7 @@ def test_the_alert_always_fits_and_never_goes(
         insecure=insecure,
         alert=AlertNote(name, "critical", 1000.0 - firing_for, more),
     )
-    chosen = fit(parts, width)
-    text = "".join(
-        (p.sep if any(chosen[:i]) else "") + c
-        for i, (p, c) in enumerate(zip(parts, chosen, strict=True))
-        if c
-    )
+    _, text = fitted(parts, width)
     assert cell_len(text) <= width, text
     assert ("ALERT" in text or "!!" in text) and formatting.age(age) in text, text
     if width >= 50:

@@ -418,9 +418,6 @@ class PostgresStore:
 
     # ---- writes
 
-    def commit(self, plan: Plan) -> None:
-        self.commit_many((plan,))
-
     def commit_many(
         self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
     ) -> None:
