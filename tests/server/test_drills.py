@@ -91,7 +91,8 @@ async def test_kill_9_of_the_leader_then_of_a_relay(
         assert [len(breaks(f)) for f in survivors] == before
     except AssertionError:
         for srv in group:
-            print(srv.log.read_text()[-3000:])
+            if srv.log.exists():
+                print(srv.log.read_text()[-3000:])
         raise
     finally:
         for feed in feeds:
@@ -146,7 +147,8 @@ async def test_redis_killed_and_started_again(
         assert "subscribed again" in b.log.read_text()
     except AssertionError:
         for srv in group:
-            print(srv.log.read_text()[-3000:])
+            if srv.log.exists():
+                print(srv.log.read_text()[-3000:])
         raise
     finally:
         for feed in feeds:
