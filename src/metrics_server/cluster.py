@@ -149,6 +149,10 @@ class Cluster:
                 failing = True
                 if self.leading:
                     await self._step_down()
+            except Exception:  # a leader that cannot lead must not keep the lock
+                log.exception("leadership check failed")
+                if self.leading:
+                    await self._step_down()
 
     async def _try_lead(self) -> None:
         term = await self._run(self.store.try_lead)
@@ -158,6 +162,15 @@ class Cluster:
             await self._take_over(term)
         except (StoreError, StoredStateError) as exc:
             log.error("could not take over computing the snapshots: %s", exc)
+            await self._give_up()
+        except Exception:  # whatever it was, another server may do better: let go of the lock
+            log.exception("could not take over computing the snapshots")
+            await self._give_up()
+
+    async def _give_up(self) -> None:
+        if self.leading:
+            await self._step_down()
+        else:
             await self._run(self.store.resign)
 
     async def _take_over(self, term: int) -> None:
@@ -250,6 +263,13 @@ class Cluster:
                 if not failing:
                     log.warning("%s", exc)
                 failing = True
+            except Exception:
+                # Figures that may have missed a delta must not be published: let go of the
+                # lock, so that a server (maybe this one) loads them afresh from the store.
+                log.exception("applying the deltas log failed; stepping down")
+                task = asyncio.create_task(self._give_up(), name="metrics-give-up")
+                self._tasks.append(task)  # held (and cancelled by stop()) like the others
+                return
 
     async def _heartbeat_loop(self) -> None:
         while self.leading:
@@ -287,8 +307,10 @@ class Cluster:
                 if self._broker_failing:
                     log.info("broker %s: publishing again", self.broker.shown)
                 self._broker_failing = False
-            except BrokerError as exc:
-                if not self._broker_failing:
+            except Exception as exc:  # BrokerError, or anything else: the loop must go on
+                if not isinstance(exc, BrokerError):
+                    log.exception("publishing to the broker failed")
+                elif not self._broker_failing:
                     log.warning("%s; local subscribers still get the snapshots", exc)
                 self._broker_failing = True
                 self._cache_dirty = True  # rewritten whole once Redis answers again

@@ -255,3 +255,25 @@ def test_only_a_leaders_epoch_has_a_term() -> None:
     assert term_of("12.0a1b2c3d4e5f") == 12
     assert term_of("123456789012") == -1  # a lone server's epoch, all digits by chance
     assert term_of("local.0a1b2c3d4e5f") == -1
+
+
+async def test_a_leader_whose_figures_break_lets_go_of_the_lock(
+    pg_url: str, redis_url: str
+) -> None:
+    """A leader that cannot apply the deltas log must not keep the lock (it would hold the
+    others back with figures that missed a commit): it steps down, and a server loads the
+    figures afresh from the store, under a new epoch."""
+    async with servers(pg_url, redis_url, 2, push_interval=0) as (leader, relay):
+        feed = await Feed.open(relay.url)
+        try:
+            old = feed.last()[0]
+
+            def broken(plan: Any, now: float) -> None:
+                raise RuntimeError("a bug")
+
+            leader.service.rollups.apply = broken  # type: ignore[method-assign]
+            await ingest(relay, sale("x"))
+            await feed.until(lambda m: m[0] != old and consistent(m[3]) == 1, within=5)
+            assert relay.cluster.leading or leader.cluster.leading
+        finally:
+            await feed.close()
