@@ -38,6 +38,8 @@ from metrics_tui.messages import (
     ServerError,
     Status,
 )
+from metrics_tui.ranges import PRESETS
+from metrics_tui.rangeview import RangeViews
 from metrics_tui.screens.help import HelpScreen
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
@@ -45,6 +47,8 @@ from metrics_tui.widgets.status import StatusLine
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
+#: The range keys as the command palette names them.
+RANGE_COMMANDS = (("1", "live figures"), *((k, p.label) for k, p in PRESETS.items()))
 #: Seconds a hang-up leaves for a clean exit before the process is ended regardless.
 HANGUP_GRACE = 3.0
 
@@ -127,7 +131,7 @@ class Dashboard(Screen[None]):
         return narrow
 
 
-class MetricsApp(App[None]):
+class MetricsApp(RangeViews, App[None]):
     """Live monitor of a metrics-server.
 
     State (latest snapshot, chart points) lives here, not in widgets, so pausing only stops
@@ -141,6 +145,10 @@ class MetricsApp(App[None]):
         Binding("r", "reconnect", "Reconnect"),
         Binding("p", "toggle_pause", "Pause"),
         Binding("question_mark", "help", "Help", key_display="?"),
+        # Range views (rangeview.py): named in the help and the command palette.
+        *(Binding(k, f"range('{k}')", f"Range {k}", show=False) for k in "123456"),
+        Binding("slash", "range_input", "Range", key_display="/", show=False),
+        Binding("e", "export", "Export CSV", show=False),
     ]
 
     def __init__(
@@ -155,8 +163,10 @@ class MetricsApp(App[None]):
         animate: bool = True,
         connect: bool = True,
         notice: str | None = None,
+        export_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.export_dir = export_dir
         self.url = url
         self.clock = clock
         self._token = token
@@ -311,6 +321,9 @@ class MetricsApp(App[None]):
     def _show_charts(self) -> None:
         if not self._drawable:
             return
+        if self.range is not None:
+            self._show_range_charts()
+            return
         screen = self._dashboard()
         pts = [m for m in self.points]
         rev = [(float(m.revenue.total), m.timestamp) for m in pts if m.revenue is not None]
@@ -401,6 +414,22 @@ class MetricsApp(App[None]):
             "Pause / resume", "Freeze or unfreeze the display", self.action_toggle_pause
         )
         yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
+        for key, name in RANGE_COMMANDS:
+            yield SystemCommand(
+                f"Show {name}",
+                f"Charts over {name} (key {key})",
+                functools.partial(self.action_range, key),
+            )
+        yield SystemCommand(
+            "Show a date range…",
+            "2026-11-01..2026-11-15, yesterday, … (key /)",
+            self.action_range_input,
+        )
+        yield SystemCommand(
+            "Export the charts to CSV",
+            "What the charts show, to a file (key e)",
+            self.action_export,
+        )
 
     # ------------------------------------------------------------------ for tests and status
 

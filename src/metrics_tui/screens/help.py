@@ -11,7 +11,9 @@ from textual.widgets import Static
 #: Compact on purpose: it fits a 60x20 pane without scrolling.
 HELP_TEXT = """\
 [b]q[/b] quit  [b]r[/b] reconnect now  [b]p[/b] pause/resume  [b]?[/b] help
-[b]ctrl+p[/b] commands and themes
+[b]ctrl+p[/b] commands and themes  [b]e[/b] export charts to CSV
+[b]1[/b] live  [b]2[/b] hour  [b]3[/b] 24 h  [b]4[/b] 7 days  [b]5[/b] 30 days  [b]6[/b] year
+[b]/[/b] range: 2026-11-01..2026-11-15, yesterday, last week
 
 [b]Status line[/b]
 [b]Live ●[/b]          streaming over WebSocket
@@ -25,9 +27,7 @@ HELP_TEXT = """\
                 from a lost connection (dimmed)
 [b]PAUSED[/b]          display frozen at the time shown;
                 data keeps arriving
-[b]⚠ insecure TLS[/b]  certificate not checked (--insecure)
-
-Charts: last 20 samples. escape, ? or q closes."""
+[b]⚠ insecure TLS[/b]  certificate not checked (--insecure)"""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -57,6 +57,7 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll() as box:
             box.border_title = "metrics-tui help"
+            box.border_subtitle = "escape, ? or q closes"
             yield Static(HELP_TEXT)
 
     async def action_dismiss(self, result: None = None) -> None:

@@ -19,11 +19,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
 from metrics_tui import formatting
+from metrics_tui.widgets.bars import RangeBars
 
 if TYPE_CHECKING:
     from metrics_tui.widgets.plot import TrendPlot
@@ -52,6 +54,7 @@ class TrendChart(Vertical):
     TrendChart > .chart-title { height: 1; text-style: bold; }
     TrendChart > Sparkline { height: 1fr; }
     TrendChart > TrendPlot { height: 1fr; }
+    TrendChart > RangeBars { display: none; }
     """
 
     def __init__(
@@ -74,12 +77,15 @@ class TrendChart(Vertical):
         self._color = color
         self._integer = integer
         self._title_text = f"{title} · waiting for data"
+        self._titles: tuple[str, ...] = (self._title_text,)
         self._points: tuple[Sequence[float], Sequence[datetime]] = ((), ())
+        self._label: Callable[[datetime], str] | None = None
         self._plot: TrendPlot | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self._title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
+        yield RangeBars(self._fmt)
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._add_plot)
@@ -88,26 +94,54 @@ class TrendChart(Vertical):
         from metrics_tui.widgets.plot import TrendPlot
 
         plot = TrendPlot(self._color, self._fmt, integer=self._integer)
-        plot.set_points(*self._points)
+        plot.set_points(*self._points, label=self._label)
         self._plot = plot
         self.mount(plot)
 
-    def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
+    def set_points(
+        self,
+        values: Sequence[float],
+        stamps: Sequence[datetime],
+        *,
+        title: str | Sequence[str] | None = None,
+        bars: bool = False,
+        label: Callable[[datetime], str] | None = None,
+    ) -> None:
         """Replace the plotted points. Only what changed is redrawn, and nothing here changes a
-        size: the title is one line of fixed width, so it is updated without a layout pass."""
-        title = chart_title(self.title, stamps if values else ())
-        if title != self._title_text:
-            self._title_text = title
-            self.query_one(".chart-title", Static).update(title, layout=False)
+        size: the title is one line of fixed width, so it is updated without a layout pass.
+
+        A range view names its own ``title``, draws ``bars`` (one per step) where the
+        stylesheet shows a line chart, and names its points with ``label``."""
+        self.set_title(title or chart_title(self.title, stamps if values else ()))
         spark = self.query_one(TrendSpark)
         if list(spark.data or []) != list(values):
             if spark.is_on_screen:
                 spark.data = list(values)  # a new list, so the sparkline redraws
             else:
                 spark.set_reactive(Sparkline.data, list(values))
-        self._points = (values, stamps)
+        self.set_class(bars, "-bars")
+        if bars:
+            self.query_one(RangeBars).set_points(values, stamps, label or str)
+        self._points, self._label = (values, stamps), label
         if self._plot is not None:
-            self._plot.set_points(values, stamps)
+            self._plot.set_points(values, stamps, label=label)
+
+    def set_title(self, title: str | Sequence[str]) -> None:
+        """The title, or its forms from long to short: the longest that fits is shown."""
+        self._titles = (title,) if isinstance(title, str) else tuple(title)
+        self._fit_title()
+
+    def on_resize(self) -> None:
+        if len(self._titles) > 1:
+            self._fit_title()
+
+    def _fit_title(self) -> None:
+        width = self.content_size.width
+        fits = (t for t in self._titles if cell_len(t) <= width)
+        title = next(fits, self._titles[-1]) if width else self._titles[0]
+        if title != self._title_text:
+            self._title_text = title
+            self.query_one(".chart-title", Static).update(title, layout=False)
 
 
 def __getattr__(name: str) -> Any:
