@@ -1,9 +1,12 @@
 """Soak: many subscribers and a steady event stream for a long time; nothing fails, RSS is flat.
 
 A real metrics-server (its own process, so its RSS is its own) gets ``--subscribers`` WebSocket
-subscribers and ``--rate`` events a second over /ws/ingest for ``--duration`` seconds. Reported:
-errors (refused batches, unexpected closes, error messages), the server's RSS sampled every 5 s
-(the first and last minute compared, and a least-squares slope), what each subscriber received,
+subscribers and ``--rate`` events a second over /ws/ingest for ``--duration`` seconds, while a
+ping flooder (on unless ``--no-ping-flood``) sends masked ping frames nonstop on a raw
+/ws/metrics connection, never reads, and connects again each time it is cut off. Reported:
+errors (refused batches, unexpected closes, error messages, a flooder that is not cut off), the
+server's RSS sampled every 5 s (the first and last minute compared, and a least-squares slope),
+what each subscriber received (every one must get every message), what became of the flooder,
 and whether the final figures equal what was sent.
 
     python bench/soak.py                         # 500 subscribers, 1000 events/s, 10 minutes
@@ -14,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import collections
 import contextlib
 import json
+import os
 import resource
 import signal
 import socket
@@ -23,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +43,20 @@ from websockets.exceptions import ConnectionClosed
 HOST = "127.0.0.1"
 RSS_EVERY = 5.0
 BATCHES_PER_SECOND = 10
+#: A flood connection that lasts longer than this is an error: the server cuts one off in about
+#: a second (rate limit, then 1 s to read the close frame).
+FLOOD_CUT_WITHIN = 5.0
 
 
 @dataclass
 class Tally:
     errors: list[str] = field(default_factory=list)
     per_sub: list[dict[str, int]] = field(default_factory=list)
+    #: Per subscriber: metrics messages newer than ``since`` (a server timestamp), and the last
+    #: ones' timestamps, to leave out those newer than the final check.
+    since: str = "~"  # sorts after any timestamp: nothing counts until it is set
+    counted: list[int] = field(default_factory=list)
+    tails: list[collections.deque[str]] = field(default_factory=list)
     last_views: list[int] = field(default_factory=list)
     sent_views: int = 0
     sent_completed: int = 0
@@ -78,6 +93,8 @@ async def subscriber(url: str, index: int, tally: Tally, stop: asyncio.Event) ->
     counts = {"messages": 0, "change": 0, "interval": 0, "ping": 0}
     tally.per_sub.append(counts)
     tally.last_views.append(-1)
+    tally.counted.append(0)
+    tally.tails.append(collections.deque(maxlen=200))
     try:
         async with connect(url, open_timeout=30, max_queue=None) as ws:
             reader = asyncio.create_task(_read(ws, index, counts, tally))
@@ -97,12 +114,87 @@ async def _read(ws: ClientConnection, index: int, counts: dict[str, int], tally:
         if kind == "metrics":
             counts[msg["kind"]] += 1
             tally.last_views[index] = msg["data"]["content"]["totalViews"]
+            stamp = msg["data"]["timestamp"]
+            if stamp > tally.since:
+                tally.counted[index] += 1
+                tally.tails[index].append(stamp)
         elif kind == "ping":
             counts["ping"] += 1
             await ws.send('{"type":"pong"}')
         elif kind == "error":
             tally.errors.append(f"subscriber {index}: {msg}")
     tally.errors.append(f"subscriber {index}: closed by the server ({ws.close_code})")
+
+
+@dataclass
+class Flooder:
+    """Masked pings (125-byte payloads, so each pong is as big as it can be) as fast as the
+    socket takes them, never a byte read; a new connection each time the server cuts one off.
+    A thread with blocking sockets, so that it cannot slow the subscribers' event loop."""
+
+    port: int
+    stop: threading.Event = field(default_factory=threading.Event)
+    connections: int = 0
+    cut_after: list[float] = field(default_factory=list)
+    endings: collections.Counter[str] = field(default_factory=collections.Counter)
+    sent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def run(self) -> None:
+        payload = os.urandom(125)
+        blob = b"".join(_masked(0x9, payload) for _ in range(2000))
+        while not self.stop.is_set():
+            try:
+                sock = _raw_websocket(self.port)
+            except OSError as exc:
+                self.errors.append(f"flooder handshake: {type(exc).__name__}: {exc}")
+                self.stop.wait(1)
+                continue
+            self.connections += 1
+            sock.settimeout(0.2)
+            start, offset = time.monotonic(), 0
+            try:
+                while not self.stop.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        n = sock.send(blob[offset:] + blob[:offset])  # whole frames, in order
+                        self.sent += n
+                        offset = (offset + n) % len(blob)
+                    if time.monotonic() - start > FLOOD_CUT_WITHIN:
+                        self.errors.append(f"flooder not cut off within {FLOOD_CUT_WITHIN:g} s")
+                        break
+            except OSError as exc:
+                self.cut_after.append(time.monotonic() - start)
+                self.endings[type(exc).__name__] += 1
+            finally:
+                sock.close()
+
+
+def _masked(opcode: int, payload: bytes) -> bytes:
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + masked
+
+
+def _raw_websocket(port: int) -> socket.socket:
+    """A socket past the handshake on /ws/metrics, with not a byte of the server's frames read."""
+    sock = socket.create_connection((HOST, port), timeout=30)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws/metrics HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        if not byte:
+            sock.close()
+            raise ConnectionError(f"handshake refused: {head[:40]!r}")
+        head += byte
+    if not head.startswith(b"HTTP/1.1 101"):
+        sock.close()
+        raise ConnectionError(f"handshake refused: {head[:40]!r}")
+    return sock
 
 
 def make_batch(n: int, size: int, tally: Tally) -> str:
@@ -155,7 +247,7 @@ def slope_mb_per_min(samples: list[tuple[float, int]]) -> float:
     return statistics.linear_regression(xs, ys).slope
 
 
-async def run(subscribers: int, rate: int, duration: float) -> int:
+async def run(subscribers: int, rate: int, duration: float, ping_flood: bool = True) -> int:
     raise_nofile(subscribers * 2 + 256)
     port = free_port()
     tally = Tally()
@@ -172,6 +264,17 @@ async def run(subscribers: int, rate: int, duration: float) -> int:
                 subs.append(asyncio.create_task(subscriber(f"{base}/ws/metrics", i, tally, stop)))
                 if i % 50 == 49:
                     await asyncio.sleep(0.05)
+            async with httpx.AsyncClient(timeout=30) as http:
+                for _ in range(600):  # 30 s at most for every subscriber to be greeted
+                    if len(tally.last_views) == subscribers and min(tally.last_views) >= 0:
+                        break
+                    await asyncio.sleep(0.05)
+                first = (await http.get(f"{base}/api/v1/analytics/realtime-metrics")).json()
+            tally.since = first["data"]["timestamp"]  # from here on, every message counts
+            flooder = Flooder(port)
+            flood = threading.Thread(target=flooder.run, daemon=True) if ping_flood else None
+            if flood is not None:
+                flood.start()
             t0 = time.monotonic()
             stop_producing = asyncio.Event()
             prod = asyncio.create_task(producer(f"{base}/ws/ingest", rate, tally, stop_producing))
@@ -187,6 +290,9 @@ async def run(subscribers: int, rate: int, duration: float) -> int:
                 await prod
             except Exception as exc:  # reported with the other errors
                 tally.errors.append(f"producer: {type(exc).__name__}: {exc}")
+            flooder.stop.set()
+            if flood is not None:
+                await asyncio.to_thread(flood.join)
             async with httpx.AsyncClient(timeout=5) as http:
                 rest = (await http.get(f"{base}/api/v1/analytics/realtime-metrics")).json()
             # Every subscriber must catch up with the last figures (at most one push interval).
@@ -195,6 +301,8 @@ async def run(subscribers: int, rate: int, duration: float) -> int:
                 if min(tally.last_views) == want:
                     break
                 await asyncio.sleep(0.05)
+            last_stamp = rest["data"]["timestamp"]
+            await asyncio.sleep(2)  # what was sent before the last check has arrived everywhere
             stop.set()
             await asyncio.gather(*subs)
         finally:
@@ -215,6 +323,14 @@ async def run(subscribers: int, rate: int, duration: float) -> int:
     growth = last_mb - first_mb
     flat = growth <= max(5.0, 0.05 * first_mb) and slope_tail < 1.0
     msgs = sorted(c["messages"] for c in tally.per_sub)
+    got = sorted(
+        n - sum(stamp > last_stamp for stamp in tail)
+        for n, tail in zip(tally.counted, tally.tails, strict=True)
+    )
+    every = got[0] == got[-1] > 0
+    if not every:
+        tally.errors.append(f"subscribers got {got[0]} to {got[-1]} of the same messages")
+    tally.errors.extend(flooder.errors)
     changes = sorted(c["change"] for c in tally.per_sub)
     ok_views = want == tally.sent_views and all(v == want for v in tally.last_views)
     ok_completed = rest["data"]["transactions"]["completed"] == tally.sent_completed
@@ -231,6 +347,18 @@ async def run(subscribers: int, rate: int, duration: float) -> int:
         f"received per subscriber: messages min {msgs[0]} / median {msgs[len(msgs) // 2]} "
         f"/ max {msgs[-1]}; change pushes min {changes[0]} / max {changes[-1]}"
     )
+    print(
+        f"every subscriber got every message: {'yes' if every else 'NO'} ({got[0]} metrics "
+        f"messages each from the first check to the last)"
+    )
+    if ping_flood:
+        cuts = sorted(flooder.cut_after)
+        endings = ", ".join(f"{n} {name}" for name, n in flooder.endings.most_common())
+        print(
+            f"ping flooder: {flooder.connections} connections, {flooder.sent / 2**20:.0f} MiB of "
+            f"pings sent, {len(cuts)} cut off by the server ({endings}) after median "
+            f"{statistics.median(cuts) if cuts else 0:.2f} s / max {cuts[-1] if cuts else 0:.2f} s"
+        )
     print(
         f"final figures: totalViews {want} (sent {tally.sent_views}), completed "
         f"{rest['data']['transactions']['completed']} (sent {tally.sent_completed}); every "
@@ -253,5 +381,11 @@ if __name__ == "__main__":
     parser.add_argument("--subscribers", type=int, default=500)
     parser.add_argument("--rate", type=int, default=1000, help="events a second")
     parser.add_argument("--duration", type=float, default=600, help="seconds")
+    parser.add_argument(
+        "--ping-flood",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add a client that floods pings and never reads (default on)",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.subscribers, args.rate, args.duration)))
+    sys.exit(asyncio.run(run(args.subscribers, args.rate, args.duration, args.ping_flood)))

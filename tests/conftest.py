@@ -17,6 +17,15 @@ from metrics_server.app import MetricsServer, ServerConfig
 TIMEOUT = 3.0
 
 
+@pytest.fixture(autouse=True)
+def no_user_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """The monitor reads $XDG_CONFIG_HOME/metrics-tui/config.toml: no test may see the one of
+    whoever runs the suite (nor the configuration files their environment names)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "no-config"))
+    monkeypatch.delenv("METRICS_TUI_CONFIG", raising=False)
+    monkeypatch.delenv("METRICS_CONFIG", raising=False)
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "m.db"

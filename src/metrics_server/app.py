@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from websockets.server import ServerProtocol
 
 from metrics_protocol import wire as p
 
+from .connection import GuardedConnection
 from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
 from .hub import Hub, Limits
@@ -24,7 +26,7 @@ from .store import SQLiteStore
 log = logging.getLogger("metrics_server")
 
 
-class _Connection(ServerConnection):
+class _Connection(GuardedConnection):
     """Says in the close reason why a message was too big: websockets' own reason ("frame with
     N bytes exceeds limit of M bytes") does not tell a producer what a batch may be."""
 
@@ -111,7 +113,14 @@ class MetricsServer:
                 origins=[*cfg.origins, None] if cfg.origins else None,
                 # Producers' cap; the hub lowers it for subscribers (Limits.max_message).
                 max_size=max(cfg.limits.max_batch, cfg.limits.max_message),
-                create_connection=_Connection,
+                # Bounded output: see connection.py. Above max_buffer the hub skips broadcasts
+                # and sends wait; staying there for output_stall seconds drops the client.
+                create_connection=functools.partial(
+                    _Connection,
+                    max_output=cfg.limits.max_output,
+                    output_stall=cfg.limits.output_stall,
+                ),
+                write_limit=cfg.max_buffer,
                 # Snapshots are a few hundred bytes: deflate would save little on the wire and
                 # cost about 50 KB of memory per connection (see docs/PERFORMANCE.md).
                 compression=None,

@@ -43,16 +43,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
+    return server_config(parse_settings(argv))
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> settings.Config:
+    """Flags > environment > --config file > defaults, checked as a whole (exit 2 if not)."""
     parser = build_parser()
     args = settings.parse(parser, SETTINGS, argv)
     if args.keyfile and not args.certfile:
-        parser.error(f"{args.source('keyfile')} needs --certfile")
+        settings.refuse(parser, args, "keyfile", f"{args.source('keyfile')} needs --certfile")
     if args.certfile:
         try:  # fail now with a clear line, not at the first connection
             server_ssl_context(args.certfile, args.keyfile)
         except (OSError, ValueError) as exc:
-            parser.error(f"cannot load the TLS certificate or key: {exc}")
-    return server_config(args)
+            message = f"cannot load the TLS certificate or key: {exc}"
+            settings.refuse(parser, args, "certfile", message)
+    return args
+
+
+def print_config(args: settings.Config) -> str:
+    """``--print-config``: the settings in effect as a TOML file that ``--config`` loads back
+    to the same values; each line says where its value came from, and no token is printed."""
+    header = [
+        f"metrics-server {__version__}: the settings in effect, each with where it came from",
+        "(flag > environment variable > configuration file > default). Tokens are not printed.",
+    ]
+    instead = {}
+    if args.demo and args.origin("db") == "default":  # a path here would keep the demo's data
+        instead["db"] = "not set: --demo keeps its data in a temporary file, removed on exit"
+    return settings.as_toml(SETTINGS, args, header=header, instead=instead)
+
+
+def example_config() -> str:
+    """examples/metrics-server.toml: every key a configuration file may hold, at its default
+    (a test checks the file against this)."""
+    return settings.example_toml(
+        SETTINGS,
+        header=[
+            "metrics-server configuration: every key, commented out at its default.",
+            "Use it with: metrics-server --config FILE (or METRICS_CONFIG=FILE).",
+            "Keys are the flags' names (--max-clients is max_clients); a flag or an environment",
+            "variable wins over this file, which wins over the defaults. Paths are taken from",
+            "this file's directory (~ is your home). An unknown key or a wrong type stops the",
+            "server at start with the line (exit code 2). metrics-server --print-config shows",
+            "the settings in effect in this format. [VARIABLE] is the environment variable that",
+            "wins over a key.",
+        ],
+        samples={
+            "token": "/run/secrets/metrics-read-token",
+            "ingest_token": "/run/secrets/metrics-ingest-token",
+            "origins": "https://dashboard.example,https://admin.example",
+            "certfile": "/etc/metrics-server/fullchain.pem",
+            "keyfile": "/etc/metrics-server/privkey.pem",
+        },
+    )
 
 
 def server_config(args: settings.Config) -> ServerConfig:
@@ -111,7 +155,11 @@ async def serve(config: ServerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config = parse_config(argv)  # argparse exits 2 with one line on a bad flag
+    args = parse_settings(argv)  # exits 2 with one line on a bad flag, variable or file
+    if args.print_config:
+        print(print_config(args), end="")
+        return 0
+    config = server_config(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )

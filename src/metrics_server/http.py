@@ -1,7 +1,8 @@
 """Plain HTTP on the WebSocket port, answered from websockets' ``process_request`` hook.
 
-websockets parses any method but refuses request bodies, which is why ingestion is a WebSocket
-and these routes are read-only.
+websockets parses any method but refuses request bodies (connection.py answers those 400), which
+is why ingestion is a WebSocket and these routes are read-only. It answers one request per
+connection, so every response says ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -27,15 +28,27 @@ def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
             ("Content-Type", "application/json"),
             ("Content-Length", str(len(data))),
             ("Cache-Control", "no-store"),
+            ("Connection", "close"),
         ]
     )
     for name, value in headers.items():
-        h[name.replace("_", "-")] = value
+        name = name.replace("_", "-")
+        if name in h:  # Headers[...] = v appends
+            del h[name]
+        h[name] = value
     return Response(status.value, status.phrase, h, data)
 
 
 def _error(status: HTTPStatus, code: str, message: str, **headers: str) -> Response:
     return json_response(status, p.encode(p.error_message(code, message)), **headers)
+
+
+error_response = _error  # for connection.py's 400
+
+
+def _is_upgrade(request: Request) -> bool:
+    """Whether the request asks for a WebSocket (websockets checks the rest of the handshake)."""
+    return any("websocket" in v.lower() for v in request.headers.get_all("Upgrade"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +66,29 @@ def make_router(
     subscriber_count: Callable[[], int] = lambda: 0,
     interval: float | None = None,
 ) -> Callable[..., Response | None]:
-    """A ``process_request`` that serves the REST routes and lets WebSocket paths through."""
+    """A ``process_request`` that serves the REST routes and lets WebSocket paths through.
+
+    ``HEAD`` is answered as ``GET`` would be (status and headers, Content-Length included)
+    without the body: ``curl -I`` and load balancers' checks use it."""
 
     def route(_connection: object, request: Request) -> Response | None:
+        if request.method != "HEAD":
+            return answer(request)
+        response = answer(request)
+        assert response is not None  # a HEAD is never a handshake: see answer()
+        return Response(response.status_code, response.reason_phrase, response.headers, b"")
+
+    def answer(request: Request) -> Response | None:
         path = split_target(request.path)[0]
         known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
         if not known:
             return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
-        if request.method != "GET":
+        if request.method not in ("GET", "HEAD"):
             return _error(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 p.ERR_METHOD_NOT_ALLOWED,
                 f"{request.method} is not allowed on {path}; use GET",
-                Allow="GET",
+                Allow="GET, HEAD",
             )
         if path == p.HEALTH_PATH:  # open, for load balancers and probes
             return json_response(HTTPStatus.OK, '{"status":"ok"}')
@@ -98,6 +121,14 @@ def make_router(
                 f"a WebSocket handshake on {path} needs HTTP/1.1",
                 Upgrade="websocket",
                 Connection="Upgrade",
+            )
+        if request.method == "HEAD" or not _is_upgrade(request):
+            # What websockets answers too, but in JSON like every other error here.
+            return _error(
+                HTTPStatus.UPGRADE_REQUIRED,
+                p.ERR_INVALID_MESSAGE,
+                f"{path} is a WebSocket endpoint; connect with a WebSocket client",
+                Upgrade="websocket",
             )
         return None  # a WebSocket path: go on with the handshake
 

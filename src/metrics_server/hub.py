@@ -4,7 +4,9 @@ Broadcast encodes each message once per distinct channel selection and hands it 
 ``websockets.broadcast``, which writes without waiting. Slow-client policy: a subscriber whose
 unsent bytes exceed ``max_buffer`` is skipped (it will get the next snapshot once it drains,
 and a snapshot is a whole frame, so nothing is lost by skipping one); one that stops reading
-altogether is closed by the protocol keepalive, whose pings it no longer answers.
+altogether is closed by the protocol keepalive, whose pings it no longer answers, or, when its
+unsent bytes stay above ``max_buffer`` (the keepalive's ping then waits behind them), dropped
+after ``Limits.output_stall`` seconds (connection.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from websockets.frames import CloseCode
 
 from metrics_protocol import wire as p
 
+from .connection import MAX_OUTPUT, OUTPUT_STALL, GuardedConnection
 from .events import EventError
 from .security import RateLimiter
 from .service import KeyReused, MetricsService
@@ -33,7 +36,7 @@ log = logging.getLogger("metrics_server")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Inbound limits per connection. Subscribers send little (pings, a subscribe); producers
+    """Limits per connection. Subscribers send little (pings, a subscribe); producers
     send batches of up to 1000 events, hence their larger message size and rate."""
 
     max_message: int = 64 * 1024
@@ -44,6 +47,10 @@ class Limits:
     ingest_burst: float = 1000.0
     #: Refused messages in a row before the connection is closed with 1008.
     strikes: int = 20
+    #: Outbound: unsent bytes that drop a connection at once, and seconds its unsent output may
+    #: stay above ``max_buffer`` (see connection.py; a ping flood grew the server 900 MB/min).
+    max_output: int = MAX_OUTPUT
+    output_stall: float = OUTPUT_STALL
 
 
 class Hub:
@@ -124,6 +131,11 @@ class Hub:
 
     # ---- /ws/metrics
 
+    def _count_control_frames(self, ws: ServerConnection, limiter: RateLimiter) -> None:
+        """Pings and pongs count against the connection's rate limit too (connection.py)."""
+        if isinstance(ws, GuardedConnection):
+            ws.rate_limit(limiter, self.limits.strikes)
+
     async def _throttled(
         self,
         ws: ServerConnection,
@@ -153,6 +165,7 @@ class Hub:
     async def subscriber(self, ws: ServerConnection) -> None:
         ws.protocol.max_message_size = self.limits.max_message
         limiter = RateLimiter(self.limits.rate, self.limits.burst)
+        self._count_control_frames(ws, limiter)
         channels = p.CHANNELS
         self.connected += 1
         try:
@@ -218,6 +231,7 @@ class Hub:
         # two ahead (websockets queues 16 by default: 16 batches of 8 MiB, measured +150 MB).
         ws.recv_messages.high, ws.recv_messages.low = 1, 0
         limiter = RateLimiter(self.limits.ingest_rate, self.limits.ingest_burst)
+        self._count_control_frames(ws, limiter)
         try:
             async for raw in ws:
                 # The refusal is built only when needed: it parses the batch for its id.

@@ -1,4 +1,5 @@
-"""metrics-server's settings: the one declaration behind its flags, env vars, help and config.
+"""metrics-server's settings: the one declaration behind its flags, env vars, help and its
+configuration file (``--config``; ``examples/metrics-server.toml`` is generated from it).
 
 `ServerConfig` (app.py) stays a hand-written dataclass; tests/server/test_server_config.py checks it
 against this table field for field.
@@ -28,6 +29,19 @@ def time_zone(value: str) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "config",
+        "TOML file of settings, its keys the flags' names (max_clients = 500); flags and "
+        "variables win over it",
+        env="METRICS_CONFIG",
+        metavar="FILE",
+    ),
+    Setting(
+        "print_config",
+        "print the settings in effect as TOML (tokens left out) and exit",
+        default=False,
+        switch=True,
+    ),
     Setting("host", "address to listen on", env="METRICS_HOST", default="127.0.0.1"),
     Setting(
         "port",

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 from textual import events
@@ -40,15 +40,22 @@ from metrics_tui.messages import (
 )
 from metrics_tui.ranges import PRESETS
 from metrics_tui.rangeview import RangeViews
-from metrics_tui.screens.help import HelpScreen
+from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
 from metrics_tui.widgets.status import StatusLine
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
-#: The range keys as the command palette names them.
-RANGE_COMMANDS = (("1", "live figures"), *((k, p.label) for k, p in PRESETS.items()))
+#: The range keys and their binding ids (the configuration file's [keys] names).
+RANGE_KEYS = (
+    ("1", "live"),
+    ("2", "last_hour"),
+    ("3", "last_day"),
+    ("4", "last_week"),
+    ("5", "last_month"),
+    ("6", "last_year"),
+)
 #: Seconds a hang-up leaves for a clean exit before the process is ended regardless.
 HANGUP_GRACE = 3.0
 
@@ -112,8 +119,12 @@ class Dashboard(Screen[None]):
         if layout_for(width, height).too_small:
             self.query_one("#too-small", Static).update(
                 f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
-                "q quits"
+                f"{self._quit_key()} quits"
             )
+
+    def _quit_key(self) -> str:
+        app = self.app
+        return app.key_for("quit") if isinstance(app, MetricsApp) else "q"
 
     def _set_layout_classes(self, width: int, height: int) -> bool:
         """Classes for the arrangement that fits; returns whether the footer must be compact."""
@@ -140,15 +151,19 @@ class MetricsApp(RangeViews, App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "metrics-tui"
+    #: A binding's id is its name in the configuration file's [keys] table (config.py).
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("r", "reconnect", "Reconnect"),
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("r", "reconnect", "Reconnect", id="reconnect"),
+        Binding("p", "toggle_pause", "Pause", id="pause"),
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
         # Range views (rangeview.py): named in the help and the command palette.
-        *(Binding(k, f"range('{k}')", f"Range {k}", show=False) for k in "123456"),
-        Binding("slash", "range_input", "Range", key_display="/", show=False),
-        Binding("e", "export", "Export CSV", show=False),
+        *(
+            Binding(key, f"range('{key}')", f"Range {key}", show=False, id=action)
+            for key, action in RANGE_KEYS
+        ),
+        Binding("slash", "range_input", "Range", key_display="/", show=False, id="range"),
+        Binding("e", "export", "Export CSV", show=False, id="export"),
     ]
 
     def __init__(
@@ -163,10 +178,15 @@ class MetricsApp(RangeViews, App[None]):
         animate: bool = True,
         connect: bool = True,
         notice: str | None = None,
+        keymap: Mapping[str, str] | None = None,
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.export_dir = export_dir
+        #: Binding id -> keys, from the configuration file's [keys] (checked by config.py).
+        self.keymap = dict(keymap or {})
+        if self.keymap:
+            self.set_keymap(self.keymap)
         self.url = url
         self.clock = clock
         self._token = token
@@ -414,22 +434,34 @@ class MetricsApp(RangeViews, App[None]):
             "Pause / resume", "Freeze or unfreeze the display", self.action_toggle_pause
         )
         yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
-        for key, name in RANGE_COMMANDS:
+        for key, action in RANGE_KEYS:
+            name = PRESETS[key].label if key in PRESETS else "live figures"
             yield SystemCommand(
                 f"Show {name}",
-                f"Charts over {name} (key {key})",
+                f"Charts over {name} (key {self.key_for(action)})",
                 functools.partial(self.action_range, key),
             )
         yield SystemCommand(
             "Show a date range…",
-            "2026-11-01..2026-11-15, yesterday, … (key /)",
+            f"2026-11-01..2026-11-15, yesterday, … (key {self.key_for('range')})",
             self.action_range_input,
         )
         yield SystemCommand(
             "Export the charts to CSV",
-            "What the charts show, to a file (key e)",
+            f"What the charts show, to a file (key {self.key_for('export')})",
             self.action_export,
         )
+
+    def key_for(self, action: str) -> str:
+        """The first key bound to a binding id, as the help writes it ("q", "ctrl+q", "?")."""
+        return self.keys_for(action)[0]
+
+    def keys_for(self, action: str) -> list[str]:
+        """The keys bound to a binding id, as the help writes them."""
+        if action in self.keymap:
+            return [key_label(key) for key in self.keymap[action].split(",")]
+        binding = next(b for b in self.BINDINGS if isinstance(b, Binding) and b.id == action)
+        return [binding.key_display or key_label(binding.key)]
 
     # ------------------------------------------------------------------ for tests and status
 

@@ -1,4 +1,5 @@
-"""Command line: ``metrics-tui [--url URL] [--token T] [--cafile F | --insecure] [--once] ...``.
+"""Command line: ``metrics-tui [SERVER] [--url URL] [--token T] [--cafile F | --insecure]
+[--once] ...``; SERVER names a ``[servers.NAME]`` table of the configuration file (config.py).
 
 Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error (also a terminal that cannot
 draw the monitor: TERM=dumb; or --demo without the server). Textual is imported only for the
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from metrics_protocol import settings
+from metrics_protocol.configfile import ConfigFileError
+from metrics_tui import config as config_file
 from metrics_tui.settings import SETTINGS
 from metrics_tui.wire import tls_context
 
@@ -36,7 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metrics-tui",
         description="Live terminal monitor for metrics-server.",
         epilog=f"{settings.ENV_NOTE} Keys: q quit, r reconnect, p pause, ? help, ctrl+p "
-        "commands and themes.",
+        "commands and themes; the configuration file's [keys] can rebind them.",
+    )
+    p.add_argument(
+        "server",
+        nargs="?",
+        metavar="SERVER",
+        help="a named server of the configuration file ([servers.SERVER]); --list lists them",
     )
     p.add_argument("--version", action=_Version, help="show the version and exit")
     return p
@@ -78,7 +87,21 @@ def _quiet_logging() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = settings.parse(parser, SETTINGS, argv)
+    args = settings.parse(
+        parser,
+        SETTINGS,
+        argv,
+        default_file=config_file.default_path(),
+        tables=config_file.TABLES,
+    )
+    try:
+        monitor = config_file.load(args.settings_file)
+        if args.list:
+            return _list(parser, args, monitor)
+        if args.server is not None:
+            _use_server(parser, args, monitor)
+    except ConfigFileError as exc:
+        settings.fail_in_file(parser, str(exc))
     if args.json and not args.once:
         parser.error("--json needs --once")
     if args.origin("timeout") == "flag" and not args.once:
@@ -87,15 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--db needs --demo")
     url, token = args.url, args.token
     if token is not None and (why := token_problem(token)):
-        parser.error(f"{args.source('token')} {why}, which cannot be sent in an HTTP header")
+        message = f"{args.source('token')} {why}, which cannot be sent in an HTTP header"
+        settings.refuse(parser, args, "token", message)
     tls = _tls(parser, args, url)
     if args.theme and not args.once:
         from textual.theme import BUILTIN_THEMES
 
         if args.theme not in BUILTIN_THEMES:
-            parser.error(
+            settings.refuse(
+                parser,
+                args,
+                "theme",
                 f"{args.source('theme')}: unknown theme {args.theme!r}; "
-                f"choose from {', '.join(sorted(BUILTIN_THEMES))}"
+                f"choose from {', '.join(sorted(BUILTIN_THEMES))}",
             )
     if not args.once and os.environ.get("TERM") == "dumb":
         # One line that fits 80 columns: a dumb terminal does not wrap for us.
@@ -106,9 +133,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     _quiet_logging()
     try:
-        return asyncio.run(_run(args, url, token, tls))
+        return asyncio.run(_run(args, url, token, tls, monitor.keys))
     except KeyboardInterrupt:
         return 130
+
+
+def _list(
+    parser: argparse.ArgumentParser, args: settings.Config, monitor: config_file.MonitorConfig
+) -> int:
+    """``--list``: the named servers and where their tokens come from (never a token)."""
+    if args.server is not None or args.once or args.demo:
+        parser.error("--list takes no SERVER, --once or --demo")
+    where = args.config or config_file.default_path()
+    if monitor.file is None:
+        print(f"metrics-tui: no configuration file ({where}), so no named servers", file=sys.stderr)
+    elif not monitor.servers:
+        print(f"metrics-tui: no [servers.NAME] tables in {where}", file=sys.stderr)
+    else:
+        print(config_file.server_list(monitor), end="")
+    return EXIT_OK
+
+
+#: What a named server sets; cafile and insecure go together (a flag for one drops both).
+SERVER_SETTINGS = ("url", "token", "cafile", "insecure")
+
+
+def _use_server(
+    parser: argparse.ArgumentParser, args: settings.Config, monitor: config_file.MonitorConfig
+) -> None:
+    """Apply ``[servers.NAME]``: over the environment and the file's top-level keys, under
+    flags; what the entry leaves out is unset, so no token goes to a server it was not meant
+    for. An unknown name is a usage error that lists the known ones."""
+    name = args.server
+    if args.demo or args.origin("url") == "flag":
+        parser.error("give SERVER, --url or --demo, not two of them")
+    server = monitor.servers.get(name)
+    if server is None:
+        where = args.config or config_file.default_path()
+        if monitor.file is None:
+            parser.error(f"unknown server {name!r}: no configuration file ({where})")
+        known = ", ".join(monitor.servers) or "none"
+        hint = settings.unknown_key(name, monitor.servers).removeprefix(f"unknown key {name!r}")
+        parser.error(f"unknown server {name!r}{hint}; {where} names: {known}")
+    by_name = {s.name: s for s in SETTINGS}
+    trust_flag = args.origin("cafile") == "flag" or args.origin("insecure") == "flag"
+    for key in SERVER_SETTINGS:
+        if args.origin(key) == "flag" or (key in ("cafile", "insecure") and trust_flag):
+            continue
+        entry = server.values.get(key)
+        value = entry.load() if entry is not None else by_name[key].default
+        args.set(by_name[key], value, "server", entry)
 
 
 def _tls(parser: argparse.ArgumentParser, args: settings.Config, url: str) -> ssl.SSLContext | None:
@@ -124,14 +198,19 @@ def _tls(parser: argparse.ArgumentParser, args: settings.Config, url: str) -> ss
     try:
         return tls_context(url, cafile=cafile, insecure=args.insecure)
     except (OSError, ssl.SSLError) as exc:
-        parser.error(f"cannot load CA file {cafile!r}: {exc.strerror or exc}")
+        message = f"cannot load CA file {cafile!r}: {exc.strerror or exc}"
+        settings.refuse(parser, args, "cafile", message)
 
 
 async def _run(
-    args: argparse.Namespace, url: str, token: str | None, tls: ssl.SSLContext | None
+    args: argparse.Namespace,
+    url: str,
+    token: str | None,
+    tls: ssl.SSLContext | None,
+    keymap: dict[str, str] | None = None,
 ) -> int:
     if not args.demo:
-        return await _watch(args, url, token, tls)
+        return await _watch(args, url, token, tls, keymap=keymap)
     # The one import of the server in the monitor: --demo runs one in this process.
     try:
         from metrics_server.app import MetricsServer, ServerConfig
@@ -157,7 +236,8 @@ async def _run(
         if args.once:
             print(f"metrics-tui: {where}", file=sys.stderr)
         async with MetricsServer(cfg) as srv:
-            return await _watch(args, srv.url, token, None, notice=where.capitalize())
+            notice = where.capitalize()
+            return await _watch(args, srv.url, token, None, notice=notice, keymap=keymap)
 
 
 async def _watch(
@@ -166,6 +246,7 @@ async def _watch(
     token: str | None,
     tls: ssl.SSLContext | None,
     notice: str | None = None,
+    keymap: dict[str, str] | None = None,
 ) -> int:
     if args.once:
         within = args.timeout
@@ -179,6 +260,7 @@ async def _watch(
         max_retries=args.max_retries,
         theme=args.theme,
         notice=notice,
+        keymap=keymap,
     )
     await app.run_async()
     return app.return_code or 0

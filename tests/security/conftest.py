@@ -9,9 +9,13 @@ that this directory needs no package.
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import shutil
 import signal
+import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -160,3 +164,50 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
 def client_tls(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
     """A client context that trusts only the test certificate."""
     return ssl.create_default_context(cafile=str(tls_files[0]))
+
+
+class RawWebSocket:
+    """WebSocket by hand, for clients no library would be: frames built byte by byte (masked or
+    not, reserved bits, any opcode and size), and a socket that never reads past the 101."""
+
+    @staticmethod
+    def frame(
+        opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True
+    ) -> bytes:
+        """One frame as a client writes it (RFC 6455 5.2)."""
+        head = bytes([(0x80 if fin else 0) | rsv | opcode])
+        bit = 0x80 if mask else 0
+        n = len(payload)
+        if n < 126:
+            head += bytes([bit | n])
+        elif n < 2**16:
+            head += bytes([bit | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([bit | 127]) + struct.pack("!Q", n)
+        if not mask:
+            return head + payload
+        key = os.urandom(4)
+        return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+    @staticmethod
+    def connect(port: int, path: str = "/ws/metrics") -> socket.socket:
+        """A socket past the handshake, with not one byte of the server's frames read."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "\r\n".encode()
+        )
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):  # byte by byte: no frame is read
+            byte = sock.recv(1)
+            assert byte, head
+            head += byte
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return sock
+
+
+@pytest.fixture
+def raw_ws() -> type[RawWebSocket]:
+    return RawWebSocket

@@ -5,16 +5,19 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.keys import format_key
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-#: Compact on purpose: it fits a 60x20 pane without scrolling.
+#: Compact on purpose: it fits a 60x20 pane without scrolling. {keys} is the line of the app's
+#: footer bindings and {ranges} that of the range keys, with the keys in use (the configuration
+#: file's [keys] may rebind them).
 HELP_TEXT = """\
-[b]q[/b] quit  [b]r[/b] reconnect now  [b]p[/b] pause/resume  [b]?[/b] help
-[b]ctrl+p[/b] commands and themes  [b]e[/b] export charts to CSV
-[b]1[/b] live  [b]2[/b] hour  [b]3[/b] 24 h  [b]4[/b] 7 days  [b]5[/b] 30 days  [b]6[/b] year
-[b]/[/b] range: 2026-11-01..2026-11-15, yesterday, last week
-
+{keys}
+[b]ctrl+p[/b] commands and themes  {export} export charts to CSV
+{ranges}
+{range} range: 2026-11-01..2026-11-15, yesterday, last week
 [b]Status line[/b]
 [b]Live ●[/b]          streaming over WebSocket
 [b]Connecting[/b]      opening the WebSocket
@@ -27,16 +30,36 @@ HELP_TEXT = """\
                 from a lost connection (dimmed)
 [b]PAUSED[/b]          display frozen at the time shown;
                 data keeps arriving
-[b]⚠ insecure TLS[/b]  certificate not checked (--insecure)"""
+[b]⚠ insecure TLS[/b]  certificate not checked (--insecure)
+Live charts: last 20 samples. {close} closes."""
+
+#: What the keys line says of an action, where the footer's word is too short.
+LONGER = {"reconnect": "reconnect now", "pause": "pause/resume"}
+#: The range keys' binding ids and their words in the help.
+RANGE_WORDS = {
+    "live": "live",
+    "last_hour": "hour",
+    "last_day": "24 h",
+    "last_week": "7 days",
+    "last_month": "30 days",
+    "last_year": "year",
+}
+
+
+def key_label(key: str) -> str:
+    """A Textual key as a person writes it: "question_mark" -> "?", "ctrl+q" stays."""
+    *mods, base = key.split("+")
+    return "+".join([*mods, format_key(base)])
 
 
 class HelpScreen(ModalScreen[None]):
-    """Modal help; closes on escape, ? or q."""
+    """Modal help; closes on escape, or on the app's help and quit keys (the ids make the
+    app's keymap move these with the app's own bindings)."""
 
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
-        Binding("question_mark", "dismiss", "Close", show=False),
-        Binding("q", "dismiss", "Close", show=False),
+        Binding("question_mark", "dismiss", "Close", show=False, id="help"),
+        Binding("q", "dismiss", "Close", show=False, id="quit"),
     ]
 
     DEFAULT_CSS = """
@@ -57,8 +80,36 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll() as box:
             box.border_title = "metrics-tui help"
-            box.border_subtitle = "escape, ? or q closes"
-            yield Static(HELP_TEXT)
+            yield Static(self.help_text())
+
+    def help_text(self) -> str:
+        app = self.app
+        keys_for = getattr(app, "keys_for", None)
+        if keys_for is None:  # not the monitor (a test app): the keys as declared
+            return HELP_TEXT.format(
+                keys="", export="e", ranges="", range="/", close="escape, ? or q"
+            )
+
+        def key(action: str) -> str:
+            return f"[b]{escape(keys_for(action)[0])}[/b]"
+
+        line = "  ".join(
+            f"{key(b.id)} {LONGER.get(b.id, b.description.lower())}"
+            for b in app.BINDINGS
+            if isinstance(b, Binding) and b.id and b.show
+        )
+        ranges = "  ".join(f"{key(action)} {word}" for action, word in RANGE_WORDS.items())
+        # The help and quit keys close this screen too, but ctrl+q and ctrl+c quit the app
+        # from anywhere (Textual's priority bindings), so they are not offered here.
+        quit_ = [k for k in keys_for("quit") if k not in ("ctrl+q", "ctrl+c")][:1]
+        *first, last = ["escape", keys_for("help")[0], *quit_]
+        return HELP_TEXT.format(
+            keys=line,
+            export=key("export"),
+            ranges=ranges,
+            range=key("range"),
+            close=escape(f"{', '.join(first)} or {last}"),
+        )
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)
