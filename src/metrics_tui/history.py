@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -220,7 +221,7 @@ def _json_or_none(content: bytes) -> Any:
 def parse_endpoint(text: str) -> datetime:
     """``2026-11-01`` or an ISO 8601 datetime, with or without an offset (without one the server
     reads it in its ``--tz``). Raises ValueError saying what is expected."""
-    value = text.strip()
+    value = text.strip().upper()  # "2026-11-01t10:00z" as typed in lower case
     try:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), datetime.min.time())
@@ -239,10 +240,11 @@ def endpoint_text(moment: datetime) -> str:
 
 
 def estimate_points(start: datetime, end: datetime, step: str) -> int:
-    """About how many points [start, end) holds at ``step`` (+1 for a first partial bucket)."""
+    """About how many points [start, end) holds at ``step``: exact for ends on bucket
+    boundaries, one short when the first bucket starts before ``start``."""
     if end <= start:
         return 0
-    return int((end - start) / NOMINAL[step]) + 1
+    return math.ceil((end - start) / NOMINAL[step])
 
 
 def zone_of(answer: RangeAnswer) -> tzinfo:

@@ -203,7 +203,8 @@ def _bounds(words: str, now: datetime) -> tuple[str, str, str]:
         try:
             begin, finish = parse_endpoint(left), parse_endpoint(right)
         except ValueError as exc:
-            raise RangeInputError(f"{str(exc).capitalize()}; try {EXAMPLES}") from None
+            why = str(exc)
+            raise RangeInputError(f"{why[:1].upper()}{why[1:]}; try {EXAMPLES}") from None
         start, end = endpoint_text(begin), endpoint_text(finish)
         return start, end, f"{start}..{end}"
     today = now.date()

@@ -1,0 +1,265 @@
+"""Range views without a screen: the input, the fitted step, presets, paging, exact reading."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from metrics_protocol.wire import ProtocolError, loads
+from metrics_tui.history import (
+    MAX_RANGE_POINTS,
+    POINT_FIELDS,
+    RangeAnswer,
+    decode_range,
+    fetch_pages,
+    page_span,
+    range_csv,
+    range_json,
+)
+from metrics_tui.ranges import PRESETS, RangeInputError, export_name, parse_range, thin
+from metrics_tui.widgets.bars import bar_layout, group_sums
+
+from .range_double import RangeDouble
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def range_of(double: RangeDouble, start: str, end: str, step: str) -> RangeAnswer:
+    """The double's answer, through the wire text and the monitor's reader."""
+    return decode_range(loads(double.dumps(double.answer(start, end, step, "x"))))
+
+
+#: A Sunday in November, 10:00 in Paris.
+NOW = datetime(2026, 11, 15, 10, 0, tzinfo=PARIS)
+
+
+# --------------------------------------------------------------------------- the input
+
+
+@pytest.mark.parametrize(
+    ("text", "start", "end", "step"),
+    [
+        ("2026-11-01..2026-11-15", "2026-11-01", "2026-11-15", "1d"),
+        (" 2026-11-01 .. 2026-11-15 ", "2026-11-01", "2026-11-15", "1d"),
+        ("yesterday", "2026-11-14", "2026-11-15", "1h"),
+        ("Last Week", "2026-11-02", "2026-11-09", "1d"),
+        ("this month", "2026-11-01", "2026-11-15T10:00:00+01:00", "1d"),
+        ("last month", "2026-10-01", "2026-11-01", "1d"),
+        ("this year", "2026-01-01", "2026-11-15T10:00:00+01:00", "1w"),
+        ("today", "2026-11-15", "2026-11-15T10:00:00+01:00", "15m"),
+        ("last 6 hours", "2026-11-15T04:00:00+01:00", "2026-11-15T10:00:00+01:00", "15m"),
+        ("yesterday 1m", "2026-11-14", "2026-11-15", "1m"),
+        (
+            "2026-11-14T22:00..2026-11-15T02:00 5m",
+            "2026-11-14T22:00:00",
+            "2026-11-15T02:00:00",
+            "5m",
+        ),
+    ],
+)
+def test_good_ranges(text: str, start: str, end: str, step: str) -> None:
+    spec = parse_range(text, NOW, columns=50)
+    assert (spec.start, spec.end, spec.step) == (start, end, step)
+    assert spec.text == text.strip() and spec.keep is None
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "Type a range"),
+        ("2026-11-15..2026-11-01", "ends before it starts"),
+        ("2026-11-15..2026-11-15", "ends before it starts"),
+        ("2026-13-01..2026-12-01", "Not a date"),
+        ("2026-11-01..", "Not a date"),
+        ("last fortnight", "Not a range"),
+        ("1d", "needs a range"),
+        ("2026-01-01..2027-01-01 1m", "525,600 points"),
+    ],
+)
+def test_bad_ranges_say_why(text: str, says: str) -> None:
+    with pytest.raises(RangeInputError, match=says):
+        parse_range(text, NOW, columns=50)
+
+
+@pytest.mark.parametrize(("columns", "step"), [(12, "1w"), (31, "1d"), (50, "1d"), (800, "1h")])
+def test_the_step_fits_the_chart(columns: int, step: str) -> None:
+    assert parse_range("2026-10-15..2026-11-15", NOW, columns).step == step
+
+
+def test_a_range_too_long_for_any_step() -> None:
+    with pytest.raises(RangeInputError, match="at most 5,000"):
+        parse_range("1600-01-01..2026-01-01", NOW, columns=50)
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris", "Asia/Kathmandu", "Pacific/Chatham"])
+@pytest.mark.parametrize("key", sorted(PRESETS))
+def test_presets_hold_their_count_in_any_zone(key: str, zone: str) -> None:
+    """Whatever the server's zone and the moment (month ends, DST days, a year end), a preset
+    gets at least its count of buckets, and the last one holds the present."""
+    double = RangeDouble(zone)
+    preset = PRESETS[key]
+    moments = [
+        datetime(2026, 3, 29, 0, 30, tzinfo=UTC),  # Paris springs forward that night
+        datetime(2026, 10, 25, 23, 59, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2027, 3, 1, 0, 1, tzinfo=UTC),
+        datetime(2028, 2, 29, 12, 0, tzinfo=UTC),
+    ]
+    for now in moments:
+        spec = preset.spec(now)
+        assert spec.step == preset.step and spec.keep == preset.count
+        answer = range_of(double, spec.start, spec.end, spec.step)
+        shown = spec.shown(answer.points)
+        assert len(shown) == preset.count, (now, len(answer.points))
+        assert shown[-1].start <= now
+
+
+def test_titles_name_the_range_and_step() -> None:
+    spec = PRESETS["3"].spec(NOW)
+    assert spec.title("Revenue") == "Revenue · last 24 h · 15 min"
+    assert spec.titles("Revenue")[1] == "Revenue · 24 h · 15m"
+    assert PRESETS["5"].spec(NOW).bars and not spec.bars
+    assert spec.refresh_every == 900 and PRESETS["2"].spec(NOW).refresh_every == 60
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def body(**changes: Any) -> str:
+    point = {
+        "start": "2026-11-02T00:00:00+01:00",
+        "revenue": "1234.50",
+        "completed": 12,
+        "failed": 1,
+        "started": 14,
+        "views": 3400,
+        "activeUsers": 211,
+        "peakCurrent": 57,
+    }
+    point.update(changes)
+    revenue = point.pop("revenue")
+    fields = json.dumps(point)[1:-1] + f',"revenue":{revenue}'
+    return (
+        '{"type":"range","from":"2026-11-01","to":"2026-12-01","step":"1d",'
+        f'"tz":"Europe/Paris","points":[{{{fields}}}]}}'
+    )
+
+
+def test_money_is_read_exactly() -> None:
+    answer = decode_range(loads(body(revenue="92233720368547758.07")))
+    assert answer.points[0].revenue == Decimal("92233720368547758.07")
+    assert answer.points[0].start == datetime(2026, 11, 2, tzinfo=PARIS)
+    assert decode_range(loads(body(peakCurrent=None))).points[0].peak_current is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"revenue": "12.345"},
+        {"revenue": "-1.00"},
+        {"revenue": "true"},
+        {"completed": -1},
+        {"views": 1.5},
+        {"start": "2026-11-02T00:00:00"},
+        {"start": "yesterday"},
+    ],
+)
+def test_malformed_points_are_refused(change: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError):
+        decode_range(loads(body(**change)))
+
+
+def test_csv_and_json_give_back_the_exact_points() -> None:
+    double = RangeDouble("Asia/Kathmandu")
+    answer = range_of(double, "2026-11-01", "2026-11-03", "1h")
+    rows = list(csv.DictReader(io.StringIO(range_csv(answer.points))))
+    assert tuple(rows[0]) == POINT_FIELDS and len(rows) == 48
+    for row, p in zip(rows, answer.points, strict=True):
+        assert Decimal(row["revenue"]) == p.revenue and len(row["revenue"].split(".")[1]) == 2
+        assert datetime.fromisoformat(row["start"]) == p.start
+        assert row["peakCurrent"] == ("" if p.peak_current is None else str(p.peak_current))
+    assert decode_range(loads(range_json(answer))) == answer
+
+
+# --------------------------------------------------------------------------- paging
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "end", "step"),
+    [
+        ("Europe/Paris", "2026-10-20", "2026-10-30", "1m"),  # a 25-hour day inside
+        ("Europe/Paris", "2026-03-20T12:34", "2026-03-31T00:00+02:00", "1m"),
+        ("Asia/Kathmandu", "2026-01-01T00:07", "2026-03-01", "5m"),
+        ("Pacific/Chatham", "2025-12-30T13:13+13:45", "2026-06-01", "15m"),
+        ("UTC", "2026-01-01", "2026-01-02", "1h"),  # one page
+    ],
+)
+async def test_pages_join_into_the_whole_range(zone: str, start: str, end: str, step: str) -> None:
+    """Every bucket once, in order, none missing, and no request over the limit."""
+    double = RangeDouble(zone)
+
+    async def fetch(a: str, b: str) -> Any:
+        return loads(double.dumps(double.answer(a, b, step, "x")))
+
+    seen: list[tuple[int, int]] = []
+    answer = await fetch_pages(
+        fetch, start, end, step, lambda done, total: seen.append((done, total))
+    )
+    starts = [p.start for p in answer.points]
+    assert all(n.points <= MAX_RANGE_POINTS for n in double.seen)
+    assert len(set(starts)) == len(starts) and starts == sorted(starts)
+    first = double._floor(double._moment("from", start), step)
+    assert starts[0] == first
+    last_end = double._next(starts[-1], step)
+    assert last_end >= double._moment("to", end) > starts[-1]
+    for a, b in itertools.pairwise(starts):
+        assert double._next(a, step) == b  # no gap
+    assert seen[-1] == (len(starts), len(starts))
+    pages = [n for n in double.seen if n.points > 1]  # a probe asks for one bucket
+    assert len(pages) == -(-len(starts) // (MAX_RANGE_POINTS - 2)) or len(pages) == 1 == len(
+        double.seen
+    )
+
+
+def test_a_page_never_asks_for_more_than_the_limit() -> None:
+    for step in ("1m", "1d", "1mo"):
+        assert page_span(step) > timedelta(0)
+
+
+# --------------------------------------------------------------------------- drawing helpers
+
+
+def test_export_name_says_the_range() -> None:
+    double = RangeDouble("Europe/Paris")
+    days = range_of(double, "2026-11-01", "2026-12-01", "1d")
+    assert export_name("1d", days.points) == "metrics-2026-11-01-2026-11-30-1d.csv"
+    mins = range_of(double, "2026-11-01T10:15", "2026-11-01T11:00", "15m")
+    assert export_name("15m", mins.points) == "metrics-2026-11-01T1015-2026-11-01T1045-15m.csv"
+
+
+def test_a_long_line_is_thinned_keeping_peaks() -> None:
+    stamps = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i) for i in range(1440)]
+    values = [float(i % 7) for i in range(1440)]
+    values[1000] = 99.0
+    small, at = thin(values, stamps, cap=480)
+    assert len(small) <= 480 and max(small) == 99.0 and at[0] == stamps[0]
+    assert thin(values[:10], stamps[:10]) == (values[:10], stamps[:10])
+
+
+def test_bars_fit_their_columns() -> None:
+    assert bar_layout(30, 48) == (1, 1, 9)
+    assert bar_layout(12, 48) == (3, 4, 0)
+    assert bar_layout(7, 49) == (4, 7, 0)
+    sums, run = group_sums([1.0] * 31, 20)
+    assert run == 2 and len(sums) == 16 and sum(sums) == 31
