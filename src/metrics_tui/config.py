@@ -259,7 +259,13 @@ def example(actions: Mapping[str, str] | None = None) -> str:
             "the environment variable that wins over a key. Modes of one run stay on the command",
             f"line: {', '.join(s.flag for s in SETTINGS if s.env is None)}.",
         ],
-        samples={"token": "token.txt", "cafile": "ca.pem", "max_retries": 10, "theme": "ansi-dark"},
+        samples={
+            "token": "token.txt",
+            "cafile": "ca.pem",
+            "max_retries": 10,
+            "theme": "ansi-dark",
+            "export_dir": "~/exports",
+        },
     )
     bound = key_actions() if actions is None else actions
     keys = "\n".join(f"#{action} = {toml_value(key)}" for action, key in bound.items())

@@ -28,9 +28,6 @@ from metrics_tui.history import (
 MIN_REFRESH = 60.0
 #: Fewest points a fitted step aims at, however narrow the chart (a sparkline still reads).
 MIN_COLUMNS = 12
-#: A line chart gets at most this many points: two per column (braille dots) of a 240-column
-#: chart. plotext's build takes ~29 ms for 1,440 points and ~10 ms for 110, twice per redraw.
-MAX_LINE_POINTS = 480
 
 EXAMPLES = "2026-11-01..2026-11-15, yesterday, last week or this month"
 
@@ -248,19 +245,6 @@ def stamp_format(step: str, points: Sequence[RangePoint]) -> Callable[[datetime]
     else:
         fmt = "%H:%M"
     return lambda moment: moment.strftime(fmt)
-
-
-def thin(
-    values: Sequence[float], stamps: Sequence[datetime], cap: int = MAX_LINE_POINTS
-) -> tuple[list[float], list[datetime]]:
-    """At most ``cap`` points for a line chart: each the largest of its run of points (peaks
-    stay visible), stamped with the run's first. A chart cannot show more than two a column."""
-    n = len(values)
-    if n <= cap:
-        return list(values), list(stamps)
-    size = -(-n // cap)
-    idx = range(0, n, size)
-    return [max(values[i : i + size]) for i in idx], [stamps[i] for i in idx]
 
 
 def export_name(step: str, points: Sequence[RangePoint]) -> str:

@@ -29,7 +29,6 @@ from metrics_tui.ranges import (
     export_name,
     parse_range,
     stamp_format,
-    thin,
 )
 from metrics_tui.screens.range_input import RangeInputScreen
 from metrics_tui.wire import describe_error
@@ -120,14 +119,14 @@ class RangeViews:
     # ------------------------------------------------------------------ views
 
     def show_live(self) -> None:
+        """Back to the live samples. A change of view is drawn at once, even while paused:
+        pausing holds back the feed, not what the user asks to see."""
         if self._range_timer is not None:
             self._range_timer.stop()
             self._range_timer = None
         self.workers.cancel_group(self, "range")
         self.range, self._range_wanted, self.range_points = None, None, ()
-        self._charts_dirty = True
-        if not self.paused:
-            self._show_charts()
+        self._show_charts()
 
     def show_range(self, spec: RangeSpec) -> None:
         """Fetch ``spec`` and show it when it comes; until then the charts say it is loading,
@@ -172,14 +171,15 @@ class RangeViews:
         spec = message.spec
         if spec is not self._range_wanted:
             return  # an answer for a view that was left
-        if self.range is None or not same_view(self.range, spec) or self._range_timer is None:
+        new_view = self.range is None or not same_view(self.range, spec)
+        if new_view or self._range_timer is None:
             if self._range_timer is not None:
                 self._range_timer.stop()
             self._range_timer = self.set_interval(spec.refresh_every, self._refresh_range)
         self.range = spec
         self.range_points = spec.shown(message.answer.points)
         self._charts_dirty = True
-        if not self.paused:
+        if new_view or not self.paused:  # a refresh waits for the pause to end
             self._show_charts()
 
     def on_range_failed(self, message: RangeFailed) -> None:
@@ -214,13 +214,15 @@ class RangeViews:
         label = stamp_format(spec.step, points)
         revenue = [float(p.revenue) for p in points]
         users = [float(p.active_users) for p in points]
-        rev_values, rev_stamps = (revenue, stamps) if spec.bars else thin(revenue, stamps)
         screen.query_one("#revenue-chart", TrendChart).set_points(
-            rev_values, rev_stamps, title=spec.titles("Revenue"), bars=spec.bars, label=label
+            revenue,
+            stamps,
+            title=spec.titles("Revenue"),
+            kind="bars" if spec.bars else "line",
+            label=label,
         )
-        user_values, user_stamps = thin(users, stamps)
         screen.query_one("#users-chart", TrendChart).set_points(
-            user_values, user_stamps, title=spec.titles("Active users"), label=label
+            users, stamps, title=spec.titles("Active users"), kind="line", label=label
         )
         self._charts_dirty = False
 

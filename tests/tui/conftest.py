@@ -188,3 +188,17 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def range_server() -> AsyncIterator[Any]:
+    """A server that answers range requests (``/ws/metrics`` ``range`` messages and
+    ``GET /api/v1/analytics/history``) with issue 11's shapes: the test double in
+    ``range_double.py`` until metrics-server answers them itself."""
+    from .range_double import RangeDouble
+
+    double = await RangeDouble("Europe/Paris").start()
+    try:
+        yield double
+    finally:
+        await double.stop()

@@ -11,6 +11,7 @@ Every request is recorded, so tests can check the transport and the paging.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from metrics_protocol.wire import (
@@ -197,6 +199,10 @@ class RangeDouble:
         now = datetime.now(UTC)
         await ws.send(encode_history([snapshot(now)], interval=3600))
         await ws.send(encode_metrics(snapshot(now), "change"))
+        with contextlib.suppress(ConnectionClosed):
+            await self._serve(ws)
+
+    async def _serve(self, ws: ServerConnection) -> None:
         async for raw in ws:
             msg = loads(raw)
             kind = msg.get("type") if isinstance(msg, dict) else None

@@ -24,8 +24,8 @@ from metrics_tui.history import (
     range_csv,
     range_json,
 )
-from metrics_tui.ranges import PRESETS, RangeInputError, export_name, parse_range, thin
-from metrics_tui.widgets.bars import bar_layout, group_sums
+from metrics_tui.ranges import PRESETS, RangeInputError, export_name, parse_range
+from metrics_tui.widgets.range_chart import DOTS, bar_layout, braille_line, group_sums
 
 from .range_double import RangeDouble
 
@@ -248,13 +248,20 @@ def test_export_name_says_the_range() -> None:
     assert export_name("15m", mins.points) == "metrics-2026-11-01T1015-2026-11-01T1045-15m.csv"
 
 
-def test_a_long_line_is_thinned_keeping_peaks() -> None:
-    stamps = [datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i) for i in range(1440)]
+def test_a_line_shows_every_extreme_unbroken() -> None:
+    """1,440 spiky points in 20 columns: the highest and lowest dots are set, and every dot
+    column has a dot (no gaps in the line)."""
     values = [float(i % 7) for i in range(1440)]
     values[1000] = 99.0
-    small, at = thin(values, stamps, cap=480)
-    assert len(small) <= 480 and max(small) == 99.0 and at[0] == stamps[0]
-    assert thin(values[:10], stamps[:10]) == (values[:10], stamps[:10])
+    rows = braille_line(values, 0.0, 99.0, columns=20, rows=5)
+    bits = [[ord(c) - 0x2800 if c != " " else 0 for c in line] for line in rows]
+    assert bits[0][13] & 0x09  # the spike reaches the top row, about 1000/1440 of the way
+    for col in range(20):
+        for half in (0, 1):
+            mask = sum(DOTS[half])
+            assert any(line[col] & mask for line in bits), (col, half)
+    flat = braille_line([2.0, 2.0, 2.0], 0.0, 10.0, columns=10, rows=2)  # 3 points, 20 dots
+    assert flat[0] == " " * 10 and " " not in flat[1]
 
 
 def test_bars_fit_their_columns() -> None:

@@ -25,7 +25,7 @@ from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
 from metrics_tui import formatting
-from metrics_tui.widgets.bars import RangeBars
+from metrics_tui.widgets.range_chart import Kind, RangeChart
 
 if TYPE_CHECKING:
     from metrics_tui.widgets.plot import TrendPlot
@@ -54,7 +54,7 @@ class TrendChart(Vertical):
     TrendChart > .chart-title { height: 1; text-style: bold; }
     TrendChart > Sparkline { height: 1fr; }
     TrendChart > TrendPlot { height: 1fr; }
-    TrendChart > RangeBars { display: none; }
+    TrendChart > RangeChart { display: none; }
     """
 
     def __init__(
@@ -79,13 +79,12 @@ class TrendChart(Vertical):
         self._title_text = f"{title} · waiting for data"
         self._titles: tuple[str, ...] = (self._title_text,)
         self._points: tuple[Sequence[float], Sequence[datetime]] = ((), ())
-        self._label: Callable[[datetime], str] | None = None
         self._plot: TrendPlot | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self._title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
-        yield RangeBars(self._fmt)
+        yield RangeChart(self._fmt, integer=self._integer)
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._add_plot)
@@ -94,7 +93,7 @@ class TrendChart(Vertical):
         from metrics_tui.widgets.plot import TrendPlot
 
         plot = TrendPlot(self._color, self._fmt, integer=self._integer)
-        plot.set_points(*self._points, label=self._label)
+        plot.set_points(*self._points)
         self._plot = plot
         self.mount(plot)
 
@@ -104,14 +103,15 @@ class TrendChart(Vertical):
         stamps: Sequence[datetime],
         *,
         title: str | Sequence[str] | None = None,
-        bars: bool = False,
-        label: Callable[[datetime], str] | None = None,
+        kind: Kind | None = None,
+        label: Callable[[datetime], str] = str,
     ) -> None:
         """Replace the plotted points. Only what changed is redrawn, and nothing here changes a
         size: the title is one line of fixed width, so it is updated without a layout pass.
 
-        A range view names its own ``title``, draws ``bars`` (one per step) where the
-        stylesheet shows a line chart, and names its points with ``label``."""
+        A range view names its own ``title`` and gives the ``kind`` of chart it wants where the
+        stylesheet shows a line chart ("bars", one per step, or "line": see range_chart.py),
+        naming its points with ``label``; the live view's plotext chart keeps its points."""
         self.set_title(title or chart_title(self.title, stamps if values else ()))
         spark = self.query_one(TrendSpark)
         if list(spark.data or []) != list(values):
@@ -119,12 +119,13 @@ class TrendChart(Vertical):
                 spark.data = list(values)  # a new list, so the sparkline redraws
             else:
                 spark.set_reactive(Sparkline.data, list(values))
-        self.set_class(bars, "-bars")
-        if bars:
-            self.query_one(RangeBars).set_points(values, stamps, label or str)
-        self._points, self._label = (values, stamps), label
+        self.set_class(kind is not None, "-range")
+        if kind is not None:
+            self.query_one(RangeChart).set_points(values, stamps, label, kind)
+            return
+        self._points = (values, stamps)
         if self._plot is not None:
-            self._plot.set_points(values, stamps, label=label)
+            self._plot.set_points(values, stamps)
 
     def set_title(self, title: str | Sequence[str]) -> None:
         """The title, or its forms from long to short: the longest that fits is shown."""

@@ -60,7 +60,6 @@ class TrendPlot(PlotextPlot):
         self._fmt = fmt
         self._integer = integer
         self._points: tuple[tuple[float, ...], tuple[datetime, ...]] = ((), ())
-        self._label: Callable[[datetime], str] | None = None
         self._version = 0
         self._drawn: tuple[object, ...] | None = None
         self._strips: list[Strip] = []
@@ -73,17 +72,10 @@ class TrendPlot(PlotextPlot):
         self._version += 1
         self.refresh()
 
-    def set_points(
-        self,
-        values: Sequence[float],
-        stamps: Sequence[datetime],
-        label: Callable[[datetime], str] | None = None,
-    ) -> None:
-        """``label`` names a point on the x axis (default: its local time of day)."""
+    def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
         points = (tuple(values), tuple(stamps))
-        if points == self._points and label == self._label:
+        if points == self._points:
             return
-        self._label = label
         self._points = points
         self._version += 1
         plt = self.plt
@@ -102,8 +94,7 @@ class TrendPlot(PlotextPlot):
             plt.yticks(ticks, [self._fmt(v) for v in ticks])
             # First and last only: they sit on the frame edges, so placement never wobbles.
             picks = sorted({0, len(xs) - 1})
-            name = label or (lambda stamp: stamp.astimezone().strftime("%H:%M:%S"))
-            labels = [name(stamps[i]) for i in picks]
+            labels = [stamps[i].astimezone().strftime("%H:%M:%S") for i in picks]
             plt.xticks([xs[i] for i in picks], labels)
             plt.xlim(1, max(2, len(xs)))
         if self.is_on_screen:
