@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from metrics_protocol.figures import SCHEMA
 from metrics_protocol.wire import CENT, REST_METRICS_PATH, ProtocolError, encode, loads
 from metrics_tui.wire import rest_url
 
@@ -34,6 +35,9 @@ RANGE_TYPE = "range"
 STEPS: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d", "1w", "1mo")
 #: The most points one request may ask for; more is refused with HTTP 400.
 MAX_RANGE_POINTS = 5000
+#: Distinct users in a bucket: the wire key of the snapshot's group, which only the figure
+#: table spells (tests/test_schema.py).
+ACTIVE_USERS = SCHEMA.groups[1]
 #: A point's fields on the wire, in the server's CSV column order.
 POINT_FIELDS: tuple[str, ...] = (
     "start",
@@ -42,7 +46,7 @@ POINT_FIELDS: tuple[str, ...] = (
     "failed",
     "started",
     "views",
-    "activeUsers",
+    ACTIVE_USERS,
     "peakCurrent",
 )
 
@@ -150,7 +154,7 @@ def decode_point(point: Any) -> RangePoint:
         failed=_count(point, "failed"),  # type: ignore[arg-type]
         started=_count(point, "started"),  # type: ignore[arg-type]
         views=_count(point, "views"),  # type: ignore[arg-type]
-        active_users=_count(point, "activeUsers"),  # type: ignore[arg-type]
+        active_users=_count(point, ACTIVE_USERS),  # type: ignore[arg-type]
         peak_current=_count(point, "peakCurrent", nullable=True),
         approx=point.get("approx") is True,
     )
@@ -366,7 +370,7 @@ def point_json(p: RangePoint) -> str:
     return (
         f'{{"start":{json.dumps(p.start.isoformat())},"revenue":{p.revenue:.2f},'
         f'"completed":{p.completed},"failed":{p.failed},"started":{p.started},'
-        f'"views":{p.views},"activeUsers":{p.active_users},"peakCurrent":{peak}{approx}}}'
+        f'"views":{p.views},"{ACTIVE_USERS}":{p.active_users},"peakCurrent":{peak}{approx}}}'
     )
 
 

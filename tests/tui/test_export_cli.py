@@ -160,3 +160,20 @@ async def test_a_range_the_server_refuses_is_exit_2(range_server: Any) -> None:
     code, out, err = await export("--url", range_server.url, *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "from" in err
+
+
+async def test_the_monitor_refuses_an_export_dir_that_is_not_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METRICS_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "metrics_tui",
+        "--export-dir",
+        str(tmp_path / "missing"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**env, "METRICS_TUI_CONFIG": ""},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 2 and out == b""
+    assert f"--export-dir: not a directory: '{tmp_path / 'missing'}'" in err.decode()
