@@ -12,7 +12,10 @@ from textual.widgets import Input, Static
 
 from metrics_tui.ranges import RangeInputError, RangeSpec
 
-HINT = "2026-11-01..2026-11-15 · yesterday · last week · this month\nenter shows it, escape closes"
+HINT = (
+    "2026-11-01..2026-11-15 (the end not included) · yesterday · last week\n"
+    "this month · a step may follow: yesterday 5m · enter shows it, escape closes"
+)
 
 
 class RangeInputScreen(ModalScreen[RangeSpec | None]):
@@ -45,7 +48,7 @@ class RangeInputScreen(ModalScreen[RangeSpec | None]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = "Show a range"
-            yield Input(self._value, placeholder="2026-11-01..2026-11-15", id="range-text")
+            yield Input(self._value, placeholder="a range, e.g. yesterday", id="range-text")
             yield Static("", id="range-error", markup=False)
             yield Static(HINT, id="range-hint", markup=False)
 
