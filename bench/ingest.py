@@ -8,27 +8,25 @@ The reference, in the same run and alternating: raw ``sqlite3`` ``executemany`` 
 event rows into the same ``events`` table, one ``BEGIN IMMEDIATE``/``COMMIT`` per 500 rows, with
 the same pragmas (WAL, synchronous=FULL). Target: >= 20,000 events/s.
 
-    python bench/ingest.py            # 2 rounds x 6 s
-    python bench/ingest.py --full     # 3 rounds x 20 s
-    python bench/ingest.py --baseline DIR   # also run the server from DIR (an older src/)
+    python -m bench.ingest            # 2 rounds x 6 s
+    python -m bench.ingest --full     # 3 rounds x 20 s
+    python -m bench.ingest --baseline DIR   # also run the server from DIR (an older src/)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 from websockets.asyncio.client import connect
 
+from bench import _common as c
 from metrics_server.events import parse_batch
 from metrics_server.store.sqlite import _SCHEMA, _event_row
 
@@ -100,7 +98,14 @@ def server_round(
         events = asyncio.run(go())
         wall = time.perf_counter() - t0
         cpu = c.cpu_seconds(srv.pid) - cpu0
-    return {"eps": events / wall, "cpu_per_kevent_ms": cpu / events * 1e6}
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        stored = con.execute("SELECT count(*) FROM events").fetchone()[0]
+    return {
+        "eps": events / wall,
+        "cpu_per_kevent_ms": cpu / events * 1e6,
+        "acked": events,
+        "stored": stored,  # after the server stopped: an acknowledged event is on disk
+    }
 
 
 def reference_round(db: Path, duration: float, batches: list[list[dict[str, object]]]) -> float:
@@ -139,7 +144,9 @@ def run(
     """Returns the worst round's server events/s, the reference's, and their ratio."""
     each = int(duration * 40_000 / 500 / producers) + 10  # enough for well over the target
     ref_batches = make_batches(99, int(duration * 200_000 / 500) + 10)
-    res: dict[str, list[float]] = {"srv": [], "srv1": [], "ref": [], "cpu": [], "base": []}
+    res: dict[str, list[float]] = {
+        k: [] for k in ("srv", "srv1", "ref", "cpu", "base", "acked", "stored")
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             s = server_round(Path(tmp, f"s{r}.db"), producers, duration, each)
@@ -158,6 +165,8 @@ def run(
                         f" producers ({b['cpu_per_kevent_ms']:.1f} ms CPU per 1,000 events)"
                     )
             res["srv"].append(s["eps"])
+            res["acked"].append(s["acked"])
+            res["stored"].append(s["stored"])
             res["cpu"].append(s["cpu_per_kevent_ms"])
             res["srv1"].append(s1["eps"])
             res["ref"].append(ref)
@@ -175,6 +184,8 @@ def run(
         "ref_eps": min(res["ref"]),
         "ratio": c.median([a / b for a, b in zip(res["srv"], res["ref"], strict=True)]),
         "cpu_per_kevent_ms": c.median(res["cpu"]),
+        "acked": sum(res["acked"]),
+        "stored": sum(res["stored"]),
     }
     if baseline:
         out["baseline_eps"] = min(res["base"])

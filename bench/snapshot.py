@@ -7,8 +7,8 @@ the generated events. Events arrive at the same steady rate (one every 0.25 s) i
 recent past -- which a snapshot does depend on (active users) -- is the same; only the length of
 history differs. Targets: big/small <= 1.2 and big <= 1 ms per ``get_metrics()``.
 
-    python bench/snapshot.py            # 10,000 vs 1,000,000 events
-    python bench/snapshot.py --full     # 10,000 vs 10,000,000 events (takes a minute or more)
+    python -m bench.snapshot            # 10,000 vs 1,000,000 events
+    python -m bench.snapshot --full     # 10,000 vs 10,000,000 events (takes a minute or more)
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 import httpx
 
+from bench import _common as c
 from metrics_server.service import MetricsService
 from metrics_server.store import SQLiteStore
 

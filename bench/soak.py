@@ -9,27 +9,21 @@ server's RSS sampled every 5 s (the first and last minute compared, and a least-
 what each subscriber received (every one must get every message), what became of the flooder,
 and whether the final figures equal what was sent.
 
-    python bench/soak.py                         # 500 subscribers, 1000 events/s, 10 minutes
-    python bench/soak.py --duration 30           # a quick run
+    python -m bench.soak                         # 500 subscribers, 1000 events/s, 10 minutes
+    python -m bench.soak --duration 30           # a quick run
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import collections
 import contextlib
 import json
 import os
-import resource
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +34,8 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-HOST = "127.0.0.1"
+from bench import _common as c
+
 RSS_EVERY = 5.0
 BATCHES_PER_SECOND = 10
 #: A flood connection that lasts longer than this is an error: the server cuts one off in about
@@ -62,31 +57,6 @@ class Tally:
     sent_completed: int = 0
     sent_events: int = 0
     batches: int = 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def raise_nofile(want: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-
-
-async def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    async with httpx.AsyncClient(timeout=1) as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(f"http://{HOST}:{port}/healthz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.05)
-    raise TimeoutError("server did not become healthy")
 
 
 async def subscriber(url: str, index: int, tally: Tally, stop: asyncio.Event) -> None:
@@ -126,77 +96,6 @@ async def _read(ws: ClientConnection, index: int, counts: dict[str, int], tally:
     tally.errors.append(f"subscriber {index}: closed by the server ({ws.close_code})")
 
 
-@dataclass
-class Flooder:
-    """Masked pings (125-byte payloads, so each pong is as big as it can be) as fast as the
-    socket takes them, never a byte read; a new connection each time the server cuts one off.
-    A thread with blocking sockets, so that it cannot slow the subscribers' event loop."""
-
-    port: int
-    stop: threading.Event = field(default_factory=threading.Event)
-    connections: int = 0
-    cut_after: list[float] = field(default_factory=list)
-    endings: collections.Counter[str] = field(default_factory=collections.Counter)
-    sent: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def run(self) -> None:
-        payload = os.urandom(125)
-        blob = b"".join(_masked(0x9, payload) for _ in range(2000))
-        while not self.stop.is_set():
-            try:
-                sock = _raw_websocket(self.port)
-            except OSError as exc:
-                self.errors.append(f"flooder handshake: {type(exc).__name__}: {exc}")
-                self.stop.wait(1)
-                continue
-            self.connections += 1
-            sock.settimeout(0.2)
-            start, offset = time.monotonic(), 0
-            try:
-                while not self.stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        n = sock.send(blob[offset:] + blob[:offset])  # whole frames, in order
-                        self.sent += n
-                        offset = (offset + n) % len(blob)
-                    if time.monotonic() - start > FLOOD_CUT_WITHIN:
-                        self.errors.append(f"flooder not cut off within {FLOOD_CUT_WITHIN:g} s")
-                        break
-            except OSError as exc:
-                self.cut_after.append(time.monotonic() - start)
-                self.endings[type(exc).__name__] += 1
-            finally:
-                sock.close()
-
-
-def _masked(opcode: int, payload: bytes) -> bytes:
-    key = os.urandom(4)
-    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + masked
-
-
-def _raw_websocket(port: int) -> socket.socket:
-    """A socket past the handshake on /ws/metrics, with not a byte of the server's frames read."""
-    sock = socket.create_connection((HOST, port), timeout=30)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET /ws/metrics HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
-    )  # fmt: skip
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        if not byte:
-            sock.close()
-            raise ConnectionError(f"handshake refused: {head[:40]!r}")
-        head += byte
-    if not head.startswith(b"HTTP/1.1 101"):
-        sock.close()
-        raise ConnectionError(f"handshake refused: {head[:40]!r}")
-    return sock
-
-
 def make_batch(n: int, size: int, tally: Tally) -> str:
     """60% views, 30% activity, 10% transactions that complete at once (fresh ids)."""
     events: list[dict[str, Any]] = []
@@ -231,14 +130,6 @@ async def producer(url: str, rate: int, tally: Tally, stop: asyncio.Event) -> No
             await asyncio.sleep(max(0.0, start + n / BATCHES_PER_SECOND - loop.time()))
 
 
-def start_server(port: int, db: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "metrics_server", "--port", str(port), "--db", str(db)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def slope_mb_per_min(samples: list[tuple[float, int]]) -> float:
     if len(samples) < 2:
         return 0.0
@@ -248,17 +139,16 @@ def slope_mb_per_min(samples: list[tuple[float, int]]) -> float:
 
 
 async def run(subscribers: int, rate: int, duration: float, ping_flood: bool = True) -> int:
-    raise_nofile(subscribers * 2 + 256)
-    port = free_port()
+    c.raise_nofile(subscribers * 2 + 256)
+    port = c.free_port()
     tally = Tally()
     with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "soak.db"
-        proc = start_server(port, db)
+        server = c.ServerProcess(port, "--port", str(port), "--db", str(Path(tmp) / "soak.db"))
         try:
-            await wait_healthy(port, proc)
-            ps = psutil.Process(proc.pid)
+            await server.ready()
+            ps = psutil.Process(server.pid)
             stop = asyncio.Event()
-            base = f"ws://{HOST}:{port}"
+            base = f"ws://{c.HOST}:{port}"
             subs = []
             for i in range(subscribers):  # a few at a time: a burst of handshakes is not the test
                 subs.append(asyncio.create_task(subscriber(f"{base}/ws/metrics", i, tally, stop)))
@@ -271,10 +161,11 @@ async def run(subscribers: int, rate: int, duration: float, ping_flood: bool = T
                     await asyncio.sleep(0.05)
                 first = (await http.get(f"{base}/api/v1/analytics/realtime-metrics")).json()
             tally.since = first["data"]["timestamp"]  # from here on, every message counts
-            flooder = Flooder(port)
-            flood = threading.Thread(target=flooder.run, daemon=True) if ping_flood else None
-            if flood is not None:
-                flood.start()
+            # Masked pings with 125-byte payloads, so that each pong is as big as it can be.
+            pings = b"".join(c.frame(0x9, os.urandom(125)) for _ in range(2000))
+            flooder = c.Flood(port, pings, cut_within=FLOOD_CUT_WITHIN)
+            if ping_flood:
+                flooder.start()
             t0 = time.monotonic()
             stop_producing = asyncio.Event()
             prod = asyncio.create_task(producer(f"{base}/ws/ingest", rate, tally, stop_producing))
@@ -290,9 +181,8 @@ async def run(subscribers: int, rate: int, duration: float, ping_flood: bool = T
                 await prod
             except Exception as exc:  # reported with the other errors
                 tally.errors.append(f"producer: {type(exc).__name__}: {exc}")
-            flooder.stop.set()
-            if flood is not None:
-                await asyncio.to_thread(flood.join)
+            if ping_flood:
+                await asyncio.to_thread(flooder.finish)
             async with httpx.AsyncClient(timeout=5) as http:
                 rest = (await http.get(f"{base}/api/v1/analytics/realtime-metrics")).json()
             # Every subscriber must catch up with the last figures (at most one push interval).
@@ -306,13 +196,9 @@ async def run(subscribers: int, rate: int, duration: float, ping_flood: bool = T
             stop.set()
             await asyncio.gather(*subs)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                code = proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-            stderr = proc.stderr.read().decode() if proc.stderr else ""
+            code = server.stop(within=15)
+            stderr = server.stderr
+            server.close()
     elapsed = samples[-1][0]
     window = 60.0 if elapsed >= 180 else elapsed / 3  # first vs last minute (third, if short)
     first = [r for t, r in samples if t <= window]

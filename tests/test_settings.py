@@ -29,7 +29,7 @@ PROGRAMS: dict[str, tuple[tuple[Setting, ...], Callable[[], argparse.ArgumentPar
 #: --insecure and --db). Everything else must have one.
 RUN_MODES = {
     "metrics-server": {"print_config"},
-    "metrics-tui": {"demo", "db", "insecure", "once", "json", "list"},
+    "metrics-tui": {"demo", "db", "insecure", "once", "json", "list", "check"},
 }
 
 #: A good value for every setting that has a variable, and what it parses to. A new setting
@@ -54,6 +54,8 @@ GOOD = {
         "max_message_size": ("1024", 1024),
         "max_batch_size": ("4096", 4096),
         "rate_limit": ("2.5", 2.5),
+        "log_format": ("JSON", "json"),
+        "log_level": ("Debug", "debug"),
     },
     "metrics-tui": {
         "config": ("/dev/null", "/dev/null"),
@@ -81,6 +83,8 @@ BAD = {
         ("max_message_size", "64k"),
         ("max_batch_size", "0"),
         ("rate_limit", "inf"),
+        ("log_format", "yaml"),
+        ("log_level", "verbose"),
     ],
     "metrics-tui": [
         ("url", "http://x"),

@@ -208,18 +208,17 @@ def toml_key(name: str) -> str:
     return name if re.fullmatch(_BARE, name) else toml_value(name)
 
 
+#: How a TOML value is described in an error, by its Python type; bool before int, which it is.
+_TYPE_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "true or false"),
+    (int, "a whole number"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+)
+
+
 def type_name(value: Any) -> str:
     """How a TOML value is described in an error: "a string", "a table", ..."""
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, int):
-        return "a whole number"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "a table"
-    return "a date or time"
+    return next((name for t, name in _TYPE_NAMES if isinstance(value, t)), "a date or time")

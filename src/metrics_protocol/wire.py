@@ -22,6 +22,7 @@ __all__ = [
     "HEALTH_PATH",
     "MAX_BATCH",
     "MAX_BATCH_BYTES",
+    "PROMETHEUS_PATH",
     "REST_METRICS_PATH",
     "WS_INGEST_PATH",
     "WS_METRICS_PATH",
@@ -48,6 +49,8 @@ WS_METRICS_PATH = "/ws/metrics"
 WS_INGEST_PATH = "/ws/ingest"
 REST_METRICS_PATH = "/api/v1/analytics/realtime-metrics"
 HEALTH_PATH = "/healthz"
+#: The server's own operating figures, in Prometheus text format (not the business metrics).
+PROMETHEUS_PATH = "/metrics"
 
 #: The groups of a metrics snapshot, in wire order; also the channel names of ``subscribe``.
 CHANNELS: tuple[str, ...] = SCHEMA.groups

@@ -14,7 +14,9 @@ from websockets.frames import CloseCode
 from websockets.server import ServerProtocol
 
 from metrics_protocol import wire as p
+from metrics_protocol.version import __version__
 
+from . import logs
 from .connection import GuardedConnection
 from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
@@ -22,6 +24,7 @@ from .hub import Hub, Limits
 from .security import server_ssl_context, split_target
 from .service import MetricsService
 from .store import SQLiteStore
+from .telemetry import Exposition, Gauges
 
 log = logging.getLogger("metrics_server")
 
@@ -65,6 +68,9 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     #: Seconds a shutdown waits for the batches being committed to get their acks.
     shutdown_grace: float = 5.0
+    #: Read by the CLI, which sets up logging for the whole process (logs.configure).
+    log_format: str = "text"
+    log_level: str = "info"
 
 
 class MetricsServer:
@@ -100,12 +106,23 @@ class MetricsServer:
                 limits=cfg.limits,
             )
             access = Access(cfg.token, cfg.ingest_token, cfg.max_clients)
+            exposition = Exposition(
+                service.telemetry,
+                Gauges(subscribers=lambda: hub.connected, skipped=lambda: hub.skipped),
+                version=__version__,
+                store=type(store).__name__.removesuffix("Store").lower(),  # sqlite, postgres
+            )
             self._server = await serve(
                 self._handler,
                 cfg.host,
                 cfg.port,
                 process_request=make_router(
-                    service.get_metrics, access, lambda: hub.connected, interval=cfg.interval
+                    service.get_metrics,
+                    access,
+                    lambda: hub.connected,
+                    interval=cfg.interval,
+                    telemetry=service.telemetry,
+                    exposition=exposition.render,
                 ),
                 ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
                 # Browsers send Origin; other clients (the monitor, producers) send none, and
@@ -136,12 +153,37 @@ class MetricsServer:
         return self
 
     async def _handler(self, ws: ServerConnection) -> None:
-        assert self.hub is not None
+        assert self.hub is not None and self.service is not None
         path = split_target(ws.request.path)[0] if ws.request else ""
-        if path == p.WS_INGEST_PATH:
-            await self.hub.producer(ws)
-        else:
-            await self.hub.subscriber(ws)
+        producer = path == p.WS_INGEST_PATH
+        telemetry = self.service.telemetry
+        # Producers are few and long-lived: their coming and going is worth a line at info.
+        # Subscribers may be thousands, all reconnecting after a restart: at debug.
+        level = logging.INFO if producer else logging.DEBUG
+        who = "producer" if producer else "subscriber"
+        conn, peer = logs.conn_id(ws), logs.peer(ws)
+        logs.event(
+            level, "conn_open", "%s %s connected from %s", who, conn, peer,
+            conn=conn, peer=peer, route=path,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        telemetry.producers += producer
+        try:
+            if producer:
+                await self.hub.producer(ws)
+            else:
+                await self.hub.subscriber(ws)
+        finally:
+            telemetry.producers -= producer
+            code, reason, seconds = ws.close_code, ws.close_reason, loop.time() - opened
+            telemetry.closed[path, str(code)] += 1
+            logs.event(
+                level, "conn_close", "%s %s closed with code %s%s after %.1fs",
+                who, conn, code, f" {reason!r}" if reason else "", seconds,
+                conn=conn, peer=peer, route=path, close_code=code, close_reason=reason or None,
+                seconds=round(seconds, 3),
+            )  # fmt: skip
 
     @property
     def port(self) -> int:

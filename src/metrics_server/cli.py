@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from metrics_protocol import settings
 
-from . import __version__
+from . import __version__, logs
 from .app import MetricsServer, ServerConfig
 from .hub import Limits
 from .security import is_loopback, server_ssl_context
@@ -125,7 +125,9 @@ async def serve(config: ServerConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with MetricsServer(config) as server:
-        log.info(
+        logs.event(
+            logging.INFO,
+            "server_start",
             "listening on %s (REST %s%s) db=%s interval=%gs tz=%s%s",
             server.url,
             server.http_url,
@@ -134,24 +136,45 @@ async def serve(config: ServerConfig) -> None:
             config.interval,
             config.tz,
             " demo traffic on" if config.demo else "",
+            url=server.url,
+            http_url=server.http_url,
+            db=config.db,
+            interval=config.interval,
+            tz=config.tz,
+            demo=config.demo,
+            version=__version__,
         )
         if not is_loopback(config.host):
+            where = config.host or "all interfaces"
             if not config.token:
-                log.warning(
+                logs.event(
+                    logging.WARNING,
+                    "exposed_without_token",
                     "listening on %s without --token: anyone who can reach this port can read "
                     "the metrics",
-                    config.host or "all interfaces",
+                    where,
+                    host=where,
+                    token="--token",
                 )
             if not config.ingest_token:
-                log.warning(
+                logs.event(
+                    logging.WARNING,
+                    "exposed_without_token",
                     "listening on %s without --ingest-token: anyone who can reach this port can "
                     "send events",
-                    config.host or "all interfaces",
+                    where,
+                    host=where,
+                    token="--ingest-token",
                 )
             if not config.certfile and (config.token or config.ingest_token):
-                log.warning("tokens travel in clear text without --certfile (TLS)")
+                logs.event(
+                    logging.WARNING,
+                    "tokens_without_tls",
+                    "tokens travel in clear text without --certfile (TLS)",
+                )
         await stop.wait()
-        log.info("shutting down")
+        logs.event(logging.INFO, "server_stopping", "shutting down")
+    logs.event(logging.INFO, "server_stop", "stopped")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,31 +183,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(print_config(args), end="")
         return 0
     config = server_config(args)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    # One line per connection would drown the log of a busy server.
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logs.configure(config.log_format, config.log_level)
     demo_dir = None
     if config.db == DEMO_DB:
         demo_dir = tempfile.TemporaryDirectory(prefix="metrics-server-demo-")
         config = replace(config, db=os.path.join(demo_dir.name, "demo.db"))
-        log.info("demo data goes to %s, removed on exit (--db keeps it)", config.db)
+        logs.event(
+            logging.INFO,
+            "demo_database",
+            "demo data goes to %s, removed on exit (--db keeps it)",
+            config.db,
+            db=config.db,
+        )
     try:
         asyncio.run(serve(config))
     except StoreError as exc:
-        print(f"metrics-server: {exc}", file=sys.stderr)
-        return 1
+        return _fatal(config, f"metrics-server: {exc}")
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        print(
-            f"metrics-server: cannot listen on {config.host}:{config.port}: {reason or exc}",
-            file=sys.stderr,
+        return _fatal(
+            config, f"metrics-server: cannot listen on {config.host}:{config.port}: {reason or exc}"
         )
-        return 1
     except KeyboardInterrupt:  # a second ^C during shutdown
         return 130
     finally:
         if demo_dir is not None:
             demo_dir.cleanup()
     return 0
+
+
+def _fatal(config: ServerConfig, line: str) -> int:
+    """The one line a failed start ends with: as it reads in text, or as a JSON log line (so
+    that a log shipper parses every line). Returns the exit code, 1."""
+    if config.log_format == "json":
+        logs.event(logging.ERROR, "start_failed", "%s", line.removeprefix("metrics-server: "))
+    else:
+        print(line, file=sys.stderr)
+    return 1

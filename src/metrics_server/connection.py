@@ -35,6 +35,7 @@ from websockets.protocol import OPEN, State
 
 from metrics_protocol import wire as p
 
+from . import logs
 from .http import error_response
 from .security import RateLimiter
 
@@ -120,11 +121,17 @@ class GuardedConnection(ServerConnection):
         if self._dropped:
             return
         self._dropped = True
-        log.warning(
+        peer, unsent = _address(self.remote_address), self.transport.get_write_buffer_size()
+        logs.event(
+            logging.WARNING,
+            "client_dropped",
             "dropped a client at %s: %s (%d bytes unsent)",
-            _address(self.remote_address),
+            peer,
             why,
-            self.transport.get_write_buffer_size(),
+            unsent,
+            peer=peer,
+            reason=why,
+            unsent=unsent,
         )
         self.transport.abort()
 
@@ -208,7 +215,10 @@ class GuardedConnection(ServerConnection):
             HTTPStatus.BAD_REQUEST, p.ERR_INVALID_MESSAGE, message, Server=SERVER
         )
         self.transport.write(response.serialize())
-        log.debug("HTTP response sent (400 Bad Request): %s", message)
+        logs.event(
+            logging.DEBUG, "bad_request", "HTTP response sent (400 Bad Request): %s", message,
+            peer=_address(self.remote_address), code=p.ERR_INVALID_MESSAGE,
+        )  # fmt: skip
 
 
 def _address(address: Any) -> str:

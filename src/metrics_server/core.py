@@ -23,11 +23,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from metrics_protocol.figures import SCHEMA, Metrics
-from metrics_protocol.schema import Schema, percent_of
+from metrics_protocol.schema import Schema
 from metrics_protocol.wire import ERR_AMOUNT_TOO_LARGE
 
 from .events import MIN_TS, ContentView, Event, EventError, TransactionEvent, UserActivity
@@ -166,11 +165,6 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
         elif not isinstance(e, UserActivity):  # pragma: no cover - the union is closed
             raise TypeError(type(e).__name__)
     return plan
-
-
-def conversion_rate(purchases: int, views: int) -> Decimal:
-    """Purchases per 100 views, to the cent (the figure table declares it as this Rate)."""
-    return percent_of(purchases, views)
 
 
 def period_starts(now: float, tz: ZoneInfo) -> tuple[date, date, date]:

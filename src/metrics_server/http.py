@@ -7,6 +7,7 @@ connection, so every response says ``Connection: close``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -16,9 +17,13 @@ from websockets.http11 import Request, Response
 
 from metrics_protocol import wire as p
 
+from . import logs
 from .security import presented_token, split_target, token_ok
+from .telemetry import Telemetry
 
 WS_PATHS = (p.WS_METRICS_PATH, p.WS_INGEST_PATH)
+#: Routes by name, for the http_responses counter's bounded ``route`` label.
+ROUTES = frozenset((*WS_PATHS, p.REST_METRICS_PATH, p.HEALTH_PATH, p.PROMETHEUS_PATH))
 
 
 def json_response(status: HTTPStatus, body: str, **headers: str) -> Response:
@@ -65,11 +70,30 @@ def make_router(
     access: Access = Access(),
     subscriber_count: Callable[[], int] = lambda: 0,
     interval: float | None = None,
+    telemetry: Telemetry | None = None,
+    exposition: Callable[[str | None], tuple[bytes, str]] | None = None,
 ) -> Callable[..., Response | None]:
     """A ``process_request`` that serves the REST routes and lets WebSocket paths through.
 
     ``HEAD`` is answered as ``GET`` would be (status and headers, Content-Length included)
-    without the body: ``curl -I`` and load balancers' checks use it."""
+    without the body: ``curl -I`` and load balancers' checks use it.
+    ``exposition(accept) -> (body, content type)`` answers ``/metrics`` (404 without it);
+    ``telemetry`` counts the answers, and a 401 is logged (the path without its query)."""
+    telemetry = telemetry or Telemetry()
+
+    def counted(connection: object, request: Request) -> Response | None:
+        response = route(connection, request)
+        if response is not None:
+            path = split_target(request.path)[0]
+            telemetry.http[path if path in ROUTES else "other", response.status_code] += 1
+            if response.status_code == HTTPStatus.UNAUTHORIZED:
+                peer = logs.peer(connection)
+                logs.event(
+                    logging.WARNING, "unauthorized", "401 for %s %s from %s",
+                    request.method, path, peer, peer=peer, route=path,
+                    method=request.method, code=p.ERR_UNAUTHORIZED,
+                )  # fmt: skip
+        return response
 
     def route(_connection: object, request: Request) -> Response | None:
         if request.method != "HEAD":
@@ -80,8 +104,7 @@ def make_router(
 
     def answer(request: Request) -> Response | None:
         path = split_target(request.path)[0]
-        known = path in WS_PATHS or path in (p.REST_METRICS_PATH, p.HEALTH_PATH)
-        if not known:
+        if path not in ROUTES or (path == p.PROMETHEUS_PATH and exposition is None):
             return _error(HTTPStatus.NOT_FOUND, p.ERR_NOT_FOUND, f"no route for {path}")
         if request.method not in ("GET", "HEAD"):
             return _error(
@@ -106,6 +129,18 @@ def make_router(
         if path == p.REST_METRICS_PATH:
             body = p.encode_metrics(current_metrics(), "change", interval=interval)
             return json_response(HTTPStatus.OK, body)
+        if path == p.PROMETHEUS_PATH and exposition is not None:
+            # get_all: two Accept headers must not raise (a 500); they read as one list.
+            data, content_type = exposition(", ".join(request.headers.get_all("Accept")))
+            h = Headers(
+                [
+                    ("Content-Length", str(len(data))),
+                    ("Cache-Control", "no-store"),
+                    ("Connection", "close"),
+                ]
+            )
+            h["Content-Type"] = content_type
+            return Response(200, "OK", h, data)  # route() leaves the body out for HEAD
         if path == p.WS_METRICS_PATH and subscriber_count() >= access.max_clients:
             return _error(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -132,4 +167,4 @@ def make_router(
             )
         return None  # a WebSocket path: go on with the handshake
 
-    return route
+    return counted

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from websockets.frames import CloseCode
 
 from metrics_protocol import wire as p
 
+from . import logs
 from .connection import MAX_OUTPUT, OUTPUT_STALL, GuardedConnection
 from .events import EventError
 from .security import RateLimiter
@@ -77,6 +80,7 @@ class Hub:
         self._busy = 0  # producer messages between being read and their answer being sent
         self._idle = asyncio.Event()
         self._idle.set()
+        self.telemetry = service.telemetry
         service.add_listener(self.publish)
 
     def start(self) -> None:
@@ -99,16 +103,20 @@ class Hub:
         try:
             await asyncio.wait_for(self._idle.wait(), grace)
         except TimeoutError:
-            log.warning(
+            logs.event(
+                logging.WARNING,
+                "shutdown_grace_exceeded",
                 "%d batch(es) still unanswered after the %gs shutdown grace; closing anyway",
                 self._busy,
                 grace,
+                batches=self._busy,
             )
 
     # ---- outbound
 
     def _send_all(self, encode: Any) -> None:
         """``encode(channels) -> str`` is called once per distinct channel selection."""
+        started = time.perf_counter()
         groups: dict[tuple[str, ...], list[ServerConnection]] = defaultdict(list)
         for ws, channels in self.subscribers.items():
             transport = ws.transport
@@ -117,7 +125,14 @@ class Hub:
                 continue
             groups[channels].append(ws)
         for channels, conns in groups.items():
-            broadcast(conns, encode(channels))
+            text = encode(channels)
+            broadcast(conns, text)
+            self.telemetry.count_sent(text, len(conns))  # one addition per group, not per conn
+        self.telemetry.broadcast_seconds.observe(time.perf_counter() - started)
+
+    async def _send(self, ws: ServerConnection, text: str) -> None:
+        self.telemetry.count_sent(text)
+        await ws.send(text)
 
     def publish(self, metrics: p.Metrics, kind: p.Kind) -> None:
         self._latest = (metrics, kind)
@@ -157,8 +172,8 @@ class Hub:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
         elif reply is not None or limiter.strikes == 1:
-            await ws.send(
-                reply() if reply else _error(p.ERR_RATE_LIMITED, "too many messages; slow down")
+            await self._send(
+                ws, reply() if reply else _error(p.ERR_RATE_LIMITED, "too many messages; slow down")
             )
         return True
 
@@ -170,14 +185,14 @@ class Hub:
         self.connected += 1
         try:
             current = self.service.get_metrics()
-            await ws.send(
-                p.encode_history(list(self.service.history), channels, self.service.interval)
+            await self._send(
+                ws, p.encode_history(list(self.service.history), channels, self.service.interval)
             )
-            await ws.send(p.encode_metrics(current, "change", channels))
+            await self._send(ws, p.encode_metrics(current, "change", channels))
             self.subscribers[ws] = channels
             # A publish that happened while those were being written was not sent here.
             if self._latest is not None and self._latest[0].timestamp > current.timestamp:
-                await ws.send(p.encode_metrics(*self._latest, channels))
+                await self._send(ws, p.encode_metrics(*self._latest, channels))
             async for raw in ws:
                 if await self._throttled(ws, limiter):
                     continue
@@ -185,7 +200,7 @@ class Hub:
                 if new_channels is not None:
                     self.subscribers[ws] = new_channels
                 if reply is not None:
-                    await ws.send(reply)
+                    await self._send(ws, reply)
         except ConnectionClosed:
             pass
         finally:
@@ -236,11 +251,16 @@ class Hub:
             async for raw in ws:
                 # The refusal is built only when needed: it parses the batch for its id.
                 if await self._throttled(ws, limiter, lambda raw=raw: _batch_refusal(raw)):
+                    self.telemetry.batches["refused", p.ERR_RATE_LIMITED] += 1
+                    if limiter.strikes == 1:  # the first of a run: a flood is one line
+                        self._log_refusal(ws, _batch_refusal(raw))
                     continue
                 self._busy += 1
                 self._idle.clear()
                 try:
-                    await ws.send(await self._on_batch(raw))
+                    reply = await self._on_batch(raw)
+                    self._count_batch(ws, reply)  # before the send, which may find it closed
+                    await self._send(ws, reply)
                 finally:
                     self._busy -= 1
                     if not self._busy:
@@ -282,8 +302,7 @@ class Hub:
                 return _error(exc.code or p.ERR_INVALID_BATCH, exc.message, id=batch_id)
             code = exc.code or p.ERR_INVALID_EVENT
             return _error(code, exc.message, id=batch_id, index=exc.index)
-        except StoreError as exc:
-            log.error("%s", exc)
+        except StoreError:  # the service logged it, once for the group
             return _error(
                 p.ERR_STORE_UNAVAILABLE, "the store cannot take events now; retry", id=batch_id
             )
@@ -291,6 +310,39 @@ class Hub:
         if receipt.duplicate:  # the same ack as the first time, said to be a repeat
             ack["duplicate"] = True
         return p.encode(ack)
+
+    def _count_batch(self, ws: ServerConnection, reply: str) -> None:
+        """Count a batch by the answer it got (so that every refusal, whatever its path, is
+        counted by its code); a refusal is also logged. Costs two prefix checks on an ack."""
+        if reply.startswith('{"type":"ack"'):
+            duplicate = reply.endswith(',"duplicate":true}')
+            self.telemetry.batches["accepted", "duplicate" if duplicate else ""] += 1
+        elif not reply.startswith('{"type":"pong"'):
+            self.telemetry.batches["refused", self._log_refusal(ws, reply)] += 1
+
+    def _log_refusal(self, ws: ServerConnection, reply: str) -> str:
+        """Log a refused batch from its error message; returns the error code."""
+        msg = json.loads(reply)  # ours, so it parses; only refusals pay for it
+        error, batch = msg["error"], msg.get("id")
+        shown = json.dumps(batch)
+        if len(shown) > 100:  # an id is any JSON value: a log line must not carry megabytes
+            batch = shown = shown[:97] + "..."
+        logs.event(
+            logging.WARNING,
+            "batch_refused",
+            "batch %s refused: %s (%s)",
+            shown,
+            error["code"],
+            error["message"],
+            conn=logs.conn_id(ws),
+            peer=logs.peer(ws),
+            route=p.WS_INGEST_PATH,
+            batch=batch,
+            code=error["code"],
+            index=error.get("index"),
+            error=error["message"],
+        )
+        return error["code"]
 
 
 def _batch_refusal(raw: str | bytes) -> str:

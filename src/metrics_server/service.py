@@ -28,14 +28,17 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from logging import ERROR, WARNING
 from typing import Any, TypeVar
 
 from metrics_protocol import wire
 from metrics_protocol.wire import Kind, Metrics
 
 from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
-from .events import Event, EventError, parse_batch
+from .events import ContentView, Event, EventError, TransactionEvent, UserActivity, parse_batch
+from .logs import event
 from .store import BatchKey, Store, StoreError
+from .telemetry import Telemetry
 
 log = logging.getLogger("metrics_server")
 
@@ -46,6 +49,12 @@ Listener = Callable[[Metrics, Kind], None]
 KEY_MAX = 200
 #: How long a key is remembered: a retry within a day of the first try counts once.
 KEY_TTL = 24 * 3600.0
+#: The wire names of the event classes, for events_ingested_total{type}.
+EVENT_NAMES = {
+    UserActivity: "user_activity",
+    ContentView: "content_view",
+    TransactionEvent: "transaction",
+}
 
 
 class KeyReused(ValueError):
@@ -103,6 +112,9 @@ class MetricsService:
         self._last_push = float("-inf")
         self._last_figures: tuple[Any, ...] | None = None
         self.store_error: str | None = None  # the last store failure, until a write succeeds
+        self.telemetry = Telemetry(event_names=EVENT_NAMES)
+        #: When the oldest commit not yet pushed to subscribers was applied (perf_counter).
+        self._unpushed_since: float | None = None
 
     # ---- lifecycle
 
@@ -126,9 +138,9 @@ class MetricsService:
             except (ValueError, TypeError, ArithmeticError):  # any shape a bad row can take
                 skipped.append(f"history row {n} of {len(state.history)}: not a snapshot")
         for row in skipped[:20]:
-            log.warning("skipping a stored row that cannot count: %s", row)
+            event(WARNING, "row_skipped", "skipping a stored row that cannot count: %s", row)
         if len(skipped) > 20:
-            log.warning("skipping %d more such rows", len(skipped) - 20)
+            event(WARNING, "row_skipped", "skipping %d more such rows", len(skipped) - 20)
 
     async def close(self) -> None:
         await self.stop_metrics_updates()
@@ -141,7 +153,7 @@ class MetricsService:
                 try:
                     await self._run(self.store.save_sample, peaks, None, None, 0)
                 except StoreError as exc:
-                    log.warning("%s", exc)
+                    self._store_failed("save_peaks", exc)
             await self._run(self.store.close)
         self._executor.shutdown(wait=True)
 
@@ -198,12 +210,14 @@ class MetricsService:
         applied = False
         for batch, result in zip(group, results, strict=True):
             if isinstance(result, Plan):
+                self.telemetry.events.update(map(type, batch.events))  # C-speed, per batch
                 try:
                     self.rollups.apply(result, now)
                 except Exception:  # plan_batch checked what could fail here; defence in depth
                     # Committed, so it must be acknowledged (a retry would count it twice); the
                     # live figures may be off until a restart rebuilds them from the store.
-                    log.exception("a stored batch could not be added to the live figures")
+                    msg = "a stored batch could not be added to the live figures"
+                    event(ERROR, "apply_failed", msg, exc_info=True)
                 batch.done.set_result(Receipt(len(batch.events)))
                 applied = True
             elif isinstance(result, Receipt):
@@ -212,6 +226,8 @@ class MetricsService:
                 batch.done.set_exception(result)
         if applied:
             self.store_error = None
+            if self._unpushed_since is None:
+                self._unpushed_since = time.perf_counter()
             self._changed()
 
     def _plan_and_commit(self, batches: list[_Batch]) -> list[Plan | Receipt | Exception]:
@@ -258,14 +274,17 @@ class MetricsService:
             if key is not None:
                 keys[key] = BatchKey(len(events), batch.digest, now)
         if plans:
+            started = time.perf_counter()
             try:
                 self.store.commit_many(plans, keys)
             except StoreError as exc:
                 self.store_error = str(exc)
+                self._store_failed("commit", exc, batches=len(plans))
                 return [
                     StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
                     for i, r in enumerate(results)
                 ]
+            self.telemetry.commit_seconds.observe(time.perf_counter() - started)
         return results
 
     async def track_user_activity(self, user_id: str, ts: Any = None) -> None:
@@ -299,6 +318,15 @@ class MetricsService:
             ]
         )
 
+    def _store_failed(self, op: str, exc: StoreError, **context: Any) -> None:
+        """One line and one count per failed store operation (a commit of a whole group too);
+        a commit's batches are refused, a sample's figures stay right in memory."""
+        self.telemetry.store_errors += 1
+        level = ERROR if op == "commit" else WARNING
+        event(
+            level, "store_error", "store %s failed: %s", op, exc, op=op, error=str(exc), **context
+        )
+
     # ---- snapshots and publishing
 
     def get_metrics(self) -> Metrics:
@@ -312,7 +340,7 @@ class MetricsService:
             try:
                 listener(metrics, kind)
             except Exception:  # a broken listener must not stop the others
-                log.exception("metrics listener failed")
+                event(ERROR, "listener_failed", "metrics listener failed", exc_info=True)
 
     def _changed(self) -> None:
         """Push a change snapshot: at once after a quiet spell, then at most every push_interval."""
@@ -325,6 +353,14 @@ class MetricsService:
         else:
             self._push_handle = loop.call_later(wait, self._push_change)
 
+    def _pushed(self, since: float | None) -> None:
+        """A snapshot taken when ``_unpushed_since`` was ``since`` went out: how long its
+        oldest commit waited for it (push_lag_seconds). A commit applied since then waits on."""
+        if since is not None:
+            self.telemetry.push_lag_seconds.observe(time.perf_counter() - since)
+        if self._unpushed_since is since:
+            self._unpushed_since = None
+
     def _push_change(self) -> None:
         self._push_handle = None
         self._last_push = asyncio.get_running_loop().time()
@@ -333,6 +369,8 @@ class MetricsService:
         if figures != self._last_figures:
             self._last_figures = figures
             self._publish(metrics, "change")
+            self._pushed(self._unpushed_since)
+        self._unpushed_since = None  # pushed, or no figure moved: nothing is waiting
 
     async def tick(self) -> Metrics:
         """One interval sample: kept in history (memory and store) and published."""
@@ -344,6 +382,11 @@ class MetricsService:
             metrics.transactions,
             metrics.content,
         )
+        # Published before the writes below: they queue behind any commit in flight on the
+        # store's thread, and that commit's change push would otherwise go out first, leaving
+        # subscribers with this older sample as the last word until the next update.
+        self._publish(metrics, "interval")
+        self._pushed(self._unpushed_since)
         peaks = self.rollups.take_unsaved_peaks()
         try:
             await self._run(
@@ -355,12 +398,11 @@ class MetricsService:
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept
             self.rollups.unsaved_peaks.update(m for m, _ in peaks)
-            log.warning("%s", exc)
+            self._store_failed("save_sample", exc)
         try:  # an indexed delete once an interval: keys older than KEY_TTL are let go
             await self._run(self.store.forget_keys, metrics.timestamp.timestamp() - KEY_TTL)
         except StoreError as exc:
-            log.warning("%s", exc)
-        self._publish(metrics, "interval")
+            self._store_failed("forget_keys", exc)
         return metrics
 
     def start_metrics_updates(self) -> None:
@@ -385,7 +427,7 @@ class MetricsService:
             try:
                 await self.tick()
             except Exception:
-                log.exception("metrics tick failed")
+                event(ERROR, "tick_failed", "metrics tick failed", exc_info=True)
 
 
 def _event(kind: str, **fields: Any) -> dict[str, Any]:

@@ -17,7 +17,10 @@ from metrics_protocol.settings import (
 )
 from metrics_protocol.wire import MAX_BATCH_BYTES
 
+from .logs import log_format, log_level
+
 ACCESS = "access and limits"
+LOGGING = "logging"
 
 
 def time_zone(value: str) -> str:
@@ -167,5 +170,25 @@ SETTINGS: tuple[Setting, ...] = (
         default=20.0,
         group=ACCESS,
         metavar="N",
+    ),
+    Setting(
+        "log_format",
+        "text for people, or json for log shippers: one object a line with ts, level, event "
+        "and context",
+        env="METRICS_LOG_FORMAT",
+        parse=log_format,
+        default="text",
+        group=LOGGING,
+        metavar="FORMAT",
+    ),
+    Setting(
+        "log_level",
+        "debug, info, warning or error: the least level logged; debug adds a line per "
+        "subscriber connecting and leaving",
+        env="METRICS_LOG_LEVEL",
+        parse=log_level,
+        default="info",
+        group=LOGGING,
+        metavar="LEVEL",
     ),
 )

@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.containers import Container
 from textual.css.query import NoMatches
 from textual.filter import Monochrome, NoColor
@@ -27,6 +27,7 @@ from textual.widgets import Footer, Static
 
 from metrics_protocol.wire import Metrics
 from metrics_tui import formatting
+from metrics_tui.alerts import Evaluator, Rule, RuleState, State
 from metrics_tui.client import MetricsClient
 from metrics_tui.colourless import Colourless
 from metrics_tui.layout import FULL_FOOTER_WIDTH, MIN_HEIGHT, MIN_WIDTH, layout_for
@@ -40,10 +41,11 @@ from metrics_tui.messages import (
 )
 from metrics_tui.ranges import PRESETS
 from metrics_tui.rangeview import RangeViews
+from metrics_tui.screens.alerts import AlertsScreen
 from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
-from metrics_tui.widgets.status import StatusLine
+from metrics_tui.widgets.status import AlertNote, StatusLine
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
@@ -56,6 +58,9 @@ RANGE_KEYS = (
     ("5", "last_month"),
     ("6", "last_year"),
 )
+#: The footer names ``a Alerts`` from this width (if there are rules): below it the compact
+#: footer's other keys take the whole line. ``a`` works at any width.
+ALERTS_KEY_WIDTH = 44
 #: Seconds a hang-up leaves for a clean exit before the process is ended regardless.
 HANGUP_GRACE = 3.0
 
@@ -91,13 +96,7 @@ class Dashboard(Screen[None]):
             with Container(id="cards"):
                 yield from metric_cards()
             with Container(id="charts"):
-                yield TrendChart(
-                    "Revenue",
-                    "green",
-                    formatting.axis_money,
-                    title_fmt=formatting.money,
-                    id="revenue-chart",
-                )
+                yield TrendChart("Revenue", "green", formatting.axis_money, id="revenue-chart")
                 yield TrendChart(
                     "Active users", "blue", formatting.count, integer=True, id="users-chart"
                 )
@@ -112,6 +111,18 @@ class Dashboard(Screen[None]):
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_layout(event.size.width, event.size.height)
+        self.refresh_bindings()  # the footer may have room for `a Alerts` now, or no more
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        """The footer's keys: ``a Alerts`` only when there are rules to list and room."""
+        bindings = super().active_bindings
+        app = self.app
+        if not (isinstance(app, MetricsApp) and app.alerts.rules) or (
+            self.size.width < ALERTS_KEY_WIDTH
+        ):
+            bindings = {k: b for k, b in bindings.items() if b.binding.action != "alerts"}
+        return bindings
 
     def _apply_layout(self, width: int, height: int) -> None:
         narrow = self._set_layout_classes(width, height)
@@ -156,6 +167,7 @@ class MetricsApp(RangeViews, App[None]):
         Binding("q", "quit", "Quit", id="quit"),
         Binding("r", "reconnect", "Reconnect", id="reconnect"),
         Binding("p", "toggle_pause", "Pause", id="pause"),
+        Binding("a", "alerts", "Alerts", id="alerts"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
         # Range views (rangeview.py): named in the help and the command palette.
         *(
@@ -179,6 +191,7 @@ class MetricsApp(RangeViews, App[None]):
         connect: bool = True,
         notice: str | None = None,
         keymap: Mapping[str, str] | None = None,
+        alerts: Sequence[Rule] = (),
         export_dir: str | None = None,
     ) -> None:
         super().__init__()
@@ -214,6 +227,9 @@ class MetricsApp(RangeViews, App[None]):
         self.last_update: float | None = None
         self._hup_poll: select.poll | None = None
         self._hangup_watchdog: threading.Timer | None = None
+        #: The alert rules' states, evaluated on every snapshot and every tick.
+        self.alerts = Evaluator(alerts)
+        self._firing: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -254,6 +270,7 @@ class MetricsApp(RangeViews, App[None]):
     def dashboard_ready(self) -> None:
         """Draw whatever arrived before the widgets existed (the feed starts in on_load)."""
         self._drawable = True
+        self._show_alerts()
         self._sync_status()
         self._show_cards()
         self._show_charts()
@@ -294,6 +311,8 @@ class MetricsApp(RangeViews, App[None]):
         if self._terminal_gone():
             self._hangup()
             return
+        if self.alerts.rules:
+            self._alert_states(self.alerts.evaluate(self.clock()))
         self._sync_status()
 
     @_drawing
@@ -306,6 +325,7 @@ class MetricsApp(RangeViews, App[None]):
         line.interval = self.interval
         line.paused = self.paused
         line.shown_at = self.shown.timestamp if self.shown is not None else None
+        line.alert = self._alert_note()
         self._update_marks()
         line.refresh_if_changed()
 
@@ -371,6 +391,37 @@ class MetricsApp(RangeViews, App[None]):
         for card in screen.query(MetricCard):
             card.border_subtitle = subtitle
 
+    # ------------------------------------------------------------------ alerts
+
+    def _alert_states(self, states: list[RuleState]) -> None:
+        """New states: ring for a rule that starts firing (with ``bell``), then redraw."""
+        firing = frozenset(s.rule.name for s in states if s.state is State.FIRING)
+        if any(s.rule.bell and s.rule.name not in self._firing for s in states if s.active):
+            self.bell()
+        if firing != self._firing:
+            self._firing = firing
+            self._show_alerts()
+        if isinstance(self.screen, AlertsScreen):
+            self.screen.redraw()
+
+    @_drawing
+    def _show_alerts(self) -> None:
+        """Colour the card rows of the firing rules (the line's part comes in _sync_status)."""
+        if not self._drawable:
+            return
+        rows: dict[str, dict[str, str]] = {}
+        for s in self.alerts.firing():  # critical first: it wins a row both rules name
+            rows.setdefault(s.rule.figure.card, {}).setdefault(s.rule.figure.attr, s.rule.severity)
+        for card in self._dashboard().query(MetricCard):
+            card.set_alerts(rows.get(card.id or "", {}))
+
+    def _alert_note(self) -> AlertNote | None:
+        firing = self.alerts.firing()
+        if not firing:
+            return None
+        top = firing[0]
+        return AlertNote(top.rule.name, top.rule.severity, top.since or 0.0, len(firing) - 1)
+
     # ------------------------------------------------------------------ messages
 
     def on_metrics_updated(self, message: MetricsUpdated) -> None:
@@ -378,6 +429,8 @@ class MetricsApp(RangeViews, App[None]):
             self.interval = message.interval
         self.latest = message.metrics
         self.last_update = self.clock()
+        if self.alerts.rules:
+            self._alert_states(self.alerts.observe(message.metrics, self.last_update))
         self._cards_dirty = True
         if message.kind != "change":
             self.points.append(message.metrics)
@@ -421,6 +474,10 @@ class MetricsApp(RangeViews, App[None]):
                 self._show_charts()
         self._sync_status()
 
+    def action_alerts(self) -> None:
+        if not isinstance(self.screen, AlertsScreen):
+            self.push_screen(AlertsScreen(lambda: self.alerts.states, self.clock))
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -434,6 +491,7 @@ class MetricsApp(RangeViews, App[None]):
             "Pause / resume", "Freeze or unfreeze the display", self.action_toggle_pause
         )
         yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
+        yield SystemCommand("Alert rules", "Every rule, its state and value", self.action_alerts)
         for key, action in RANGE_KEYS:
             name = PRESETS[key].label if key in PRESETS else "live figures"
             yield SystemCommand(

@@ -3,8 +3,10 @@
 ``metrics-tui export --from WHEN --to WHEN --step STEP [-o FILE]`` writes a range (export.py).
 
 Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error (also a terminal that cannot
-draw the monitor: TERM=dumb; or --demo without the server). Textual is imported only for the
-interactive monitor, so ``--once`` stays quick. No message ever shows the token.
+draw the monitor: TERM=dumb; or --demo without the server). ``--check`` speaks the
+monitoring-plugin convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (a usage error,
+no server, a refused token), and one line on stdout whatever happens. Textual is imported only
+for the interactive monitor, so ``--once`` stays quick. No message ever shows the token.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from metrics_protocol import settings
 from metrics_protocol.configfile import ConfigFileError
 from metrics_tui import config as config_file
+from metrics_tui.alerts import UNKNOWN, Rule, RuleError, check_report, parse_rules, unknown_line
 from metrics_tui.settings import EXPORT_FLAGS, EXPORT_SETTINGS, SETTINGS
-from metrics_tui.wire import is_insecure, tls_context
+from metrics_tui.wire import is_insecure, redact, tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -87,11 +90,42 @@ def _quiet_logging() -> None:
         root.addHandler(logging.NullHandler())
 
 
+def _as_plugin(parser: argparse.ArgumentParser) -> None:
+    """Under --check a usage error is UNKNOWN (3) on stdout: a plugin's caller reads nothing
+    else, and 2 would read as CRITICAL."""
+
+    def error(message: str) -> NoReturn:
+        print(unknown_line(f"metrics-tui: {message}"))
+        sys.exit(UNKNOWN)
+
+    def exit_(status: int = 0, message: str | None = None) -> NoReturn:
+        if status == 0:  # --help, --version
+            sys.exit(0)
+        error((message or "").strip().removeprefix(f"{parser.prog}: error: "))
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.exit = exit_  # type: ignore[method-assign]
+
+
+def _alert_rules(
+    parser: argparse.ArgumentParser, monitor: config_file.MonitorConfig
+) -> tuple[Rule, ...]:
+    """The file's ``[[alerts]]`` as rules; a bad one stops the program with its line."""
+    try:
+        return tuple(parse_rules(monitor.alerts_raw))
+    except RuleError as exc:
+        table = monitor.alerts_raw[exc.index] if exc.index < len(monitor.alerts_raw) else {}
+        key = exc.key if isinstance(table, dict) and exc.key in table else None
+        settings.fail_in_file(parser, f"{monitor.alert_line(exc.index, key)}: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:
         return export_main(argv[1:])
     parser = build_parser()
+    if "--check" in (sys.argv[1:] if argv is None else argv):
+        _as_plugin(parser)
     args = settings.parse(
         parser,
         SETTINGS,
@@ -107,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _use_server(parser, args, monitor)
     except ConfigFileError as exc:
         settings.fail_in_file(parser, str(exc))
+    args.alerts = _alert_rules(parser, monitor)
+    if args.check:
+        if args.json:
+            parser.error("--check prints one status line: leave out --json")
+        args.once = True
     if args.json and not args.once:
         parser.error("--json needs --once")
     if args.origin("timeout") == "flag" and not args.once:
@@ -258,6 +297,8 @@ async def _watch(
 ) -> int:
     if args.once:
         within = args.timeout
+        if args.check:
+            return await _check(url, token, tls, args.alerts, within=within)
         return await _once(url, token, tls, as_json=args.json, within=within)
     from metrics_tui.app import MetricsApp
 
@@ -269,6 +310,7 @@ async def _watch(
         theme=args.theme,
         notice=notice,
         keymap=keymap,
+        alerts=args.alerts,
         export_dir=args.export_dir,
     )
     await app.run_async()
@@ -283,7 +325,7 @@ async def _once(
 
     if is_insecure(tls):
         print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
-    where = _without_query(url)  # a ?token= must not end up in logs
+    where = redact(url)  # a ?token= must not end up in logs
     try:
         # One deadline for everything: the WebSocket, then the REST fallback within what is left.
         async with asyncio.timeout(within):
@@ -366,7 +408,7 @@ async def _export(
     try:
         answer = await export.fetch(url, token, tls, start, end, step, progress)
     except export.ExportFailed as exc:
-        where, reason = _without_query(url), _reason(exc, token)
+        where, reason = redact(url), _reason(exc, token)
         line = f"cannot get the range from {where}: {reason}" if exc.code == 1 else reason
         print(f"metrics-tui export: {line}", file=sys.stderr)
         return exc.code
@@ -381,8 +423,32 @@ async def _export(
     return EXIT_OK
 
 
-def _without_query(url: str) -> str:
-    return url.partition("?")[0]
+async def _check(
+    url: str, token: str | None, tls: ssl.SSLContext | None, rules: Sequence[Rule], within: float
+) -> int:
+    """``--check``: one line on stdout and a plugin's exit code, nothing on stderr; no server
+    or a refused token is UNKNOWN."""
+    from metrics_tui.wire import Unauthorized, fetch_once, is_insecure
+
+    where = redact(url)  # a ?token= must not end up in the line
+    try:
+        async with asyncio.timeout(within):
+            snapshot = await fetch_once(url, token, wait=within, tls=tls)
+    except TimeoutError:
+        print(unknown_line(f"no answer from {where} within {within:g} s"))
+        return UNKNOWN
+    except Unauthorized as exc:
+        print(unknown_line(f"{where}: {_reason(exc, token)}, check --token"))
+        return UNKNOWN
+    except Exception as exc:
+        print(unknown_line(f"cannot get metrics from {where}: {_reason(exc, token)}"))
+        return UNKNOWN
+    code, line = check_report(snapshot, rules)
+    if is_insecure(tls):  # said in the line: a plugin's stderr is not read
+        head, _, perf = line.partition(" | ")
+        line = f"{head}; TLS certificate not verified | {perf}"
+    print(line, flush=True)
+    return code
 
 
 def _reason(exc: BaseException, token: str | None) -> str:

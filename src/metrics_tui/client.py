@@ -58,6 +58,7 @@ from metrics_tui.wire import (
     http_client,
     infer_interval,
     is_unauthorized,
+    redact,
     rest_url,
     url_problem,
     ws_options,
@@ -204,7 +205,7 @@ class MetricsClient:
                 raise
             except Exception as exc:  # any failure means: reconnect (or tell what to fix)
                 failure = after_failure(exc)
-                log.info("connection to %s failed: %s", self.url, failure.detail)
+                log.info("connection to %s failed: %s", redact(self.url), failure.detail)
             finally:
                 self._ws = None
 

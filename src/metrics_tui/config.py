@@ -20,6 +20,7 @@ Every refusal is a ConfigFileError: one line with the file, the line and the key
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from metrics_protocol import settings
 from metrics_protocol.configfile import ConfigFile, ConfigFileError, KeyPath, toml_value
 from metrics_protocol.settings import FileValue
+from metrics_tui.alerts import figures_by_path
 from metrics_tui.settings import SETTINGS
 
 #: Top-level tables that are not settings.
@@ -269,7 +271,10 @@ def example(actions: Mapping[str, str] | None = None) -> str:
     )
     bound = key_actions() if actions is None else actions
     keys = "\n".join(f"#{action} = {toml_value(key)}" for action, key in bound.items())
-    return top + _SERVERS + _KEYS.format(keys=keys) + _ALERTS
+    indent = "#               "
+    figures = textwrap.fill(", ".join(figures_by_path()), 96, initial_indent=indent,
+                            subsequent_indent=indent)  # fmt: skip
+    return top + _SERVERS + _KEYS.format(keys=keys) + _ALERTS.format(figures=figures)
 
 
 _SERVERS = """
@@ -301,11 +306,31 @@ _KEYS = """
 """
 
 _ALERTS = """
-# Alert rules, any number of them, each an [[alerts]] table.
+# Alert rules, any number of them, each an [[alerts]] table:
+#   name      shown in the status line, the `a` list and --check's line; unique
+#   metric    a figure by its dotted wire path, one of
+{figures}
+#             or rate(FIGURE, WINDOW): the change over the window (negative when it fell),
+#             or stale(FIGURE, WINDOW): true when the figure has not changed for that long
+#   above     fires while the value is above this number (strictly), or
+#   below     fires while it is below it (strictly); one of the two, neither for stale()
+#   severity  "warning" (the default) or "critical"
+#   for       optional: how long it must hold before it fires ("0s", "30s", "5m", "1h30m")
+#   bell      optional: ring the terminal bell when it starts firing (default false)
 #[[alerts]]
 #name = "payment failures"
 #metric = "transactions.failed"
 #above = 0
 #severity = "critical"
 #for = "0s"
+#bell = true
+#
+#[[alerts]]
+#name = "failures climbing"
+#metric = "rate(transactions.failed, 5m)"
+#above = 10
+#
+#[[alerts]]
+#name = "quiet shop"
+#metric = "stale(revenue.total, 15m)"
 """

@@ -70,6 +70,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("once", "print one snapshot and exit", default=False, switch=True),
     Setting("json", "with --once: print the JSON data object", default=False, switch=True),
+    # No variable: a plugin's mode belongs in its command line, like --once.
+    Setting(
+        "check",
+        "print one monitoring-plugin line from the alert rules (implies --once); exit 0 OK, "
+        "1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        default=False,
+        switch=True,
+    ),
     Setting(
         "timeout",
         "with --once: give up when no answer comes within SECONDS",

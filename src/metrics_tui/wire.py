@@ -158,6 +158,11 @@ def validate_ws_url(url: str) -> str:
     return url
 
 
+def redact(url: str) -> str:
+    """``url`` fit for a log line or a message: no query string (``?token=`` may be in it)."""
+    return url.partition("?")[0]
+
+
 def rest_url(ws_url: str) -> str:
     """The REST snapshot endpoint beside a WebSocket URL (keeps any proxy path prefix)."""
     parts = urlsplit(ws_url)
@@ -168,7 +173,8 @@ def rest_url(ws_url: str) -> str:
 
 
 def infer_interval(snapshots: Sequence[Metrics], fallback: float = DEFAULT_INTERVAL) -> float:
-    """The server's sampling interval, from the spacing of its history (it isn't announced)."""
+    """The sampling interval of a server that does not announce it (an older one), from the
+    spacing of its samples: it paces the monitor's timers only, the status never shows it."""
     stamps = [m.timestamp for m in snapshots]
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
     gaps = [g for g in gaps if g > 0]

@@ -1,7 +1,8 @@
 """Output bounds: clients that flood control frames, or ask for replies and never read.
 
-The server runs as a subprocess so that its RSS is its own (psutil). The flooders are raw
-sockets (``raw_ws``) in a thread, past the handshake and then only writing, as fast as they can.
+The server runs as a subprocess so that its RSS is its own (psutil). The flooders
+(``bench._common.Flood``, which the soak bench runs too) are raw sockets in a thread, past the
+handshake and then only writing, as fast as they can.
 """
 
 from __future__ import annotations
@@ -9,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import psutil
 from websockets.asyncio.client import connect
 
+from bench._common import Flood
 from metrics_server.hub import Limits
 
 MB = 2**20
@@ -25,49 +23,9 @@ FLOOD_SECONDS = 6.0
 INTERVAL = 0.5  # the bystander's snapshots: gaps are measured against it
 
 
-@dataclass
-class Flood:
-    """Writes ``blob`` over and over on a raw WebSocket for ``seconds``; when the server cuts
-    it off, it connects again and goes on (the pressure is constant, as in an attack)."""
-
-    connect: Callable[..., socket.socket]
-    port: int
-    blob: bytes = field(repr=False)
-    seconds: float
-    path: str = "/ws/metrics"
-    sent: int = 0
-    cut_after: list[float] = field(default_factory=list)  # per connection the server cut off
-    last: float = 0.0  # how long the last connection had lasted when the flood ended
-    thread: threading.Thread = field(init=False)
-
-    def start(self) -> Flood:
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        while time.monotonic() < deadline:
-            sock = self.connect(self.port, self.path)
-            sock.settimeout(0.2)
-            start, offset = time.monotonic(), 0
-            try:
-                while time.monotonic() < deadline:
-                    try:
-                        n = sock.send(self.blob[offset:] + self.blob[:offset])
-                    except TimeoutError:
-                        continue
-                    self.sent += n
-                    offset = (offset + n) % len(self.blob)
-                self.last = time.monotonic() - start
-            except OSError:  # reset, broken pipe: the server dropped us
-                self.cut_after.append(time.monotonic() - start)
-            finally:
-                sock.close()
-
-    def assert_cut_off(self, within: float) -> None:
-        assert self.cut_after, "the flooder was never cut off"
-        assert max(self.cut_after) < within and self.last < within, self
+def assert_cut_off(flood: Flood, within: float) -> None:
+    assert flood.cut_after, "the flooder was never cut off"
+    assert max(flood.cut_after) < within and flood.last < within, flood
 
 
 async def bystander(url: str, gaps: list[float], stop: asyncio.Event) -> None:
@@ -86,7 +44,7 @@ async def bystander(url: str, gaps: list[float], stop: asyncio.Event) -> None:
                 last = now
 
 
-async def flood_against(srv, raw_ws, blob: bytes) -> tuple[Flood, float, list[float]]:
+async def flood_against(srv, blob: bytes) -> tuple[Flood, float, list[float]]:
     """Run one flood with a bystander; return it, the server's RSS growth (MB) and the gaps."""
     proc = psutil.Process(srv.proc.pid)
     gaps: list[float] = []
@@ -95,7 +53,7 @@ async def flood_against(srv, raw_ws, blob: bytes) -> tuple[Flood, float, list[fl
     await asyncio.sleep(2 * INTERVAL)  # pacing: a gap or two before the flood, for reference
     base = proc.memory_info().rss
     peak = base
-    flood = Flood(raw_ws.connect, srv.port, blob, FLOOD_SECONDS).start()
+    flood = Flood(srv.port, blob, FLOOD_SECONDS).start()
     while flood.thread.is_alive():
         peak = max(peak, proc.memory_info().rss)
         await asyncio.sleep(0.1)
@@ -115,8 +73,8 @@ async def test_a_ping_flood_is_cut_off_and_memory_stays_bounded(run_cli, raw_ws)
     """Masked pings, nonstop, never reading: the server's RSS went up 900 MB a minute."""
     srv = await run_cli("--interval", str(INTERVAL)).ready()
     pings = b"".join(raw_ws.frame(0x9, os.urandom(125)) for _ in range(2000))  # 262 KB a round
-    flood, grown, gaps = await flood_against(srv, raw_ws, pings)
-    flood.assert_cut_off(within=3.0)
+    flood, grown, gaps = await flood_against(srv, pings)
+    assert_cut_off(flood, within=3.0)
     assert grown < 50, f"server RSS grew {grown:.0f} MB under the flood"
     assert_on_time(gaps)
     assert srv.stop() == 0
@@ -127,8 +85,8 @@ async def test_a_ping_flood_is_cut_off_and_memory_stays_bounded(run_cli, raw_ws)
 async def test_pongs_floods_count_too(run_cli, raw_ws) -> None:
     """Unsolicited pongs cost the server a parse each: they count against the same limit."""
     srv = await run_cli("--interval", str(INTERVAL)).ready()
-    flood, grown, gaps = await flood_against(srv, raw_ws, raw_ws.frame(0xA, b"x" * 125) * 2000)
-    flood.assert_cut_off(within=3.0)
+    flood, grown, gaps = await flood_against(srv, raw_ws.frame(0xA, b"x" * 125) * 2000)
+    assert_cut_off(flood, within=3.0)
     assert grown < 50
     assert_on_time(gaps)
     assert srv.stop() == 0 and "Traceback" not in srv.stderr

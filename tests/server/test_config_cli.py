@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import subprocess
 import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bench._common import ServerProcess, run_to_end
 from metrics_protocol import settings
 from metrics_protocol.configfile import ConfigFile
 from metrics_server.cli import example_config
@@ -20,22 +19,11 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "metrics-server.tom
 REALTIME = "/api/v1/analytics/realtime-metrics"
 
 
-def run(python: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [python, "-m", "metrics_server", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=15,
-    )
-
-
-def test_print_config_through_the_command_line_loads_back(python, cli_env, tmp_path) -> None:
+def test_print_config_through_the_command_line_loads_back(cli_env, tmp_path) -> None:
     conf = tmp_path / "server.toml"
     conf.write_text('interval = 2\nmax_clients = 500\ntoken_env = "READ_TOKEN"\n')
     env = {**cli_env, "METRICS_CONFIG": str(conf), "METRICS_HISTORY": "7", "READ_TOKEN": "r3ad"}
-    first = run(python, "--print-config", "--port", "4001", env=env, cwd=tmp_path)
+    first = run_to_end("--print-config", "--port", "4001", env=env, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "r3ad" not in first.stdout
     assert "port = 4001  # flag --port" in first.stdout
@@ -45,7 +33,7 @@ def test_print_config_through_the_command_line_loads_back(python, cli_env, tmp_p
     printed = tmp_path / "printed.toml"
     printed.write_text(first.stdout)
     env = {**cli_env, "READ_TOKEN": "r3ad"}
-    second = run(python, "--config", str(printed), "--print-config", env=env, cwd=tmp_path)
+    second = run_to_end("--config", str(printed), "--print-config", env=env, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert tomllib.loads(second.stdout) == tomllib.loads(first.stdout)
 
@@ -60,20 +48,18 @@ def test_print_config_through_the_command_line_loads_back(python, cli_env, tmp_p
         ('keyfile = "k.pem"\n', 0o600, "line 1: keyfile needs --certfile"),
     ],
 )
-def test_a_refused_file_stops_the_server_with_one_line(
-    python, cli_env, tmp_path, text, mode, line
-) -> None:
+def test_a_refused_file_stops_the_server_with_one_line(cli_env, tmp_path, text, mode, line) -> None:
     conf = tmp_path / "server.toml"
     conf.write_text(text)
     conf.chmod(mode)
-    done = run(python, "--config", str(conf), env=cli_env, cwd=tmp_path)
+    done = run_to_end("--config", str(conf), env=cli_env, cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith(f"metrics-server: error: {conf}, {line}"), done.stderr
     assert len(done.stderr.splitlines()) == 1 and "hunter2" not in done.stderr
 
 
 async def test_a_server_started_from_a_file_serves_its_settings(
-    python, cli_env, tmp_path, free_port
+    cli_env, tmp_path, free_port
 ) -> None:
     """The port, the database and the read token (from token_file) all come from the file."""
     (tmp_path / "read.token").write_text("r3ad\n")
@@ -81,41 +67,19 @@ async def test_a_server_started_from_a_file_serves_its_settings(
     conf.write_text(
         f'port = {free_port}\ndb = "data.db"\ntoken_file = "read.token"\ninterval = 3600\n'
     )
-    proc = await asyncio.create_subprocess_exec(
-        python,
-        "-m",
-        "metrics_server",
-        "--config",
-        str(conf),
-        env=cli_env,
-        cwd="/",  # the paths are the file's, not the working directory's
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
+    # The paths are the file's, not the working directory's.
+    with ServerProcess(free_port, "--config", str(conf), env=cli_env, cwd="/") as server:
+        await server.ready()
         # A fresh connection per request: the server closes each after its HTTP answer.
         no_reuse = httpx.Limits(max_keepalive_connections=0)
         base = f"http://127.0.0.1:{free_port}"
         async with httpx.AsyncClient(base_url=base, timeout=1, limits=no_reuse) as http:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15
-            while True:
-                assert proc.returncode is None, "the server exited"
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert loop.time() < deadline, "no /healthz in time"
-                await asyncio.sleep(0.05)
             assert (await http.get(REALTIME)).status_code == 401
             ok = await http.get(REALTIME, headers={"Authorization": "Bearer r3ad"})
             assert ok.status_code == 200
         assert (tmp_path / "data.db").exists()
-    finally:
-        proc.terminate()
-        _, err = await asyncio.wait_for(proc.communicate(), 15)
-    assert proc.returncode == 0
-    assert b"r3ad" not in err
+        assert server.stop() == 0
+    assert "r3ad" not in server.stderr
 
 
 # --------------------------------------------------------------------------- the example

@@ -47,6 +47,8 @@ OTHER = {
     "max_message_size": "1024",
     "max_batch_size": "4096",
     "rate_limit": "2.5",
+    "log_format": "json",
+    "log_level": "warning",
 }
 
 

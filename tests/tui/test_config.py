@@ -10,7 +10,6 @@ import re
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from textual.widgets import Footer, Static
@@ -28,22 +27,9 @@ from metrics_tui.settings import SETTINGS
 from .conftest import TOKEN, ServerHandle
 from .test_app_live import EVENTS
 from .test_cli import run_cli
+from .test_settings import Recorder
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "metrics-tui.toml"
-
-
-class Recorder:
-    """Stands in for MetricsApp to see what main() hands it; runs nothing."""
-
-    seen: dict[str, Any] = {}
-    BINDINGS = MetricsApp.BINDINGS  # what [keys] may rebind
-
-    def __init__(self, url: str, **kwargs: Any) -> None:
-        Recorder.seen = {"url": url, **kwargs}
-        self.return_code = 0
-
-    async def run_async(self) -> None:
-        return None
 
 
 @pytest.fixture

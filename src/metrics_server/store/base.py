@@ -40,9 +40,6 @@ class Store(Protocol):
 
     def get_transactions(self, ids: Iterable[str]) -> Mapping[str, TxnRecord]: ...
 
-    def commit(self, plan: Plan) -> None:
-        """Write the batch's events and rollup deltas atomically and durably, or raise."""
-
     def commit_many(
         self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
     ) -> None:

@@ -1,8 +1,10 @@
-"""Embedded SQLite store: one file, WAL, a full fsync per committed batch.
+"""Embedded SQLite store: one file, WAL, a full fsync per commit (batches that queue behind a
+commit in flight share the next one: group commit).
 
 The raw events are kept (nothing accepted is ever lost) next to the rollups that make a
 snapshot cheap: counters, completed revenue per 15-minute UTC bucket, each user's latest event
-time, per-minute peak samples, and the last interval snapshots for ``history``.
+time, per-minute peak samples, the last interval snapshots for ``history``, and the batches'
+idempotency keys (24 h).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import errno
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..core import Plan, TxnRecord
 from ..events import ContentView, TransactionEvent, UserActivity
@@ -133,23 +136,8 @@ class SQLiteStore:
             raise StoreError(f"cannot read database: {exc}") from None
 
     def get_transactions(self, ids: Iterable[str]) -> dict[str, TxnRecord]:
-        ids = list(ids)
-        found: dict[str, TxnRecord] = {}
-        try:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for txn_id, status, cents in self._db.execute(
-                    f"SELECT id, status, amount_cents FROM transactions WHERE id IN ({marks})",
-                    chunk,
-                ):
-                    found[txn_id] = TxnRecord(status, cents)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot read database: {exc}") from None
-        return found
-
-    def commit(self, plan: Plan) -> None:
-        self.commit_many((plan,))
+        rows = self._select_in("SELECT id, status, amount_cents FROM transactions WHERE id", ids)
+        return {txn_id: TxnRecord(status, cents) for txn_id, status, cents in rows}
 
     def commit_many(
         self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
@@ -168,20 +156,22 @@ class SQLiteStore:
             raise StoreError(f"cannot write database: {exc}") from None
 
     def get_keys(self, keys: Iterable[str]) -> dict[str, BatchKey]:
-        keys = list(keys)
-        found: dict[str, BatchKey] = {}
+        rows = self._select_in("SELECT key, accepted, digest, ts FROM batch_keys WHERE key", keys)
+        return {key: BatchKey(accepted, bytes(digest), ts) for key, accepted, digest, ts in rows}
+
+    def _select_in(self, query: str, values: Iterable[str]) -> list[tuple[Any, ...]]:
+        """The rows of ``query IN (values)``, asked 500 at a time (SQLite versions before 3.32
+        allow 999 parameters a statement)."""
+        values = list(values)
+        rows: list[tuple[Any, ...]] = []
         try:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for key, accepted, digest, ts in self._db.execute(
-                    f"SELECT key, accepted, digest, ts FROM batch_keys WHERE key IN ({marks})",
-                    chunk,
-                ):
-                    found[key] = BatchKey(accepted, bytes(digest), ts)
+                rows += self._db.execute(f"{query} IN ({marks})", chunk)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read database: {exc}") from None
-        return found
+        return rows
 
     def forget_keys(self, before: float) -> int:
         try:

@@ -11,11 +11,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 #: Compact on purpose: it fits a 60x20 pane without scrolling. {keys} is the line of the app's
-#: footer bindings and {ranges} that of the range keys, with the keys in use (the configuration
-#: file's [keys] may rebind them).
+#: footer bindings with the keys in use (the configuration file's [keys] may rebind them);
+#: those in SECOND_LINE lead the next line, so that the first fits 60 columns. {ranges} is the
+#: line of the range keys.
 HELP_TEXT = """\
 {keys}
-[b]ctrl+p[/b] commands and themes  {export} export charts to CSV
+{second}[b]ctrl+p[/b] commands and themes  {export} export CSV
 {ranges}
 {range} range: 2026-11-01..2026-11-15, yesterday, last week
 [b]Status line[/b]
@@ -34,7 +35,8 @@ HELP_TEXT = """\
 Live charts: last 20 samples. {close} closes."""
 
 #: What the keys line says of an action, where the footer's word is too short.
-LONGER = {"reconnect": "reconnect now", "pause": "pause/resume"}
+LONGER = {"reconnect": "reconnect now", "pause": "pause/resume", "alerts": "alert rules"}
+SECOND_LINE = ("alerts",)
 #: The range keys' binding ids and their words in the help.
 RANGE_WORDS = {
     "live": "live",
@@ -87,28 +89,32 @@ class HelpScreen(ModalScreen[None]):
         keys_for = getattr(app, "keys_for", None)
         if keys_for is None:  # not the monitor (a test app): the keys as declared
             return HELP_TEXT.format(
-                keys="", export="e", ranges="", range="/", close="escape, ? or q"
+                keys="", second="", export="e", ranges="", range="/", close="escape, ? or q"
             )
 
         def key(action: str) -> str:
             return f"[b]{escape(keys_for(action)[0])}[/b]"
 
-        line = "  ".join(
-            f"{key(b.id)} {LONGER.get(b.id, b.description.lower())}"
+        words = {
+            b.id: f"{key(b.id)} {LONGER.get(b.id, b.description.lower())}"
             for b in app.BINDINGS
             if isinstance(b, Binding) and b.id and b.show
-        )
+        }
         ranges = "  ".join(f"{key(action)} {word}" for action, word in RANGE_WORDS.items())
+        line = "  ".join(w for i, w in words.items() if i not in SECOND_LINE)
+        second = "".join(f"{w}  " for i, w in words.items() if i in SECOND_LINE)
         # The help and quit keys close this screen too, but ctrl+q and ctrl+c quit the app
         # from anywhere (Textual's priority bindings), so they are not offered here.
         quit_ = [k for k in keys_for("quit") if k not in ("ctrl+q", "ctrl+c")][:1]
         *first, last = ["escape", keys_for("help")[0], *quit_]
+        close = escape(f"{', '.join(first)} or {last}")
         return HELP_TEXT.format(
             keys=line,
+            second=second,
             export=key("export"),
             ranges=ranges,
             range=key("range"),
-            close=escape(f"{', '.join(first)} or {last}"),
+            close=close,
         )
 
     async def action_dismiss(self, result: None = None) -> None:

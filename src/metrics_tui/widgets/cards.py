@@ -31,6 +31,8 @@ Number = Decimal | int
 #: A count-up is ~5 frames: enough to read as counting, few enough to cost little.
 COUNT_UP_SECONDS = 0.3
 COUNT_UP_FPS = 15
+#: Beside the value of a row whose alert rule fires: under NO_COLOR the colour goes, this stays.
+ALERT_MARKS = {"warning": " !", "critical": " !!"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ class MetricCard(Widget):
         "card--alert",
         "card--pulse",
         "card--pulse-rest",
+        "card--warning",
+        "card--critical",
     }
 
     DEFAULT_CSS = """
@@ -81,6 +85,8 @@ class MetricCard(Widget):
     MetricCard > .card--alert { color: $text-error; text-style: bold; }
     MetricCard > .card--pulse { color: $text-success; text-style: bold; }
     MetricCard > .card--pulse-rest { color: $success-darken-1; }
+    MetricCard > .card--warning { color: $text-warning; text-style: bold; }
+    MetricCard > .card--critical { color: $text-error; text-style: bold reverse; }
     """
 
     def __init__(
@@ -105,6 +111,8 @@ class MetricCard(Widget):
         self._pulsing = False
         #: The rows as last rendered, to repaint only those that change.
         self._drawn: list[Text] | None = None
+        #: Row key -> severity of the alert rule firing on it.
+        self.alerts: dict[str, str] = {}
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[override]
         return len(self.rows)
@@ -126,6 +134,12 @@ class MetricCard(Widget):
                 self._tween = self.set_interval(1 / COUNT_UP_FPS, self._step)
         else:
             self._finish()  # the first figures are shown at once, never counted up to
+            self._repaint()
+
+    def set_alerts(self, alerts: dict[str, str]) -> None:
+        """Mark the rows whose alert rules fire (row key -> "warning" or "critical")."""
+        if alerts != self.alerts:
+            self.alerts = dict(alerts)
             self._repaint()
 
     def _step(self) -> None:
@@ -197,6 +211,9 @@ class MetricCard(Widget):
                 forms = (exact, row.compact(value) if row.compact else exact)
             style: Style = alert_style if row.alert and value else value_style
             tail = Text(" ●", style=pulse_style) if row.pulse and value is not None else Text()
+            if level := self.alerts.get(row.key):
+                style = self.get_component_rich_style(f"card--{level}")
+                tail = Text(ALERT_MARKS[level], style=style) + tail
             cells.append((row, forms, style, tail))
         tier, compact = self._fit(width, cells)
         lines: list[Text] = []
@@ -207,8 +224,10 @@ class MetricCard(Widget):
             if len(label) + 1 > room:
                 label = ""
             line = Text(no_wrap=True, overflow="crop", end="")
-            line.append(label, label_style)
-            line.append(" " * max(0, room - len(label)))
+            # A firing row is one bar of its colour, label to marker.
+            alerted = row.key in self.alerts
+            line.append(label, style if alerted else label_style)
+            line.append(" " * max(0, room - len(label)), style if alerted else None)
             line.append(shown, style)
             line.append_text(tail)
             lines.append(line)

@@ -63,16 +63,12 @@ class TrendChart(Vertical):
         color: str,
         fmt: Callable[[float], str],
         *,
-        title_fmt: Callable[[float], str] | None = None,
         integer: bool = False,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
-        # ``title_fmt`` is accepted for existing callers; titles carry no figure any more
-        # (see the module's docstring).
-        del title_fmt
         self._fmt = fmt
         self._color = color
         self._integer = integer
