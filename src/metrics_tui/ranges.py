@@ -240,8 +240,8 @@ def stamp_format(step: str, points: Sequence[RangePoint]) -> Callable[[datetime]
         fmt = "%b %Y"
     elif step in BAR_STEPS:
         fmt = "%d %b"
-    elif len(points) > 1 and points[-1].start - points[0].start > timedelta(days=1):
-        fmt = "%d %b %H:%M"
+    elif len(points) > 1 and points[-1].start.date() != points[0].start.date():
+        fmt = "%d %b %H:%M"  # "17:45 ... 17:30" would not say the first is yesterday
     else:
         fmt = "%H:%M"
     return lambda moment: moment.strftime(fmt)

@@ -24,7 +24,13 @@ from metrics_tui.history import (
     range_csv,
     range_json,
 )
-from metrics_tui.ranges import PRESETS, RangeInputError, export_name, parse_range
+from metrics_tui.ranges import (
+    PRESETS,
+    RangeInputError,
+    export_name,
+    parse_range,
+    stamp_format,
+)
 from metrics_tui.widgets.range_chart import DOTS, bar_layout, braille_line, group_sums
 
 from .range_double import RangeDouble
@@ -270,3 +276,13 @@ def test_bars_fit_their_columns() -> None:
     assert bar_layout(7, 49) == (4, 7, 0)
     sums, run = group_sums([1.0] * 31, 20)
     assert run == 2 and len(sums) == 16 and sum(sums) == 31
+
+
+def test_the_axis_names_the_day_when_a_range_crosses_midnight() -> None:
+    double = RangeDouble("Europe/Paris")
+    day = range_of(double, "2026-11-14T17:45", "2026-11-15T17:45", "15m").points
+    assert stamp_format("15m", day)(day[0].start) == "14 Nov 17:45"
+    hour = range_of(double, "2026-11-15T09:30", "2026-11-15T10:30", "1m").points
+    assert stamp_format("1m", hour)(hour[-1].start) == "10:29"
+    months = range_of(double, "2025-12-01", "2026-12-01", "1mo").points
+    assert stamp_format("1mo", months)(months[0].start) == "Dec 2025"
