@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from textual import events
+from textual.command import CommandPalette
 
 from metrics_protocol.figures import CSV_COLUMNS
 from metrics_tui.app import MetricsApp
@@ -344,3 +345,25 @@ async def test_keys_answer_within_100ms_with_1440_points(range_server: Any) -> N
         assert app.range_points == fresh and app._range_drawn == (spec, fresh)  # it was redrawn
         timings["1 (back to live)"] = await frames.key("1", lambda: app.range is None)
         assert max(timings.values()) < 0.1, timings
+
+
+async def test_the_palette_offers_every_range(range_server: Any, tmp_path: Path) -> None:
+    app = MetricsApp(range_server.url, animate=False, export_dir=str(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(lambda: app.connected, what="the live feed")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for name in ("live figures", *(p.label for p in PRESETS.values())):
+            assert f"Show {name}" in titles
+        assert "Show a date range…" in titles and "Export the charts to CSV" in titles
+        await pilot.press("ctrl+p")
+        await wait_until(lambda: isinstance(app.screen, CommandPalette), what="the palette")
+        await pilot.press(*"last 30 days")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(lambda: app.range is not None and app.range.key == "5", what="30 days")
+        await pilot.press("ctrl+p")
+        await wait_until(lambda: isinstance(app.screen, CommandPalette), what="the palette")
+        await pilot.press(*"date range")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(lambda: isinstance(app.screen, RangeInputScreen), what="the input")
