@@ -152,8 +152,8 @@ class MetricsClient:
         answer = self._ranges[rid] = asyncio.get_running_loop().create_future()
         closed = asyncio.ensure_future(ws.wait_closed())
         try:
-            await ws.send(range_request(rid, start, end, step))
-            async with asyncio.timeout(wait):
+            async with asyncio.timeout(wait):  # sending may wait too, behind a full buffer
+                await ws.send(range_request(rid, start, end, step))
                 await asyncio.wait((answer, closed), return_when=asyncio.FIRST_COMPLETED)
             if not answer.done():
                 raise ConnectionError("connection lost before the range came")
