@@ -13,6 +13,7 @@ import pytest
 from bench import (
     _common,
     fanout,
+    history,
     ingest,
     latency,
     memory,
@@ -69,6 +70,12 @@ def test_ingest() -> None:
 def test_snapshot() -> None:
     out = snapshot.run(10_000, 100_000, blocks=3, calls=20, rest_calls=5, verbose=False)
     assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0
+
+
+def test_history() -> None:
+    out = history.run(2_000, 20_000, blocks=2, calls=2, rounds=3, verbose=False)
+    assert out["30dat1d_big_us"] > 0 and out["24hat1m_http_big_us"] > 0
+    assert out["backfill_big_s"] > 0
 
 
 @pytest.mark.timeout(60)

@@ -44,6 +44,7 @@ GOOD = {
         "tz": ("Europe/Paris", "Europe/Paris"),
         "history": ("7", 7),
         "push_interval": ("0e0", 0.0),
+        "retention": ("30", 30.0),
         "demo": ("yes", True),
         "token": ("r3ad", "r3ad"),
         "ingest_token": ("wr1te", "wr1te"),

@@ -57,6 +57,8 @@ class ServerConfig:
     history: int = 20
     demo: bool = False
     push_interval: float = 0.25
+    #: Days of raw events kept (None: all of them); rollups are kept whatever it is.
+    retention: float | None = None
     ping_interval: float = 30.0
     max_buffer: int = 64 * 1024
     token: str | None = None
@@ -93,6 +95,7 @@ class MetricsServer:
             interval=cfg.interval,
             history=cfg.history,
             push_interval=cfg.push_interval,
+            retention=cfg.retention,
         )
         traffic = DemoTraffic() if cfg.demo else None
         try:
@@ -123,6 +126,7 @@ class MetricsServer:
                     interval=cfg.interval,
                     telemetry=service.telemetry,
                     exposition=exposition.render,
+                    history=service,
                 ),
                 ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
                 # Browsers send Origin; other clients (the monitor, producers) send none, and

@@ -95,6 +95,7 @@ def example_config() -> str:
             "origins": "https://dashboard.example,https://admin.example",
             "certfile": "/etc/metrics-server/fullchain.pem",
             "keyfile": "/etc/metrics-server/privkey.pem",
+            "retention": 400.0,
         },
     )
 

@@ -93,6 +93,15 @@ SETTINGS: tuple[Setting, ...] = (
         default=0.25,
         metavar="SECONDS",
     ),
+    Setting(
+        "retention",
+        "days of raw events to keep; older ones are pruned a few thousand at a time, and the "
+        "figures and date ranges (kept in rollups) stay as they were",
+        env="METRICS_RETENTION",
+        parse=positive_float,
+        metavar="DAYS",
+        shown_default="keep every event",
+    ),
     Setting("demo", "generate synthetic traffic", env="METRICS_DEMO", default=False, switch=True),
     Setting(
         "token",

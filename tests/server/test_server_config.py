@@ -37,6 +37,7 @@ OTHER = {
     "tz": "Europe/Paris",
     "history": "7",
     "push_interval": "0",
+    "retention": "30",
     "demo": "1",
     "token": "r3ad",
     "ingest_token": "wr1te",

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core import Plan, TxnRecord
+
+if TYPE_CHECKING:
+    from ..ranges import Calendar
 
 
 class StoreError(RuntimeError):
@@ -55,9 +58,32 @@ class Store(Protocol):
         Raises StoreError."""
 
     def save_sample(
-        self, peaks: list[tuple[int, int]], ts: float | None, data: str | None, keep: int
+        self,
+        peaks: list[tuple[int, int]],
+        ts: float | None,
+        data: str | None,
+        keep: int,
+        ranges: Sequence[tuple[str, int, int]] = (),
     ) -> None:
-        """Keep per-minute peak samples and, when ``data`` is given, one interval snapshot."""
+        """Keep per-minute peak samples and, when ``data`` is given, one interval snapshot;
+        ``ranges`` are the same samples as (step, bucket start, value) for the range rows,
+        whose peak only grows."""
+
+    def range_rows(self, step: str, first: int, last: int) -> list[tuple]:
+        """The range rows of ``step`` whose start is from ``first`` to ``last`` (both
+        included), by start: (start, revenue_cents, completed, failed, started, views, users,
+        peak or None). Raises StoreError."""
+
+    def prepare_ranges(self, calendar: Calendar) -> str | None:
+        """Make the range rows true for ``calendar``'s zone before serving: build them all
+        from the raw events once (a database from before them), or rebuild the zone's steps
+        (1h and longer) when the zone changed. Returns what was done, for the log, or None.
+        Raises StoreError (nothing changed)."""
+
+    def prune_events(self, before: float, after: int, limit: int) -> tuple[int, int]:
+        """Delete raw events dated before ``before`` among the ``limit`` that follow seq
+        ``after`` (rollups stay); returns (how many, the last seq looked at, 0 past the
+        end). Raises StoreError."""
 
     def event_count(self) -> int: ...
 
