@@ -28,7 +28,7 @@ from metrics_tui.history import (
     error_text,
     fetch_range_rest,
     history_url,
-    range_request,
+    range_message,
 )
 from metrics_tui.messages import (
     ConnectionChanged,
@@ -153,7 +153,7 @@ class MetricsClient:
         closed = asyncio.ensure_future(ws.wait_closed())
         try:
             async with asyncio.timeout(wait):  # sending may wait too, behind a full buffer
-                await ws.send(range_request(rid, start, end, step))
+                await ws.send(range_message(rid, start, end, step))
                 await asyncio.wait((answer, closed), return_when=asyncio.FIRST_COMPLETED)
             if not answer.done():
                 raise ConnectionError("connection lost before the range came")

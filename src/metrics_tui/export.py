@@ -15,18 +15,15 @@ import tempfile
 from collections.abc import Callable
 from typing import TextIO
 
+from metrics_protocol.wire import MAX_RANGE_POINTS, Range, encode_range, range_csv
 from metrics_tui.history import (
-    MAX_RANGE_POINTS,
     Progress,
-    RangeAnswer,
     RangeError,
     estimate_points,
     fetch_pages,
     fetch_range_rest,
     history_url,
     parse_endpoint,
-    range_csv,
-    range_json,
 )
 from metrics_tui.wire import describe_error, http_client, is_unauthorized
 
@@ -50,7 +47,7 @@ async def fetch(
     end: str,
     step: str,
     progress: Progress | None = None,
-) -> RangeAnswer:
+) -> Range:
     """The whole range; raises ExportFailed with a one-line reason."""
     import httpx
 
@@ -79,8 +76,9 @@ def pages_needed(start: str, end: str, step: str) -> bool:
     return estimate_points(a, b, step) > MAX_RANGE_POINTS - 2
 
 
-def render(answer: RangeAnswer, fmt: str) -> str:
-    return range_json(answer) if fmt == "json" else range_csv(answer.points)
+def render(answer: Range, fmt: str) -> str:
+    """The server's own forms: its range message (without an id), or its CSV."""
+    return encode_range(answer) + "\n" if fmt == "json" else range_csv(answer)
 
 
 def write(text: str, output: str | None, stdout: TextIO | None = None) -> None:

@@ -1,55 +1,39 @@
-"""Ranges of past figures: the range answer read exactly, fetched in pages, written as CSV/JSON.
+"""Ranges of past figures in the monitor: requests, pages and the monitor's own step rules.
 
-No Textual here: ``metrics-tui export`` uses this module without starting the monitor, and the
-monitor's charts and its ``e`` export read the same `RangeAnswer`. Money stays a Decimal from
-the wire to the file.
+The wire shapes (``Range``, ``RangePoint``, their decoder and CSV) are the protocol package's
+(metrics_protocol.wire), the same code the server answers with; this module adds what only a
+client needs: the REST request, paging a long range into requests of at most
+MAX_RANGE_POINTS points, and the steps' lengths for estimates. No Textual here, so ``metrics-tui
+export`` uses it without starting the monitor. Money stays a Decimal from the wire to the file.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from metrics_protocol.figures import SCHEMA
-from metrics_protocol.wire import CENT, REST_METRICS_PATH, ProtocolError, encode, loads
+from metrics_protocol.wire import (
+    HISTORY_PATH,
+    MAX_RANGE_POINTS,
+    REST_METRICS_PATH,
+    ProtocolError,
+    Range,
+    RangePoint,
+    decode_range,
+    encode,
+    loads,
+    range_request,
+)
 from metrics_tui.wire import rest_url
 
 if TYPE_CHECKING:
     import httpx
 
-# --- Protocol constants of issue 11. Declared here, once, until metrics_protocol.wire holds
-# --- them (the server side adds them there); everything in the monitor imports these names.
-#: The REST route of a range (the same port as the WebSocket).
-HISTORY_PATH = "/api/v1/analytics/history"
 #: The message type of a range request and of its answer on /ws/metrics.
 RANGE_TYPE = "range"
-#: The steps a range can be asked in, shortest first.
-STEPS: tuple[str, ...] = ("1m", "5m", "15m", "1h", "1d", "1w", "1mo")
-#: The most points one request may ask for; more is refused with HTTP 400.
-MAX_RANGE_POINTS = 5000
-#: Distinct users in a bucket: the wire key of the snapshot's group, which only the figure
-#: table spells (tests/test_schema.py).
-ACTIVE_USERS = SCHEMA.groups[1]
-#: A point's fields on the wire, in the server's CSV column order.
-POINT_FIELDS: tuple[str, ...] = (
-    "start",
-    "revenue",
-    "completed",
-    "failed",
-    "started",
-    "views",
-    ACTIVE_USERS,
-    "peakCurrent",
-)
-
 #: How a step reads in a chart title ("Revenue · last 24 h · 15 min").
 STEP_NAMES = {
     "1m": "1 min",
@@ -70,9 +54,11 @@ NOMINAL = {
     "1w": timedelta(weeks=1),
     "1mo": timedelta(days=30.436875),  # 365.2425 / 12
 }
-#: A step's shortest length: a day across a DST change is 23 hours, February 28 days.
+#: A step's shortest length: a day across a DST change is 23 hours, February 28 days, and
+#: Lord Howe's half-hour change makes one local hour 30 minutes.
 SHORTEST = {
     **NOMINAL,
+    "1h": timedelta(minutes=30),
     "1d": timedelta(hours=23),
     "1w": timedelta(weeks=1, hours=-1),
     "1mo": timedelta(days=28, hours=-1),
@@ -89,94 +75,7 @@ class RangeError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
-class RangePoint:
-    """One bucket, [start, next start), as the server counted it."""
-
-    start: datetime
-    revenue: Decimal
-    completed: int
-    failed: int
-    started: int
-    views: int
-    active_users: int
-    #: The largest sampled current-users figure in the bucket; None where none was sampled.
-    peak_current: int | None
-    #: ``activeUsers`` is an approximation (weekly and monthly steps; see docs/protocol.md).
-    approx: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RangeAnswer:
-    start: str
-    end: str
-    step: str
-    tz: str
-    points: tuple[RangePoint, ...]
-
-
-# --------------------------------------------------------------------------- reading
-
-
-def _count(point: dict[str, Any], key: str, *, nullable: bool = False) -> int | None:
-    value = point.get(key)
-    if value is None and nullable:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProtocolError(f"point field {key!r} must be a whole number >= 0, not {value!r}")
-    return value
-
-
-def _money(value: Any) -> Decimal:
-    # loads() reads 1234.50 as Decimal("1234.50"); a whole number may come as an int.
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        raise ProtocolError(f"point field 'revenue' must be a number, not {value!r}")
-    amount = Decimal(value)
-    if amount != amount.quantize(CENT) or amount < 0:
-        raise ProtocolError(f"point field 'revenue' must be >= 0 in cents, not {value}")
-    return amount.quantize(CENT)
-
-
-def decode_point(point: Any) -> RangePoint:
-    if not isinstance(point, dict):
-        raise ProtocolError("each point must be an object")
-    stamp = point.get("start")
-    try:
-        start = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
-    except ValueError:
-        start = None
-    if start is None or start.tzinfo is None:
-        raise ProtocolError(f"point field 'start' must be ISO 8601 with an offset, not {stamp!r}")
-    return RangePoint(
-        start=start,
-        revenue=_money(point.get("revenue")),
-        completed=_count(point, "completed"),  # type: ignore[arg-type]
-        failed=_count(point, "failed"),  # type: ignore[arg-type]
-        started=_count(point, "started"),  # type: ignore[arg-type]
-        views=_count(point, "views"),  # type: ignore[arg-type]
-        active_users=_count(point, ACTIVE_USERS),  # type: ignore[arg-type]
-        peak_current=_count(point, "peakCurrent", nullable=True),
-        approx=point.get("approx") is True,
-    )
-
-
-def decode_range(body: Any) -> RangeAnswer:
-    """A ``{"type":"range",...}`` message or REST answer, exactly; ProtocolError if malformed."""
-    if not isinstance(body, dict) or body.get("type") != RANGE_TYPE:
-        raise ProtocolError("expected a range message")
-    points = body.get("points")
-    if not isinstance(points, list):
-        raise ProtocolError("'points' of a range must be a list")
-    step = body.get("step")
-    if step not in STEPS:
-        raise ProtocolError(f"unknown step {step!r}")
-    return RangeAnswer(
-        start=str(body.get("from", "")),
-        end=str(body.get("to", "")),
-        step=step,
-        tz=str(body.get("tz", "")),
-        points=tuple(decode_point(p) for p in points),
-    )
+# --------------------------------------------------------------------------- requests
 
 
 def error_text(body: Any) -> tuple[str, str]:
@@ -189,9 +88,9 @@ def error_text(body: Any) -> tuple[str, str]:
 # --------------------------------------------------------------------------- requests
 
 
-def range_request(rid: int, start: str, end: str, step: str) -> str:
+def range_message(rid: int, start: str, end: str, step: str) -> str:
     """The WebSocket request; its answer carries the same ``id``."""
-    return encode({"type": RANGE_TYPE, "id": rid, "from": start, "to": end, "step": step})
+    return encode(range_request(rid, start, end, step))
 
 
 def history_url(ws_url: str) -> str:
@@ -217,6 +116,9 @@ def _json_or_none(content: bytes) -> Any:
         return loads(content)
     except ProtocolError:
         return None
+
+
+# --------------------------------------------------------------------------- endpoints
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -251,15 +153,12 @@ def estimate_points(start: datetime, end: datetime, step: str) -> int:
     return math.ceil((end - start) / NOMINAL[step])
 
 
-def zone_of(answer: RangeAnswer) -> tzinfo:
-    """The server's zone (its ``tz``), else the offset of its first point, else UTC."""
+def zone_of(answer: Range) -> tzinfo:
+    """The server's zone (its ``tz``), else the offset it wrote ``from`` with."""
     try:
         return ZoneInfo(answer.tz)
     except (ZoneInfoNotFoundError, ValueError):
-        pass
-    if answer.points and answer.points[0].start.tzinfo is not None:
-        return answer.points[0].start.tzinfo
-    return UTC
+        return answer.start.tzinfo or UTC
 
 
 def _aware(moment: datetime, zone: tzinfo) -> datetime:
@@ -282,7 +181,7 @@ def page_span(step: str) -> timedelta:
 
 async def fetch_pages(
     fetch: Fetch, start_text: str, end_text: str, step: str, progress: Progress | None = None
-) -> RangeAnswer:
+) -> Range:
     """[from, to) in as many requests as it takes, joined into one answer.
 
     A page boundary must fall on a bucket boundary, or the bucket around it would be asked for
@@ -301,7 +200,7 @@ async def fetch_pages(
         raise RangeError("'from' must be before 'to'", "invalid_message")
     expected = estimate_points(start, end, step)
     points: list[RangePoint] = []
-    tz = ""
+    first: Range | None = None
     cursor, cursor_text = start, start_text
     while True:
         page_end = cursor + page_span(step)
@@ -309,7 +208,7 @@ async def fetch_pages(
         page = decode_range(await fetch(cursor_text, end_text if last else endpoint_text(page_end)))
         if page.step != step:
             raise ProtocolError(f"asked for step {step}, got {page.step}")
-        tz = tz or page.tz
+        first = first or page
         if last:
             points.extend(page.points)
             break
@@ -328,62 +227,6 @@ async def fetch_pages(
             progress(len(points), max(expected, len(points)))
     if progress is not None:
         progress(len(points), len(points))
-    return RangeAnswer(start_text, end_text, step, tz, tuple(points))
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def point_row(p: RangePoint) -> list[str]:
-    """A point's CSV cells in POINT_FIELDS order: money with two decimals, null as empty."""
-    peak = "" if p.peak_current is None else str(p.peak_current)
-    return [
-        p.start.isoformat(),
-        f"{p.revenue:.2f}",
-        str(p.completed),
-        str(p.failed),
-        str(p.started),
-        str(p.views),
-        str(p.active_users),
-        peak,
-    ]
-
-
-def range_csv(points: Sequence[RangePoint]) -> str:
-    """Header first, one row per point; an ``approx`` column only when a point is approximate."""
-    approx = any(p.approx for p in points)
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*POINT_FIELDS, "approx"] if approx else POINT_FIELDS)
-    for p in points:
-        writer.writerow(
-            [*point_row(p), "true" if p.approx else "false"] if approx else point_row(p)
-        )
-    return buf.getvalue()
-
-
-def point_json(p: RangePoint) -> str:
-    """A point as the server writes it: revenue with exactly two decimals (json.dumps would
-    write a float's repr)."""
-    peak = "null" if p.peak_current is None else str(p.peak_current)
-    approx = ',"approx":true' if p.approx else ""
-    return (
-        f'{{"start":{json.dumps(p.start.isoformat())},"revenue":{p.revenue:.2f},'
-        f'"completed":{p.completed},"failed":{p.failed},"started":{p.started},'
-        f'"views":{p.views},"{ACTIVE_USERS}":{p.active_users},"peakCurrent":{peak}{approx}}}'
-    )
-
-
-def range_json(answer: RangeAnswer) -> str:
-    """The answer in the server's own shape, one object."""
-    head = ",".join(
-        f"{json.dumps(k)}:{json.dumps(v)}"
-        for k, v in (
-            ("type", RANGE_TYPE),
-            ("from", answer.start),
-            ("to", answer.end),
-            ("step", answer.step),
-            ("tz", answer.tz),
-        )
-    )
-    return "{" + head + ',"points":[' + ",".join(map(point_json, answer.points)) + "]}\n"
+    assert first is not None  # the loop ran at least once
+    # ``from`` and ``to`` as the server read them (aware, in its zone).
+    return Range(first.start, page.end, step, first.tz, tuple(points))

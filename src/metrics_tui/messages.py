@@ -12,8 +12,7 @@ from typing import Literal
 
 from textual.message import Message
 
-from metrics_protocol.wire import Metrics
-from metrics_tui.history import RangeAnswer
+from metrics_protocol.wire import Metrics, Range
 from metrics_tui.ranges import RangeSpec
 
 #: Where a snapshot came from and what it means for the charts: ``interval`` and ``poll``
@@ -98,7 +97,7 @@ class RangeReceived(Message):
     """The answer to a range view's request (``spec`` says which view asked)."""
 
     spec: RangeSpec
-    answer: RangeAnswer
+    answer: Range
 
 
 @dataclass

@@ -7,18 +7,18 @@ them in its ``--tz``: a day is the server's day, as on its cards.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from metrics_protocol.wire import MAX_RANGE_POINTS, Range, RangePoint
+from metrics_protocol.wire import RANGE_STEPS as STEPS
 from metrics_tui.history import (
     BAR_STEPS,
-    MAX_RANGE_POINTS,
     NOMINAL,
     STEP_NAMES,
-    STEPS,
-    RangePoint,
     endpoint_text,
     estimate_points,
     parse_endpoint,
@@ -78,8 +78,13 @@ class RangeSpec:
         """Seconds between refreshes: the step, or a minute if the step is shorter."""
         return max(MIN_REFRESH, NOMINAL[self.step].total_seconds())
 
-    def shown(self, points: Sequence[RangePoint]) -> Sequence[RangePoint]:
-        return points[-self.keep :] if self.keep else points
+    def shown(self, answer: Range) -> Range:
+        """What the charts show of an answer: a preset's last ``keep`` points, the range
+        starting at the first of them (what ``e`` exports and names its file after)."""
+        points = answer.points[-self.keep :] if self.keep else answer.points
+        if len(points) == len(answer.points):
+            return answer
+        return dataclasses.replace(answer, start=points[0].start, points=points)
 
 
 @dataclass(frozen=True)
@@ -245,15 +250,3 @@ def stamp_format(step: str, points: Sequence[RangePoint]) -> Callable[[datetime]
     else:
         fmt = "%H:%M"
     return lambda moment: moment.strftime(fmt)
-
-
-def export_name(step: str, points: Sequence[RangePoint]) -> str:
-    """``metrics-2026-11-01-2026-11-30-1d.csv``: the first and last bucket and the step."""
-    if not points:
-        return f"metrics-empty-{step}.csv"
-    day = step in BAR_STEPS
-
-    def name(moment: datetime) -> str:
-        return moment.strftime("%Y-%m-%d" if day else "%Y-%m-%dT%H%M")
-
-    return f"metrics-{name(points[0].start)}-{name(points[-1].start)}-{step}.csv"

@@ -21,12 +21,12 @@ from textual.css.query import NoMatches
 from textual.timer import Timer
 
 from metrics_protocol.figures import CSV_COLUMNS, SCHEMA
-from metrics_tui.history import RangeError, RangePoint, decode_range, range_csv
+from metrics_protocol.wire import Range, RangePoint, decode_range, range_csv, range_filename
+from metrics_tui.history import RangeError
 from metrics_tui.messages import RangeFailed, RangeReceived
 from metrics_tui.ranges import (
     PRESETS,
     RangeSpec,
-    export_name,
     parse_range,
     stamp_format,
 )
@@ -57,6 +57,8 @@ class RangeViews:
     range: RangeSpec | None = None
     #: The points the charts show (exact: Decimal revenue), oldest first.
     range_points: Sequence[RangePoint] = ()
+    #: The same as a range (``from`` the first of them), for ``e``.
+    range_shown: Range | None = None
     #: Where ``e`` writes; None is the current directory.
     export_dir: str | None = None
     #: The wall clock the views are relative to (local, aware); replaceable in tests.
@@ -90,12 +92,12 @@ class RangeViews:
 
     def action_export(self) -> None:
         """Write what the charts show to a CSV file and say where."""
-        if self.range is not None:
-            points = list(self.range_points)
-            if not points:
+        if self.range is not None and self.range_shown is not None:
+            shown = self.range_shown
+            if not shown.points:
                 self.notify("Nothing to export: the range has no points", severity="warning")
                 return
-            name, text, count = export_name(self.range.step, points), range_csv(points), len(points)
+            name, text, count = range_filename(shown), range_csv(shown), len(shown.points)
         else:
             snapshots = list(self.points)
             if not snapshots:
@@ -126,6 +128,7 @@ class RangeViews:
             self._range_timer = None
         self.workers.cancel_group(self, "range")
         self.range, self._range_wanted, self.range_points = None, None, ()
+        self.range_shown = None
         self._show_charts()
 
     def show_range(self, spec: RangeSpec) -> None:
@@ -177,7 +180,8 @@ class RangeViews:
                 self._range_timer.stop()
             self._range_timer = self.set_interval(spec.refresh_every, self._refresh_range)
         self.range = spec
-        self.range_points = spec.shown(message.answer.points)
+        self.range_shown = spec.shown(message.answer)
+        self.range_points = self.range_shown.points
         self._charts_dirty = True
         if new_view or not self.paused:  # a refresh waits for the pause to end
             self._show_charts()

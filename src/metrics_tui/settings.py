@@ -4,7 +4,8 @@ top-level keys of its configuration file (config.py reads the rest of that file)
 from __future__ import annotations
 
 from metrics_protocol.settings import Setting, positive_float, whole
-from metrics_tui.history import STEPS, endpoint_text, parse_endpoint
+from metrics_protocol.wire import RANGE_STEPS as STEPS
+from metrics_tui.history import endpoint_text, parse_endpoint
 from metrics_tui.wire import DEFAULT_URL, validate_ws_url
 
 #: --once gives up after this many seconds; a server that accepts and never answers used to

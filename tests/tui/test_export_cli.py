@@ -15,12 +15,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from metrics_protocol.wire import loads
-from metrics_tui.history import MAX_RANGE_POINTS, POINT_FIELDS, decode_range
+from metrics_protocol.wire import HISTORY_PATH, RANGE_CSV_COLUMNS, decode_range, loads
 
-from .conftest import free_port
+from .conftest import free_port, history_requests
 
 NOVEMBER = ("--from", "2026-11-01", "--to", "2026-12-01", "--step", "1d")
 
@@ -53,30 +53,36 @@ async def test_a_month_by_day_to_stdout(range_server: Any) -> None:
     code, out, err = await export("--url", range_server.url, *NOVEMBER)
     assert code == 0 and err == ""
     table = rows(out)
-    assert out.splitlines()[0] == ",".join(POINT_FIELDS)
+    assert out.splitlines()[0] == ",".join(RANGE_CSV_COLUMNS)
     assert [r["start"][:10] for r in table] == [f"2026-11-{d:02d}" for d in range(1, 31)]
     assert all(r["start"].endswith("+01:00") for r in table)  # Paris days, offset written
     assert all(len(r["revenue"].rsplit(".", 1)[1]) == 2 for r in table)
-    assert [s.transport for s in range_server.seen] == ["rest"]
+    assert history_requests(range_server) == 1  # one request over REST
+    # Byte for byte what the server itself writes for that range.
+    async with httpx.AsyncClient() as http:
+        params = {"from": "2026-11-01", "to": "2026-12-01", "step": "1d", "format": "csv"}
+        theirs = await http.get(range_server.http_url + HISTORY_PATH, params=params)
+    assert out == theirs.text
 
 
 async def test_piped_and_to_a_file_are_the_same(range_server: Any, tmp_path: Path) -> None:
-    target = tmp_path / "november.csv"
+    target = tmp_path / "out" / "november.csv"
+    target.parent.mkdir()
     code, piped, err = await export("--url", range_server.url, *NOVEMBER)
     assert code == 0
     code, out, err = await export("--url", range_server.url, *NOVEMBER, "-o", str(target))
     assert code == 0 and out == "" and err == ""
-    assert target.read_text() == piped
-    assert os.listdir(tmp_path) == ["november.csv"]  # no temporary file left
+    assert target.read_bytes().decode() == piped
+    assert os.listdir(target.parent) == ["november.csv"]  # no temporary file left
 
 
 async def test_json_holds_the_same_exact_points(range_server: Any) -> None:
     code, out, _ = await export("--url", range_server.url, *NOVEMBER, "--format", "json")
     assert code == 0
     answer = decode_range(loads(out))
-    assert (answer.start, answer.end, answer.step, answer.tz) == (
-        "2026-11-01",
-        "2026-12-01",
+    assert (answer.start.isoformat(), answer.end.isoformat(), answer.step, answer.tz) == (
+        "2026-11-01T00:00:00+01:00",
+        "2026-12-01T00:00:00+01:00",
         "1d",
         "Europe/Paris",
     )
@@ -97,8 +103,8 @@ async def test_a_long_range_comes_in_pages(range_server: Any) -> None:
     assert len(starts) == 10 * 1440 + 60
     assert len(set(starts)) == len(starts) and starts == sorted(starts)
     assert all((b - a).total_seconds() == 60 for a, b in itertools.pairwise(starts))
-    pages = range_server.seen
-    assert len(pages) >= 3 and all(p.points <= MAX_RANGE_POINTS for p in pages)
+    # The server refuses more than 5,000 points a request (400): three pages answered.
+    assert history_requests(range_server) == 3 and history_requests(range_server, 400) == 0
 
 
 async def test_a_terminal_gets_a_progress_bar(range_server: Any) -> None:
@@ -151,15 +157,16 @@ async def test_bad_arguments_are_exit_2(
 ) -> None:
     code, out, err = await export("--url", range_server.url, *args)
     assert code == 2 and out == "" and says in err
-    assert range_server.seen == []  # refused before asking
+    assert history_requests(range_server) == 0  # refused before asking
 
 
 async def test_a_range_the_server_refuses_is_exit_2(range_server: Any) -> None:
-    # Ends of different kinds are compared by the server, in its zone: here it says no.
-    args = ("--from", "2026-11-02T00:00:00+01:00", "--to", "2026-11-01", "--step", "1d")
+    """The server's reason, in one line (its ranges start in 1970)."""
+    args = ("--from", "1960-01-01", "--to", "1960-02-01", "--step", "1d")
     code, out, err = await export("--url", range_server.url, *args)
     assert code == 2 and out == ""
-    assert err.count("\n") == 1 and "from" in err
+    assert err.count("\n") == 1 and "'from' must be from 1970-01-01" in err
+    assert history_requests(range_server, 400) == 1
 
 
 async def test_the_monitor_refuses_an_export_dir_that_is_not_one(tmp_path: Path) -> None:

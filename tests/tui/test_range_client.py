@@ -8,20 +8,40 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from metrics_protocol.wire import encode, encode_history, encode_metrics, loads
+from metrics_protocol.wire import (
+    ActiveUsers,
+    Content,
+    Metrics,
+    Revenue,
+    Transactions,
+    encode,
+    encode_history,
+    encode_metrics,
+    loads,
+)
 from metrics_tui.client import MetricsClient
 from metrics_tui.history import RangeError
 
 from .conftest import wait_until
-from .range_double import snapshot
 
 Behaviour = Callable[[ServerConnection, dict[str, Any]], Any]
+
+
+def snapshot(now: datetime) -> Metrics:
+    return Metrics(
+        timestamp=now,
+        revenue=Revenue(*(Decimal(v) for v in ("1212.75", "12.50", "1212.75", "1212.75"))),
+        active_users=ActiveUsers(2, 2, 2),
+        transactions=Transactions(4, 1, 2, 1),
+        content=Content(10, 2, Decimal("20.00")),
+    )
 
 
 @contextlib.asynccontextmanager

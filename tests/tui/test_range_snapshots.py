@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from textual.pilot import Pilot
 
-from metrics_tui.history import RangeAnswer, RangePoint
+from metrics_protocol.wire import Range, RangePoint
 from metrics_tui.messages import RangeReceived
 from metrics_tui.ranges import PRESETS, RangeSpec
 
@@ -72,7 +72,7 @@ def show(spec: RangeSpec, points: tuple[RangePoint, ...]):  # type: ignore[no-un
         app = pilot.app
         app._range_wanted = spec  # type: ignore[attr-defined]  # as show_range does
         app.post_message(
-            RangeReceived(spec, RangeAnswer("", "", spec.step, "Europe/Paris", points))
+            RangeReceived(spec, Range(points[0].start, END, spec.step, "Europe/Paris", points))
         )
         await pilot.pause()
 

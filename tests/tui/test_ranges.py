@@ -1,10 +1,8 @@
-"""Range views without a screen: the input, the fitted step, presets, paging, exact reading."""
+"""Range views without a screen: the input, the fitted step, presets and paging, checked
+against the server's own calendar (metrics_server.ranges, the code that answers ranges)."""
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,34 +11,37 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from metrics_protocol.wire import ProtocolError, loads
-from metrics_tui.history import (
+from metrics_protocol.wire import (
     MAX_RANGE_POINTS,
-    POINT_FIELDS,
-    RangeAnswer,
+    Range,
     decode_range,
-    fetch_pages,
-    page_span,
-    range_csv,
-    range_json,
+    encode_range,
+    loads,
+    range_filename,
 )
-from metrics_tui.ranges import (
-    PRESETS,
-    RangeInputError,
-    export_name,
-    parse_range,
-    stamp_format,
-)
+from metrics_server.ranges import Calendar
+from metrics_tui.history import fetch_pages, page_span
+from metrics_tui.ranges import PRESETS, RangeInputError, parse_range, stamp_format
 from metrics_tui.widgets.range_chart import DOTS, bar_layout, braille_line, group_sums
-
-from .range_double import RangeDouble
 
 PARIS = ZoneInfo("Europe/Paris")
 
 
-def range_of(double: RangeDouble, start: str, end: str, step: str) -> RangeAnswer:
-    """The double's answer, through the wire text and the monitor's reader."""
-    return decode_range(loads(double.dumps(double.answer(start, end, step, "x"))))
+def server_answer(zone: str, start: str, end: str, step: str) -> str:
+    """The server's answer to a range (its calendar, its encoder), with made-up figures; over
+    MAX_RANGE_POINTS it raises the server's own refusal."""
+    calendar = Calendar(zone)
+    query = calendar.parse({"from": start, "to": end, "step": step})
+    rows = [
+        (s, (s // 60 * 7919) % 250_000, s % 17, s % 3, s % 19, s % 401, 20 + s % 13, None)
+        for s in query.starts
+    ]
+    return encode_range(calendar.answer(query, rows))
+
+
+def range_of(zone: str, start: str, end: str, step: str) -> Range:
+    """That answer as the monitor reads it."""
+    return decode_range(loads(server_answer(zone, start, end, step)))
 
 
 #: A Sunday in November, 10:00 in Paris.
@@ -113,7 +114,6 @@ def test_a_range_too_long_for_any_step() -> None:
 def test_presets_hold_their_count_in_any_zone(key: str, zone: str) -> None:
     """Whatever the server's zone and the moment (month ends, DST days, a year end), a preset
     gets at least its count of buckets, and the last one holds the present."""
-    double = RangeDouble(zone)
     preset = PRESETS[key]
     moments = [
         datetime(2026, 3, 29, 0, 30, tzinfo=UTC),  # Paris springs forward that night
@@ -125,10 +125,10 @@ def test_presets_hold_their_count_in_any_zone(key: str, zone: str) -> None:
     for now in moments:
         spec = preset.spec(now)
         assert spec.step == preset.step and spec.keep == preset.count
-        answer = range_of(double, spec.start, spec.end, spec.step)
-        shown = spec.shown(answer.points)
-        assert len(shown) == preset.count, (now, len(answer.points))
-        assert shown[-1].start <= now
+        answer = range_of(zone, spec.start, spec.end, spec.step)
+        shown = spec.shown(answer)
+        assert len(shown.points) == preset.count, (now, len(answer.points))
+        assert shown.points[-1].start <= now and shown.start == shown.points[0].start
 
 
 def test_titles_name_the_range_and_step() -> None:
@@ -157,45 +157,18 @@ def body(**changes: Any) -> str:
     revenue = point.pop("revenue")
     fields = json.dumps(point)[1:-1] + f',"revenue":{revenue}'
     return (
-        '{"type":"range","from":"2026-11-01","to":"2026-12-01","step":"1d",'
+        '{"type":"range","from":"2026-11-01T00:00:00+01:00","to":"2026-12-01T00:00:00+01:00",'
+        '"step":"1d",'
         f'"tz":"Europe/Paris","points":[{{{fields}}}]}}'
     )
 
 
 def test_money_is_read_exactly() -> None:
+    """What the monitor draws and exports comes from Decimals, up to the int64 bound."""
     answer = decode_range(loads(body(revenue="92233720368547758.07")))
     assert answer.points[0].revenue == Decimal("92233720368547758.07")
     assert answer.points[0].start == datetime(2026, 11, 2, tzinfo=PARIS)
     assert decode_range(loads(body(peakCurrent=None))).points[0].peak_current is None
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"revenue": "12.345"},
-        {"revenue": "-1.00"},
-        {"revenue": "true"},
-        {"completed": -1},
-        {"views": 1.5},
-        {"start": "2026-11-02T00:00:00"},
-        {"start": "yesterday"},
-    ],
-)
-def test_malformed_points_are_refused(change: dict[str, Any]) -> None:
-    with pytest.raises(ProtocolError):
-        decode_range(loads(body(**change)))
-
-
-def test_csv_and_json_give_back_the_exact_points() -> None:
-    double = RangeDouble("Asia/Kathmandu")
-    answer = range_of(double, "2026-11-01", "2026-11-03", "1h")
-    rows = list(csv.DictReader(io.StringIO(range_csv(answer.points))))
-    assert tuple(rows[0]) == POINT_FIELDS and len(rows) == 48
-    for row, p in zip(rows, answer.points, strict=True):
-        assert Decimal(row["revenue"]) == p.revenue and len(row["revenue"].split(".")[1]) == 2
-        assert datetime.fromisoformat(row["start"]) == p.start
-        assert row["peakCurrent"] == ("" if p.peak_current is None else str(p.peak_current))
-    assert decode_range(loads(range_json(answer))) == answer
 
 
 # --------------------------------------------------------------------------- paging
@@ -212,30 +185,27 @@ def test_csv_and_json_give_back_the_exact_points() -> None:
     ],
 )
 async def test_pages_join_into_the_whole_range(zone: str, start: str, end: str, step: str) -> None:
-    """Every bucket once, in order, none missing, and no request over the limit."""
-    double = RangeDouble(zone)
+    """Every bucket once, in order, none missing, and no request over the limit (the server's
+    calendar refuses one)."""
+    asked: list[int] = []
 
     async def fetch(a: str, b: str) -> Any:
-        return loads(double.dumps(double.answer(a, b, step, "x")))
+        text = server_answer(zone, a, b, step)
+        asked.append(len(decode_range(loads(text)).points))
+        return loads(text)
 
     seen: list[tuple[int, int]] = []
-    answer = await fetch_pages(
-        fetch, start, end, step, lambda done, total: seen.append((done, total))
-    )
-    starts = [p.start for p in answer.points]
-    assert all(n.points <= MAX_RANGE_POINTS for n in double.seen)
-    assert len(set(starts)) == len(starts) and starts == sorted(starts)
-    first = double._floor(double._moment("from", start), step)
-    assert starts[0] == first
-    last_end = double._next(starts[-1], step)
-    assert last_end >= double._moment("to", end) > starts[-1]
-    for a, b in itertools.pairwise(starts):
-        assert double._next(a, step) == b  # no gap
-    assert seen[-1] == (len(starts), len(starts))
-    pages = [n for n in double.seen if n.points > 1]  # a probe asks for one bucket
-    assert len(pages) == -(-len(starts) // (MAX_RANGE_POINTS - 2)) or len(pages) == 1 == len(
-        double.seen
-    )
+    answer = await fetch_pages(fetch, start, end, step, lambda *progress: seen.append(progress))
+    calendar = Calendar(zone)
+    begin, finish = calendar.parse_instant(start, "from"), calendar.parse_instant(end, "to")
+    # The whole range in one go, were there no limit: the same buckets, each once.
+    whole = calendar.starts(step, begin, finish, limit=10**6)
+    assert [int(p.start.timestamp()) for p in answer.points] == whole
+    assert all(n <= MAX_RANGE_POINTS for n in asked)
+    pages = [n for n in asked if n > 1]  # a probe asks for one bucket
+    assert len(pages) == -(-len(whole) // (MAX_RANGE_POINTS - 2))
+    assert seen[-1] == (len(whole), len(whole))
+    assert (answer.start.timestamp(), answer.end.timestamp()) == (begin, finish)
 
 
 def test_a_page_never_asks_for_more_than_the_limit() -> None:
@@ -246,12 +216,12 @@ def test_a_page_never_asks_for_more_than_the_limit() -> None:
 # --------------------------------------------------------------------------- drawing helpers
 
 
-def test_export_name_says_the_range() -> None:
-    double = RangeDouble("Europe/Paris")
-    days = range_of(double, "2026-11-01", "2026-12-01", "1d")
-    assert export_name("1d", days.points) == "metrics-2026-11-01-2026-11-30-1d.csv"
-    mins = range_of(double, "2026-11-01T10:15", "2026-11-01T11:00", "15m")
-    assert export_name("15m", mins.points) == "metrics-2026-11-01T1015-2026-11-01T1045-15m.csv"
+def test_an_export_is_named_after_what_is_shown() -> None:
+    spec = PRESETS["5"].spec(datetime(2026, 11, 30, 17, 31, 22, tzinfo=UTC))
+    answer = range_of("Europe/Paris", spec.start, spec.end, spec.step)
+    shown = spec.shown(answer)
+    assert len(answer.points) == 32 and len(shown.points) == 30  # a day more is asked for
+    assert range_filename(shown) == "metrics_2026-11-01_2026-11-30T183122_1d.csv"
 
 
 def test_a_line_shows_every_extreme_unbroken() -> None:
@@ -279,10 +249,9 @@ def test_bars_fit_their_columns() -> None:
 
 
 def test_the_axis_names_the_day_when_a_range_crosses_midnight() -> None:
-    double = RangeDouble("Europe/Paris")
-    day = range_of(double, "2026-11-14T17:45", "2026-11-15T17:45", "15m").points
+    day = range_of("Europe/Paris", "2026-11-14T17:45", "2026-11-15T17:45", "15m").points
     assert stamp_format("15m", day)(day[0].start) == "14 Nov 17:45"
-    hour = range_of(double, "2026-11-15T09:30", "2026-11-15T10:30", "1m").points
+    hour = range_of("Europe/Paris", "2026-11-15T09:30", "2026-11-15T10:30", "1m").points
     assert stamp_format("1m", hour)(hour[-1].start) == "10:29"
-    months = range_of(double, "2025-12-01", "2026-12-01", "1mo").points
+    months = range_of("Europe/Paris", "2025-12-01", "2026-12-01", "1mo").points
     assert stamp_format("1mo", months)(months[0].start) == "Dec 2025"
