@@ -106,3 +106,16 @@ async def test_soak(capsys: pytest.CaptureFixture[str]) -> None:
     assert "errors: 0; server exit code 0" in lines, lines
     cut = re.search(r"(\d+) cut off by the server", lines)
     assert cut and int(cut[1]) > 0, lines  # the ping flooder was, at least once
+
+
+def test_ingest_on_postgres(postgres) -> None:
+    out = ingest.run_pg(postgres.url, duration=0.4, rounds=1, producers=2, verbose=False)
+    assert out["eps"] > 0 and out["copy_eps"] > 0 and out["many_eps"] > 0
+    assert out["stored"] == out["acked"] > 0  # every acknowledged event is committed
+
+
+def test_snapshot_on_postgres(postgres) -> None:
+    out = snapshot.run(
+        10_000, 30_000, blocks=2, calls=10, rest_calls=3, store=postgres.url, verbose=False
+    )
+    assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0

@@ -23,7 +23,7 @@ from .http import Access, make_router
 from .hub import Hub, Limits
 from .security import server_ssl_context, split_target
 from .service import MetricsService
-from .store import SQLiteStore
+from .store import SQLiteStore, open_store
 from .telemetry import Exposition, Gauges
 
 log = logging.getLogger("metrics_server")
@@ -52,6 +52,10 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 3000
     db: str = "metrics.db"
+    #: A store URL (sqlite:///PATH, postgresql://...); None: the SQLite file ``db``.
+    store: str | None = None
+    #: Cross-instance fan-out (coming): only recorded in a shared store's registry for now.
+    broker: str | None = None
     interval: float = 5.0
     tz: str = "UTC"
     history: int = 20
@@ -88,7 +92,10 @@ class MetricsServer:
     async def start(self) -> MetricsServer:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        store = await loop.run_in_executor(None, SQLiteStore, cfg.db)
+        if cfg.store:
+            store = await loop.run_in_executor(None, open_store, cfg.store)
+        else:
+            store = await loop.run_in_executor(None, SQLiteStore, cfg.db)
         service = MetricsService(
             store,
             tz=cfg.tz,
@@ -99,6 +106,7 @@ class MetricsServer:
         )
         traffic = DemoTraffic() if cfg.demo else None
         try:
+            await loop.run_in_executor(None, store.register, cfg.broker)
             await service.start()
             if traffic is not None:
                 await prepare_demo(service, traffic)

@@ -38,7 +38,7 @@ from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan
 from .events import ContentView, Event, EventError, TransactionEvent, UserActivity, parse_batch
 from .logs import event
 from .ranges import Calendar, RangeQuery
-from .store import BatchKey, Store, StoreError
+from .store import HEARTBEAT_SECONDS, BatchKey, Store, StoreError
 from .telemetry import Telemetry
 
 log = logging.getLogger("metrics_server")
@@ -120,6 +120,7 @@ class MetricsService:
         self._lock = asyncio.Lock()
         self._pending: list[_Batch] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._push_handle: asyncio.TimerHandle | None = None
         self._last_push = float("-inf")
         self._last_figures: tuple[Any, ...] | None = None
@@ -127,6 +128,11 @@ class MetricsService:
         self.telemetry = Telemetry(event_names=EVENT_NAMES)
         #: When the oldest commit not yet pushed to subscribers was applied (perf_counter).
         self._unpushed_since: float | None = None
+        # After a failed commit, whose outcome a lost connection leaves unknown, the rollups
+        # are rebuilt from the store before the next group (which the worker hands over here).
+        self._resync = False
+        self._fresh: Rollups | None = None
+        self._commit_started: float | None = None
 
     # ---- lifecycle
 
@@ -222,6 +228,12 @@ class MetricsService:
                 if not batch.done.done():
                     batch.done.set_exception(exc)
             raise
+        if self._fresh is not None:  # what the store holds, and this server's unsaved peaks
+            fresh, old = self._fresh, self.rollups
+            for minute in old.unsaved_peaks:
+                fresh.peaks[minute] = max(fresh.peaks.get(minute, 0), old.peaks.get(minute, 0))
+            fresh.unsaved_peaks = old.unsaved_peaks
+            self.rollups, self._fresh = fresh, None
         now = self.clock()
         applied = False
         for batch, result in zip(group, results, strict=True):
@@ -249,14 +261,46 @@ class MetricsService:
     def _plan_and_commit(self, batches: list[_Batch]) -> list[Plan | Receipt | Exception]:
         """Plan each batch in order (each sees the ones before it), then commit the valid ones
         and their keys in one transaction. Returns, per batch, its plan, the receipt of the
-        batch whose key it repeats, or the exception that refuses it."""
+        batch whose key it repeats, or the exception that refuses it.
+
+        Reads and commit share one ``store.atomic()`` scope: on a store shared by several
+        servers, none can change a transaction, a key or the revenue total in between."""
         results: list[Plan | Receipt | Exception] = []
+        repeats: set[int] = set()  # results that repeat a key of this group: its commit decides
+        try:
+            if self._resync:
+                now = self.clock()
+                state = self.store.load(now, USER_HORIZON, 0)
+                fresh = Rollups(self.rollups.tz)
+                try:
+                    fresh.load(state.counters, state.revenue_buckets, state.users, state.peaks, now)
+                except StoredStateError as exc:
+                    raise StoreError(f"cannot reload the figures: {exc}") from None
+                self._fresh, self._resync = fresh, False
+            self._commit_started = None
+            with self.store.atomic():
+                self._plan_group(batches, results, repeats)
+        except StoreError as exc:
+            self.store_error = str(exc)
+            self._resync = True
+            self._store_failed("commit", exc, batches=len(batches))
+            results += [exc] * (len(batches) - len(results))  # those not planned yet
+            return [
+                StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
+                for i, r in enumerate(results)
+            ]
+        if self._commit_started is not None:  # the writes and the COMMIT that ends the scope
+            self.telemetry.commit_seconds.observe(time.perf_counter() - self._commit_started)
+        return results
+
+    def _plan_group(
+        self, batches: list[_Batch], results: list[Plan | Receipt | Exception], repeats: set[int]
+    ) -> None:
         plans: list[Plan] = []
         planned: dict[str, TxnRecord] = {}  # states written by earlier batches of this group
-        # Read here, on the store's thread, while the loop holds the lock: nothing applies now.
-        revenue = self.rollups.counters.revenue_cents
+        # The stored total, not this server's: another one may have added to it.
+        revenue = self.store.revenue_total()
         keys: dict[str, BatchKey] = {}  # keys of this group's planned batches
-        repeats: set[int] = set()  # results that repeat a key of this group: its commit decides
         now = self.clock()
         for batch in batches:
             events, key = batch.events, batch.key
@@ -280,7 +324,7 @@ class MetricsService:
                 known.update((i, planned[i]) for i in ids if i in planned)
                 plan = plan_batch(events, known, revenue)
                 plan.ranges = self.calendar.delta(plan)
-            except (EventError, StoreError, KeyReused) as exc:
+            except (EventError, KeyReused) as exc:
                 repeats.discard(len(results))
                 results.append(exc)
                 continue
@@ -291,18 +335,8 @@ class MetricsService:
             if key is not None:
                 keys[key] = BatchKey(len(events), batch.digest, now)
         if plans:
-            started = time.perf_counter()
-            try:
-                self.store.commit_many(plans, keys)
-            except StoreError as exc:
-                self.store_error = str(exc)
-                self._store_failed("commit", exc, batches=len(plans))
-                return [
-                    StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
-                    for i, r in enumerate(results)
-                ]
-            self.telemetry.commit_seconds.observe(time.perf_counter() - started)
-        return results
+            self._commit_started = time.perf_counter()
+            self.store.commit_many(plans, keys)
 
     async def track_user_activity(self, user_id: str, ts: Any = None) -> None:
         await self.ingest([_event("user_activity", userId=user_id, ts=ts)])
@@ -459,13 +493,31 @@ class MetricsService:
     def start_metrics_updates(self) -> None:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick_loop(), name="metrics-ticker")
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="metrics-heartbeat")
 
     async def stop_metrics_updates(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        for task in (self._ticker, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._heartbeat = None
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep this server's entry in a shared store's registry live (not on the interval:
+        at --interval 3600 it would lapse)."""
+        failing = False
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._run(self.store.heartbeat)
+            except StoreError as exc:
+                if not failing:  # once per outage, not every 2 s
+                    log.warning("%s", exc)
+                failing = True
+            else:
+                failing = False
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()

@@ -33,6 +33,8 @@ OTHER = {
     "host": "0.0.0.0",
     "port": "4001",
     "db": "/srv/other.db",
+    "store": "postgresql://metrics@db.example:5432/metrics",
+    "broker": "redis://redis.example:6379/0",
     "interval": "0.5",
     "tz": "Europe/Paris",
     "history": "7",

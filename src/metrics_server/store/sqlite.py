@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +156,7 @@ class SQLiteStore:
     def __init__(self, path: str | Path, busy_timeout_ms: int = 2000) -> None:
         self.path = str(path)
         self._lock: DatabaseLock | None = None
+        self._scoped = False
         try:
             if self.path not in (":memory:", ""):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -196,8 +197,25 @@ class SQLiteStore:
         #: UTC minute -> users known to be in user_minutes (committed), for the newest minutes.
         self._recent: dict[int, set[str]] = {}
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _tx(self) -> contextlib.AbstractContextManager[None]:
+        # Inside atomic() the scope's transaction is the one: no nested BEGIN.
+        return contextlib.nullcontext() if self._scoped else _Transaction(self._db)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT: SQLite's write lock is taken at the start, so the
+        reads inside see the state the writes apply to (one server per file anyway)."""
+        if self._scoped:
+            raise RuntimeError("atomic() scopes do not nest")
+        try:
+            with _Transaction(self._db):
+                self._scoped = True
+                try:
+                    yield
+                finally:
+                    self._scoped = False
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write database: {exc}") from None
 
     def load(self, now: float, user_horizon: float, history: int) -> LoadedState:
         db = self._db
@@ -227,6 +245,15 @@ class SQLiteStore:
     def get_transactions(self, ids: Iterable[str]) -> dict[str, TxnRecord]:
         rows = self._select_in("SELECT id, status, amount_cents FROM transactions WHERE id", ids)
         return {txn_id: TxnRecord(status, cents) for txn_id, status, cents in rows}
+
+    def revenue_total(self) -> int:
+        try:
+            row = self._db.execute(
+                "SELECT value FROM counters WHERE name = 'revenue_cents'"
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read database: {exc}") from None
+        return row[0] if row and type(row[0]) is int else 0
 
     def commit_many(
         self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
@@ -501,6 +528,12 @@ class SQLiteStore:
                     db.execute("DELETE FROM history WHERE seq <= ?", (seq - keep,))
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write database: {exc}") from None
+
+    def register(self, broker: str | None) -> None:
+        """One server per file (the flock): no registry, and no broker to agree on."""
+
+    def heartbeat(self) -> None:
+        pass
 
     def event_count(self) -> int:
         return self._db.execute("SELECT count(*) FROM events").fetchone()[0]
