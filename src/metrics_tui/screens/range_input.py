@@ -13,8 +13,9 @@ from textual.widgets import Input, Static
 from metrics_tui.ranges import RangeInputError, RangeSpec
 
 HINT = (
-    "2026-11-01..2026-11-15 (the end not included) · yesterday · last week\n"
-    "this month · a step may follow: yesterday 5m · enter shows it, escape closes"
+    "2026-11-01..2026-11-15 (the end not included)\n"
+    "yesterday · last week · this month · today 5m (a step)\n"
+    "enter shows it, escape closes"
 )
 
 
