@@ -19,6 +19,7 @@ from bench import (
     memory,
     message_size,
     monitor,
+    scaleout,
     slow_subscriber,
     snapshot,
     soak,
@@ -119,3 +120,10 @@ def test_snapshot_on_postgres(postgres) -> None:
         10_000, 30_000, blocks=2, calls=10, rest_calls=3, store=postgres.url, verbose=False
     )
     assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0
+
+
+def test_scaleout(postgres, redis_url) -> None:
+    """One server and two behind one private Redis hold a handful of subscribers: every
+    subscriber got every broadcast (a step with a missing receipt would not count)."""
+    held = scaleout.capacity(postgres.url, "redis-server", {1: [10], 2: [20]}, 10.0, 0.5)
+    assert held == {1: 10, 2: 20}
