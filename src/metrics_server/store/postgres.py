@@ -44,7 +44,7 @@ LOCK_WRITE = 0x4D540001
 LOCK_MIGRATE = 0x4D540002
 LOCK_REGISTRY = 0x4D540003
 #: Held, session-level, by the server that computes the snapshots (the leader, cluster.py).
-LOCK_LEADER = 0x4D540004
+LOCK_LEADER = 0x4D540005  # (0x4D540004 is the range pruning's)
 
 #: An instance is live while its registry row is younger than 3 heartbeats (and a second of
 #: slack for a busy machine); a killed instance's row goes stale by itself.
