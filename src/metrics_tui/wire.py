@@ -7,11 +7,8 @@ where REST is used (polling, ``--once``): the monitor's first figures come over 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import ssl
-import statistics
 import sys
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -146,6 +143,13 @@ def tls_failure(exc: BaseException) -> str | None:
     return None
 
 
+def redact_url(url: str) -> str:
+    """A URL fit for a log line: no query or fragment (``?token=``) and no user or password."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def validate_ws_url(url: str) -> str:
     """Return the URL if it is a usable ws:// or wss:// URL, else raise ValueError."""
     parts = urlsplit(url)
@@ -165,16 +169,6 @@ def rest_url(ws_url: str) -> str:
     path = parts.path
     prefix = path[: -len(WS_METRICS_PATH)] if path.endswith(WS_METRICS_PATH) else ""
     return urlunsplit((scheme, parts.netloc, prefix.rstrip("/") + REST_METRICS_PATH, "", ""))
-
-
-def infer_interval(snapshots: Sequence[Metrics], fallback: float = DEFAULT_INTERVAL) -> float:
-    """The server's sampling interval, from the spacing of its history (it isn't announced)."""
-    stamps = [m.timestamp for m in snapshots]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
-    gaps = [g for g in gaps if g > 0]
-    if not gaps:
-        return fallback
-    return min(3600.0, max(0.2, round(statistics.median(gaps), 1)))
 
 
 def describe_error(exc: BaseException) -> str:
