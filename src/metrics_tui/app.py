@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import select
 import signal
@@ -12,9 +11,9 @@ import ssl
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from datetime import datetime
+from typing import Any
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -22,7 +21,9 @@ from textual.binding import Binding
 from textual.containers import Container
 from textual.css.query import NoMatches
 from textual.filter import Monochrome, NoColor
+from textual.reactive import var
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from metrics_server.protocol import Metrics
@@ -48,29 +49,41 @@ from metrics_tui.widgets.cards import (
     users_card,
 )
 from metrics_tui.widgets.charts import TrendChart
-from metrics_tui.widgets.status import StatusLine
+from metrics_tui.widgets.status import StatusLine, is_stale
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
 #: Seconds a hang-up leaves for a clean exit before the process is ended regardless.
 HANGUP_GRACE = 3.0
 
-_Draw = TypeVar("_Draw", bound=Callable[..., None])
+
+def follow(widget: Widget, source: App[Any], **names: str) -> None:
+    """Keep ``widget.<name>`` equal to ``source.<names[name]>`` from now on.
+
+    Textual's ``data_bind`` does this only from the node that composes the widget (here the
+    screen, not the app). Like it, this is a watch owned by the widget: it ends when the widget
+    is removed, so nothing is pushed into a widget that is gone.
+    """
+    for name, attr in names.items():
+        widget.watch(source, attr, _setter(widget, name))
 
 
-def _drawing(method: _Draw) -> _Draw:
-    """Drawing is best-effort: at shutdown widgets go before the last messages are handled."""
+def _setter(widget: Widget, name: str) -> Callable[[object], None]:
+    # One argument: Textual calls a two-argument watcher with (old, new).
+    def push(value: object) -> None:
+        setattr(widget, name, value)
 
-    @functools.wraps(method)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        with contextlib.suppress(NoMatches):
-            method(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+    return push
 
 
 class Dashboard(Screen[None]):
-    """The one screen: status line, cards, charts, footer. Picks a layout on every resize."""
+    """The one screen: status line, cards, charts, footer. Picks a layout on every resize.
+
+    It draws the app's state: its widgets follow the app's reactives (``follow``, or watches
+    owned by this screen), so a change is drawn when it happens, and only then. The watches end
+    with the screen, so nothing is drawn after it is gone; a widget it looks up by id and
+    cannot find raises ``NoMatches``, so a renamed id fails in tests rather than going blank.
+    """
 
     def __init__(self, url: str, clock: Callable[[], float], *, insecure: bool = False) -> None:
         super().__init__()
@@ -90,13 +103,7 @@ class Dashboard(Screen[None]):
                 yield transactions_card()
                 yield content_card()
             with Container(id="charts"):
-                yield TrendChart(
-                    "Revenue",
-                    "green",
-                    formatting.axis_money,
-                    title_fmt=formatting.money,
-                    id="revenue-chart",
-                )
+                yield TrendChart("Revenue", "green", formatting.axis_money, id="revenue-chart")
                 yield TrendChart(
                     "Active users", "blue", formatting.count, integer=True, id="users-chart"
                 )
@@ -106,8 +113,24 @@ class Dashboard(Screen[None]):
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
         app = self.app
-        if isinstance(app, MetricsApp):
-            app.dashboard_ready()
+        if not isinstance(app, MetricsApp):  # pragma: no cover
+            raise TypeError("the dashboard draws a MetricsApp")
+        # Each watch runs at once with the current value too: what arrived before the screen
+        # existed (the feed starts in on_load) is drawn now.
+        follow(
+            self.query_one(StatusLine),
+            app,
+            status="status",
+            last_update="last_update",
+            interval="interval",
+            paused="paused",
+            shown_at="shown_at",
+            now="now",
+        )
+        self.watch(app, "shown", self._show_cards)
+        self.watch(app, "shown_points", self._show_charts)
+        self.watch(app, "paused", self._show_marks)
+        self.watch(app, "stale", self._show_marks)
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_layout(event.size.width, event.size.height)
@@ -120,6 +143,38 @@ class Dashboard(Screen[None]):
                 f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
                 "q quits"
             )
+
+    def _show_cards(self, shown: Metrics | None) -> None:
+        if shown is None:
+            return
+        app = self.app
+        animate = isinstance(app, MetricsApp) and app.animating
+        for card_id, values in card_values(shown).items():
+            card = self.query_one(f"#{card_id}", MetricCard)
+            card.set_values(values, animate=animate)
+            if animate:
+                card.pulse()
+
+    def _show_charts(self, points: tuple[Metrics, ...]) -> None:
+        rev = [(float(m.revenue.total), m.timestamp) for m in points if m.revenue is not None]
+        usr = [(float(m.active_users.current), m.timestamp) for m in points if m.active_users]
+        self.query_one("#revenue-chart", TrendChart).set_points(
+            [v for v, _ in rev], [t for _, t in rev]
+        )
+        self.query_one("#users-chart", TrendChart).set_points(
+            [v for v, _ in usr], [t for _, t in usr]
+        )
+
+    def _show_marks(self) -> None:
+        """Dim the figures when stale, and say on every card why they do not move."""
+        app = self.app
+        if not isinstance(app, MetricsApp):  # pragma: no cover
+            return
+        self.query_one("#body").set_class(app.stale, "-stale")
+        marks = (("paused", app.paused), ("stale", app.stale))
+        subtitle = " · ".join(word for word, on in marks if on)
+        for card in self.query(MetricCard):
+            card.border_subtitle = subtitle
 
     def _set_layout_classes(self, width: int, height: int) -> bool:
         """Classes for the arrangement that fits; returns whether the footer must be compact."""
@@ -140,8 +195,10 @@ class Dashboard(Screen[None]):
 class MetricsApp(App[None]):
     """Live monitor of a metrics-server.
 
-    State (latest snapshot, chart points) lives here, not in widgets, so pausing only stops
-    drawing and resuming shows everything that arrived meanwhile.
+    State (latest snapshot, chart points) lives here in reactives, not in widgets, so pausing
+    only stops drawing and resuming shows everything that arrived meanwhile. The dashboard
+    draws it (see ``Dashboard``): setting a reactive to a new value is what redraws, and
+    setting it to the same value costs nothing.
     """
 
     CSS_PATH = "app.tcss"
@@ -152,6 +209,27 @@ class MetricsApp(App[None]):
         Binding("p", "toggle_pause", "Pause"),
         Binding("question_mark", "help", "Help", key_display="?"),
     ]
+
+    #: What the client said last about the connection.
+    status: var[Status] = var(Status(ConnState.CONNECTING), init=False)
+    #: The newest snapshot.
+    latest: var[Metrics | None] = var(None, init=False)
+    #: The chart points (interval and REST snapshots), oldest first, at most ``CHART_POINTS``.
+    points: var[tuple[Metrics, ...]] = var((), init=False)
+    #: The server's interval once it has stated it (never a default guess).
+    interval: var[float | None] = var(None, init=False)
+    paused: var[bool] = var(False, init=False)
+    #: When the newest snapshot arrived, on ``clock``.
+    last_update: var[float | None] = var(None, init=False)
+    #: ``clock`` at the last tick (1 Hz) or message: what ages and countdowns are drawn at.
+    now: var[float] = var(0.0, init=False)
+    #: What the cards and charts show: ``latest`` and ``points``, or what they were at pause.
+    shown: var[Metrics | None] = var(None, init=False)
+    shown_points: var[tuple[Metrics, ...]] = var((), init=False)
+    #: The server time of the snapshot on screen (named on the status line while paused).
+    shown_at: var[datetime | None] = var(None, init=False)
+    #: No update for two intervals, or figures held over from a lost connection.
+    stale: var[bool] = var(False, init=False)
 
     def __init__(
         self,
@@ -179,19 +257,7 @@ class MetricsApp(App[None]):
             self.theme = theme
         self._match_no_color_filter()
         self.client: MetricsClient | None = None
-        self.latest: Metrics | None = None
-        #: The snapshot the cards show; behind ``latest`` while paused.
-        self.shown: Metrics | None = None
-        self.points: deque[Metrics] = deque(maxlen=CHART_POINTS)
-        #: The server's interval once it has stated it (never a default guess).
-        self.interval: float | None = None
-        self.paused = False
-        self._cards_dirty = False
-        self._charts_dirty = False
-        self._marks = (False, False)  # (paused, stale) as last drawn on the cards
-        self._drawable = False
-        self.status = Status(ConnState.CONNECTING)
-        self.last_update: float | None = None
+        self.now = clock()
         self._hup_poll: select.poll | None = None
         self._hangup_watchdog: threading.Timer | None = None
 
@@ -231,13 +297,6 @@ class MetricsApp(App[None]):
         if not self.is_headless:
             self._watch_terminal()
 
-    def dashboard_ready(self) -> None:
-        """Draw whatever arrived before the widgets existed (the feed starts in on_load)."""
-        self._drawable = True
-        self._sync_status()
-        self._show_cards()
-        self._show_charts()
-
     def _watch_terminal(self) -> None:
         """Exit when the terminal goes away (ssh drop, tmux kill) instead of spinning."""
         with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
@@ -274,22 +333,35 @@ class MetricsApp(App[None]):
         if self._terminal_gone():
             self._hangup()
             return
-        self._sync_status()
+        self.now = self.clock()
 
-    @_drawing
-    def _sync_status(self) -> None:
-        if not self._drawable:
-            return
-        line = self.status_line
-        line.status = self.status
-        line.last_update = self.last_update
-        line.interval = self.interval
-        line.paused = self.paused
-        line.shown_at = self.shown.timestamp if self.shown is not None else None
-        self._update_marks()
-        line.refresh_if_changed()
+    # ------------------------------------------------------------------ derived state
 
-    # ------------------------------------------------------------------ widgets
+    def _check_stale(self) -> None:
+        self.stale = is_stale(self.status, self.last_update, self.interval, self.now)
+
+    # Staleness follows these four; the dashboard watches ``stale`` itself.
+    watch_status = watch_last_update = watch_interval = watch_now = _check_stale
+
+    def watch_latest(self, latest: Metrics | None) -> None:
+        if not self.paused:
+            self.shown = latest
+
+    def watch_points(self, points: tuple[Metrics, ...]) -> None:
+        if not self.paused:
+            self.shown_points = points
+
+    def watch_paused(self, paused: bool) -> None:
+        if not paused:  # catch up with everything that arrived meanwhile
+            self.shown = self.latest
+            self.shown_points = self.points
+
+    def watch_shown(self, shown: Metrics | None) -> None:
+        self.shown_at = shown.timestamp if shown is not None else None
+
+    @property
+    def animating(self) -> bool:
+        return self._animate and self.animation_level != "none"
 
     @property
     def status_line(self) -> StatusLine:
@@ -300,82 +372,24 @@ class MetricsApp(App[None]):
             raise NoMatches("no dashboard")
         return self.screen_stack[0]
 
-    def _animating(self) -> bool:
-        return self._animate and self.animation_level != "none"
-
-    @_drawing
-    def _show_cards(self) -> None:
-        if self.latest is None or not self._drawable:
-            return
-        screen = self._dashboard()
-        animate = self._animating()
-        for card_id, values in card_values(self.latest).items():
-            screen.query_one(f"#{card_id}", MetricCard).set_values(values, animate=animate)
-        if animate:
-            screen.query_one("#users", MetricCard).pulse()
-        self.shown = self.latest
-        self._cards_dirty = False
-
-    @_drawing
-    def _show_charts(self) -> None:
-        if not self._drawable:
-            return
-        screen = self._dashboard()
-        pts = [m for m in self.points]
-        rev = [(float(m.revenue.total), m.timestamp) for m in pts if m.revenue is not None]
-        usr = [(float(m.active_users.current), m.timestamp) for m in pts if m.active_users]
-        screen.query_one("#revenue-chart", TrendChart).set_points(
-            [v for v, _ in rev], [t for _, t in rev]
-        )
-        screen.query_one("#users-chart", TrendChart).set_points(
-            [v for v, _ in usr], [t for _, t in usr]
-        )
-        self._charts_dirty = False
-
-    @_drawing
-    def _update_marks(self) -> None:
-        if not self._drawable:
-            return
-        stale = self.status_line.is_stale()
-        marks = (self.paused, stale)
-        if marks == self._marks:
-            return
-        self._marks = marks
-        screen = self._dashboard()
-        screen.query_one("#body").set_class(stale, "-stale")
-        subtitle = " · ".join(w for w, on in (("paused", self.paused), ("stale", stale)) if on)
-        for card in screen.query(MetricCard):
-            card.border_subtitle = subtitle
-
     # ------------------------------------------------------------------ messages
 
     def on_metrics_updated(self, message: MetricsUpdated) -> None:
         if message.interval is not None:
             self.interval = message.interval
-        self.latest = message.metrics
-        self.last_update = self.clock()
-        self._cards_dirty = True
+        self.now = self.last_update = self.clock()
         if message.kind != "change":
-            self.points.append(message.metrics)
-            self._charts_dirty = True
-        if not self.paused:
-            self._show_cards()
-            if self._charts_dirty:
-                self._show_charts()
-        self._sync_status()
+            self.points = (*self.points, message.metrics)[-CHART_POINTS:]
+        self.latest = message.metrics
 
     def on_history_received(self, message: HistoryReceived) -> None:
+        self.now = self.clock()
         self.interval = message.interval
-        self.points.clear()
-        self.points.extend(message.snapshots[-CHART_POINTS:])
-        self._charts_dirty = True
-        if not self.paused:
-            self._show_charts()
-        self._sync_status()
+        self.points = tuple(message.snapshots[-CHART_POINTS:])
 
     def on_connection_changed(self, message: ConnectionChanged) -> None:
+        self.now = self.clock()
         self.status = message.status
-        self._sync_status()
 
     def on_server_error(self, message: ServerError) -> None:
         self.notify(f"{message.code}: {message.text}", title="Server error", severity="error")
@@ -389,13 +403,8 @@ class MetricsApp(App[None]):
             self.notify("Reconnecting…", timeout=2)
 
     def action_toggle_pause(self) -> None:
+        self.now = self.clock()
         self.paused = not self.paused
-        if not self.paused:
-            if self._cards_dirty:
-                self._show_cards()
-            if self._charts_dirty:
-                self._show_charts()
-        self._sync_status()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

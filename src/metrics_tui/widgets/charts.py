@@ -1,6 +1,8 @@
 """Trend charts: a sparkline where space is short, a plotext line chart with axes where not.
 
-Both views live in one widget and the stylesheet shows one of them. The hidden one takes its
+Both views live in one widget and the stylesheet shows one of them. New points go into the
+``points`` reactive, and its watcher hands them on only when they differ from the last ones;
+the title too is a reactive, redrawn only when its text changes. The hidden view takes its
 new data without asking for a repaint: Textual answers a repaint request from a widget that is
 not on screen by rebuilding the whole screen map, once a second here. It repaints when shown.
 
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import Sparkline, Static
 
 from metrics_tui import formatting
@@ -70,31 +73,31 @@ class TrendChart(Vertical):
     TrendChart > TrendPlot { height: 1fr; }
     """
 
+    #: The plotted values and the server times of their samples.
+    points: var[tuple[tuple[float, ...], tuple[datetime, ...]]] = var(((), ()), init=False)
+    #: The title line as shown.
+    title_text: var[str] = var("", init=False)
+
     def __init__(
         self,
         title: str,
         color: str,
         fmt: Callable[[float], str],
         *,
-        title_fmt: Callable[[float], str] | None = None,
         integer: bool = False,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(id=id, classes=classes)
         self.title = title
-        # ``title_fmt`` is accepted for existing callers; titles carry no figure any more
-        # (see the module's docstring).
-        del title_fmt
         self._fmt = fmt
         self._color = color
         self._integer = integer
-        self._title_text = f"{title} · waiting for data"
-        self._points: tuple[Sequence[float], Sequence[datetime]] = ((), ())
         self._plot: TrendPlot | None = None
+        self.set_reactive(TrendChart.title_text, chart_title(title, ()))
 
     def compose(self) -> ComposeResult:
-        yield Static(self._title_text, classes="chart-title", markup=False)
+        yield Static(self.title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
 
     def on_mount(self) -> None:
@@ -104,26 +107,30 @@ class TrendChart(Vertical):
         from metrics_tui.widgets.plot import TrendPlot
 
         plot = TrendPlot(self._color, self._fmt, integer=self._integer)
-        plot.set_points(*self._points)
+        plot.points = self.points
         self._plot = plot
         self.mount(plot)
 
     def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
-        """Replace the plotted points. Only what changed is redrawn, and nothing here changes a
-        size: the title is one line of fixed width, so it is updated without a layout pass."""
-        title = chart_title(self.title, stamps if values else ())
-        if title != self._title_text:
-            self._title_text = title
-            self.query_one(".chart-title", Static).update(title, layout=False)
+        """Replace the plotted points (the same ones again change nothing)."""
+        self.points = (tuple(values), tuple(stamps))
+
+    def watch_points(self, points: tuple[tuple[float, ...], tuple[datetime, ...]]) -> None:
+        """Only what changed is redrawn, and nothing here changes a size."""
+        values, stamps = points
+        self.title_text = chart_title(self.title, stamps if values else ())
         spark = self.query_one(TrendSpark)
-        if list(spark.data or []) != list(values):
-            if spark.is_on_screen:
-                spark.data = list(values)  # a new list, so the sparkline redraws
-            else:
-                spark.set_reactive(Sparkline.data, list(values))
-        self._points = (values, stamps)
+        data = list(values)  # a new list, so the sparkline sees a change
+        if spark.is_on_screen:
+            spark.data = data
+        else:
+            spark.set_reactive(Sparkline.data, data)
         if self._plot is not None:
-            self._plot.set_points(values, stamps)
+            self._plot.points = points
+
+    def watch_title_text(self, title: str) -> None:
+        # One line of fixed width: no layout pass.
+        self.query_one(".chart-title", Static).update(title, layout=False)
 
 
 def __getattr__(name: str) -> Any:

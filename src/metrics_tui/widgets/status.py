@@ -1,8 +1,9 @@
 """The status line: connection state, age of the last update, stale/paused/TLS markers.
 
-The app's 1 Hz ticker and every update ask it to redraw, and it repaints only when its text
-would read differently (at one update a second the age mostly stays "0s"), so a quiet second
-costs no repaint.
+What it shows comes in through reactives (the state, the age's two ends, the interval, pause),
+which follow the app's (``app.follow``): ``now`` moves with the app's 1 Hz ticker and with every
+message. A change repaints only when the text would read differently (at one update a second
+the age mostly stays "0s"), so a quiet second costs no repaint.
 
 What the line says is built by pure functions (``status_parts``, then ``fit``) in priority
 order: the state, then the age of the figures, then when and how often it retries, then why;
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.reactive import var
 from textual.widget import Widget
 
 from metrics_tui import formatting
@@ -46,6 +48,16 @@ def state_text(status: Status, now: float) -> str:
         case ConnState.WRONG_URL:
             return "Wrong URL"
     return status.state.value  # pragma: no cover
+
+
+def is_stale(status: Status, last_update: float | None, interval: float | None, now: float) -> bool:
+    """No update for two intervals, or figures held over from a lost connection."""
+    if last_update is None:
+        return False
+    if status.state not in (ConnState.LIVE, ConnState.POLLING):
+        return True
+    # Until the server states its interval, its default stands in (for dimming only).
+    return now - last_update > 2 * (interval or DEFAULT_INTERVAL)
 
 
 #: The shortest a cut reason may get (with its ellipsis) before it is dropped instead.
@@ -201,6 +213,18 @@ class StatusLine(Widget):
     StatusLine > .status--dim { color: $text-muted; }
     """
 
+    status: var[Status] = var(Status(ConnState.CONNECTING), init=False)
+    #: When the figures on screen arrived, on the app's clock.
+    last_update: var[float | None] = var(None, init=False)
+    #: The server's interval as it stated it; None (and not shown) until it has.
+    interval: var[float | None] = var(None, init=False)
+    paused: var[bool] = var(False, init=False)
+    #: Server time of the snapshot on screen, named while paused so frozen figures are not
+    #: taken for live ones.
+    shown_at: var[datetime | None] = var(None, init=False)
+    #: The app's clock as of its last tick or message: ages and countdowns are drawn at it.
+    now: var[float] = var(0.0, init=False)
+
     def __init__(
         self,
         url: str,
@@ -212,45 +236,34 @@ class StatusLine(Widget):
         super().__init__(id=id)
         parts = urlsplit(url)
         self.where = parts.netloc or url
-        self.clock = clock
         #: TLS without certificate checks: flagged for as long as the monitor runs.
         self.insecure = insecure
-        self.status = Status(ConnState.CONNECTING)
-        self.last_update: float | None = None
-        #: The server's interval as it stated it; None (and not shown) until it has.
-        self.interval: float | None = None
-        self.paused = False
-        #: Server time of the snapshot on screen, named while paused so frozen figures are
-        #: not taken for live ones.
-        self.shown_at: datetime | None = None
         self._drawn: Text | None = None
+        self.now = clock()
 
-    def refresh_if_changed(self) -> None:
+    def _redraw(self) -> None:
         """Repaint if the line now reads differently from what is on screen."""
-        if self._drawn is None or self._line() != self._drawn:
+        if self._drawn is not None and self._line() != self._drawn:
             self.refresh()
 
-    def is_stale(self, now: float | None = None) -> bool:
-        """No update for two intervals, or figures held over from a lost connection."""
-        if self.last_update is None:
-            return False
-        now = self.clock() if now is None else now
-        if self.status.state not in (ConnState.LIVE, ConnState.POLLING):
-            return True
-        # Until the server states its interval, its default stands in (for dimming only).
-        return now - self.last_update > 2 * (self.interval or DEFAULT_INTERVAL)
+    # Any input that changes may change the text; an input set to its old value calls nothing.
+    watch_status = watch_last_update = watch_interval = _redraw
+    watch_paused = watch_shown_at = watch_now = _redraw
+
+    def is_stale(self) -> bool:
+        return is_stale(self.status, self.last_update, self.interval, self.now)
 
     def render(self) -> Text:
         self._drawn = self._line()
         return self._drawn
 
     def _line(self) -> Text:
-        now = self.clock()
+        now = self.now
         parts = status_parts(
             self.status,
             now,
             age=None if self.last_update is None else now - self.last_update,
-            stale=self.is_stale(now),
+            stale=self.is_stale(),
             interval=self.interval,
             paused=self.paused,
             shown_at=self.shown_at,
