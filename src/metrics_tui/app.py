@@ -110,11 +110,16 @@ class Dashboard(Screen[None]):
         yield Static(id="too-small", markup=False)
         yield Footer(compact=narrow)
 
-    def on_mount(self) -> None:
-        self._apply_layout(self.size.width, self.size.height)
+    @property
+    def monitor(self) -> MetricsApp:
         app = self.app
         if not isinstance(app, MetricsApp):  # pragma: no cover
             raise TypeError("the dashboard draws a MetricsApp")
+        return app
+
+    def on_mount(self) -> None:
+        self._apply_layout(self.size.width, self.size.height)
+        app = self.monitor
         # Each watch runs at once with the current value too: what arrived before the screen
         # existed (the feed starts in on_load) is drawn now.
         follow(
@@ -147,8 +152,7 @@ class Dashboard(Screen[None]):
     def _show_cards(self, shown: Metrics | None) -> None:
         if shown is None:
             return
-        app = self.app
-        animate = isinstance(app, MetricsApp) and app.animating
+        animate = self.monitor.animating
         for card_id, values in card_values(shown).items():
             card = self.query_one(f"#{card_id}", MetricCard)
             card.set_values(values, animate=animate)
@@ -167,9 +171,7 @@ class Dashboard(Screen[None]):
 
     def _show_marks(self) -> None:
         """Dim the figures when stale, and say on every card why they do not move."""
-        app = self.app
-        if not isinstance(app, MetricsApp):  # pragma: no cover
-            return
+        app = self.monitor
         self.query_one("#body").set_class(app.stale, "-stale")
         marks = (("paused", app.paused), ("stale", app.stale))
         subtitle = " · ".join(word for word, on in marks if on)

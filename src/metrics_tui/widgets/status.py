@@ -250,9 +250,6 @@ class StatusLine(Widget):
     watch_status = watch_last_update = watch_interval = _redraw
     watch_paused = watch_shown_at = watch_now = _redraw
 
-    def is_stale(self) -> bool:
-        return is_stale(self.status, self.last_update, self.interval, self.now)
-
     def render(self) -> Text:
         self._drawn = self._line()
         return self._drawn
@@ -263,7 +260,7 @@ class StatusLine(Widget):
             self.status,
             now,
             age=None if self.last_update is None else now - self.last_update,
-            stale=self.is_stale(),
+            stale=is_stale(self.status, self.last_update, self.interval, now),
             interval=self.interval,
             paused=self.paused,
             shown_at=self.shown_at,
