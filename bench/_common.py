@@ -165,7 +165,7 @@ def ref_server(
 
 def sample_payload() -> str:
     """A real metrics message with large, realistic figures (what the fan-out broadcasts)."""
-    from metrics_server import protocol as p
+    from metrics_protocol import wire as p
 
     return p.encode_metrics(big_metrics(), "interval")
 
@@ -173,7 +173,7 @@ def sample_payload() -> str:
 def big_metrics() -> Any:  # the ref server imports this module: no protocol import at the top
     from decimal import Decimal
 
-    from metrics_server import protocol as p
+    from metrics_protocol import wire as p
 
     return p.Metrics(
         timestamp=datetime(2025, 11, 4, 10, 30, 0, 123000, tzinfo=UTC),

@@ -23,7 +23,7 @@ import _common as c
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
-from metrics_server import protocol as p
+from metrics_protocol import wire as p
 
 SEED_BYTES = 2048  # "about 2 KB", as the seed's message was quoted
 

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 
+from metrics_protocol.wire import ERR_AMOUNT_TOO_LARGE, loads
 from metrics_server.events import (
     MAX_AMOUNT_CENTS,
     MIN_TS,
@@ -18,7 +19,6 @@ from metrics_server.events import (
     parse_event,
     parse_ts,
 )
-from metrics_server.protocol import ERR_AMOUNT_TOO_LARGE, loads
 
 NOW = 1_764_000_000.0
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from metrics_server import protocol as p
+from metrics_protocol import wire as p
 
 SEED = (
     '{"type":"metrics","data":{"revenue":{"total":125000.50,"today":5420.00,"thisWeek":32100.00,'

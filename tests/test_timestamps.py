@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from metrics_protocol.wire import loads
 from metrics_server.events import EventError
-from metrics_server.protocol import loads
 from metrics_server.service import MetricsService
 from metrics_server.store import SQLiteStore
 

@@ -1,8 +1,5 @@
 """metrics-server: business events in, exact live metrics out over WebSocket."""
 
-from importlib.metadata import PackageNotFoundError, version
+from metrics_protocol.version import __version__
 
-try:
-    __version__ = version("metrics-tui")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+__all__ = ["__version__"]

@@ -12,7 +12,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 from websockets.server import ServerProtocol
 
-from . import protocol as p
+from metrics_protocol import wire as p
+
 from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
 from .hub import Hub, Limits

@@ -4,190 +4,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from metrics_protocol import settings
 
 from . import __version__
 from .app import MetricsServer, ServerConfig
 from .hub import Limits
-from .protocol import MAX_BATCH_BYTES
 from .security import is_loopback, server_ssl_context
+from .settings import SETTINGS
 from .store import StoreError
 
 log = logging.getLogger("metrics_server")
 
-DEFAULT_DB = "metrics.db"
 #: ``--demo`` without ``--db``: a temporary file, made by ``main`` and removed on exit, so that
 #: fake revenue never lands in ./metrics.db where a real server would later show it.
 DEMO_DB = ""
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        if float(text) == 0:  # any spelling of zero: 0, 0.00, 0e0
-            return 0.0
-    except ValueError:
-        pass  # _positive_float says why
-    return _positive_float(text)
-
-
-def _whole(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: a whole number from ``low`` to ``high`` (no upper bound if None)."""
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"{low}-{high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
-        return value
-
-    return convert
-
-
-_port = _whole(0, 65535)
-_history = _whole(1, 10_000)
-_count = _whole(1)
-
-
-def _tz(text: str) -> str:
-    try:
-        ZoneInfo(text)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise argparse.ArgumentTypeError(f"unknown time zone {text!r}") from None
-    return text
-
-
 def build_parser() -> argparse.ArgumentParser:
-    env = os.environ.get
-    parser = argparse.ArgumentParser(
+    parser = settings.build_parser(
+        SETTINGS,
         prog="metrics-server",
         description="Take business events, keep them in a store, and broadcast exact live "
         "metrics over ws://HOST:PORT/ws/metrics (REST: /api/v1/analytics/realtime-metrics).",
-        epilog="Every flag can also be set from the environment variable shown in brackets.",
-    )
-    parser.add_argument(
-        "--host",
-        default=env("METRICS_HOST", "127.0.0.1"),
-        help="address to listen on [METRICS_HOST] (default 127.0.0.1)",
-    )
-    parser.add_argument(
-        "--port",
-        type=_port,
-        default=env("METRICS_PORT", "3000"),
-        help="port, 0 for any free one [METRICS_PORT] (default 3000)",
-    )
-    parser.add_argument(
-        "--db",
-        default=env("METRICS_DB") or None,
-        help="SQLite database file [METRICS_DB] (default ./metrics.db; with --demo a "
-        "temporary file, removed on exit)",
-    )
-    parser.add_argument(
-        "--interval",
-        type=_positive_float,
-        default=env("METRICS_INTERVAL", "5"),
-        help="seconds between metrics snapshots [METRICS_INTERVAL] (default 5)",
-    )
-    parser.add_argument(
-        "--tz",
-        type=_tz,
-        default=env("METRICS_TZ", "UTC"),
-        help="time zone of today/week/month [METRICS_TZ] (default UTC)",
-    )
-    parser.add_argument(
-        "--history",
-        type=_history,
-        default=env("METRICS_HISTORY", "20"),
-        help="snapshots replayed to a new subscriber [METRICS_HISTORY] (default 20)",
-    )
-    parser.add_argument(
-        "--push-interval",
-        type=_non_negative_float,
-        default=env("METRICS_PUSH_INTERVAL", "0.25"),
-        help="least seconds between change-driven pushes, 0 pushes every "
-        "change [METRICS_PUSH_INTERVAL] (default 0.25)",
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        default=env("METRICS_DEMO", "").strip().lower() not in ("", "0", "false", "no", "off"),
-        help="generate synthetic traffic [METRICS_DEMO]",
-    )
-    sec = parser.add_argument_group("access and limits")
-    sec.add_argument(
-        "--token",
-        default=env("METRICS_TOKEN") or None,
-        help="required from subscribers and REST clients, as 'Authorization: Bearer "
-        "TOKEN' or ?token=TOKEN [METRICS_TOKEN]",
-    )
-    sec.add_argument(
-        "--ingest-token",
-        default=env("METRICS_INGEST_TOKEN") or None,
-        help="required from producers on /ws/ingest [METRICS_INGEST_TOKEN]",
-    )
-    sec.add_argument(
-        "--origins",
-        default=env("METRICS_ORIGINS") or None,
-        help="comma-separated Origin values browsers may connect from "
-        "[METRICS_ORIGINS] (default: any)",
-    )
-    sec.add_argument(
-        "--certfile",
-        default=env("METRICS_CERTFILE") or None,
-        help="PEM certificate (chain): serve wss:// and https:// [METRICS_CERTFILE]",
-    )
-    sec.add_argument(
-        "--keyfile",
-        default=env("METRICS_KEYFILE") or None,
-        help="PEM private key, if not in --certfile [METRICS_KEYFILE]",
-    )
-    sec.add_argument(
-        "--max-clients",
-        type=_count,
-        default=env("METRICS_MAX_CLIENTS", "10000"),
-        help="subscribers at once; more get HTTP 503 [METRICS_MAX_CLIENTS] (default 10000)",
-    )
-    sec.add_argument(
-        "--max-message-size",
-        type=_count,
-        default=env("METRICS_MAX_MESSAGE_SIZE", str(64 * 1024)),
-        help="largest message a subscriber may send, in bytes; larger closes "
-        "with 1009 [METRICS_MAX_MESSAGE_SIZE] (default 65536)",
-    )
-    sec.add_argument(
-        "--max-batch-size",
-        type=_count,
-        default=env("METRICS_MAX_BATCH_SIZE", str(MAX_BATCH_BYTES)),
-        help="largest batch a producer may send, in bytes; larger closes with 1009 "
-        f"[METRICS_MAX_BATCH_SIZE] (default {MAX_BATCH_BYTES}: 1000 events of the longest "
-        "ids fit)",
-    )
-    sec.add_argument(
-        "--rate-limit",
-        type=_positive_float,
-        default=env("METRICS_RATE_LIMIT", "20"),
-        help="messages a second a subscriber may send (bursts of twice that); "
-        "beyond it an error, then close 1008 [METRICS_RATE_LIMIT] (default 20)",
+        epilog=settings.ENV_NOTE,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -195,39 +44,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_config(argv: Sequence[str] | None = None) -> ServerConfig:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = settings.parse(parser, SETTINGS, argv)
     if args.keyfile and not args.certfile:
-        parser.error("--keyfile needs --certfile")
+        parser.error(f"{args.source('keyfile')} needs --certfile")
     if args.certfile:
         try:  # fail now with a clear line, not at the first connection
             server_ssl_context(args.certfile, args.keyfile)
         except (OSError, ValueError) as exc:
             parser.error(f"cannot load the TLS certificate or key: {exc}")
-    origins = (
-        tuple(o.strip() for o in args.origins.split(",") if o.strip()) if args.origins else None
+    return server_config(args)
+
+
+def server_config(args: settings.Config) -> ServerConfig:
+    """The ServerConfig for resolved settings. A setting is carried to the field of its name;
+    the limits go into `Limits`, the comma-separated origins become a tuple, and --demo without
+    a --db of its own gets a temporary database."""
+    fields = {f.name for f in dataclasses.fields(ServerConfig)}
+    values = {s.name: getattr(args, s.name) for s in SETTINGS if s.name in fields}
+    if args.origins:
+        values["origins"] = tuple(o.strip() for o in args.origins.split(",") if o.strip())
+    if args.demo and args.origin("db") == "default":
+        values["db"] = DEMO_DB
+    rate = args.rate_limit
+    limits = Limits(
+        max_message=args.max_message_size,
+        rate=rate,
+        burst=2 * rate,
+        max_batch=args.max_batch_size,
     )
-    return ServerConfig(
-        host=args.host,
-        port=args.port,
-        db=args.db if args.db is not None else DEMO_DB if args.demo else DEFAULT_DB,
-        interval=args.interval,
-        tz=args.tz,
-        history=args.history,
-        push_interval=args.push_interval,
-        demo=args.demo,
-        token=args.token,
-        ingest_token=args.ingest_token,
-        origins=origins,
-        certfile=args.certfile,
-        keyfile=args.keyfile,
-        max_clients=args.max_clients,
-        limits=Limits(
-            max_message=args.max_message_size,
-            rate=args.rate_limit,
-            burst=2 * args.rate_limit,
-            max_batch=args.max_batch_size,
-        ),
-    )
+    return ServerConfig(**values, limits=limits)
 
 
 async def serve(config: ServerConfig) -> None:

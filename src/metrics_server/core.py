@@ -7,10 +7,13 @@ after a restart equal the ones kept in memory.
 Definitions (see docs/protocol.md):
 
 * revenue: completed amounts; today / week / month by the completing event's time in the zone.
-* activeUsers.current: distinct users with an event dated within the last 5 minutes;
-  today: distinct users with an event dated at or after local midnight; peak24h: the largest
-  ``current`` sampled over the trailing 24 hours (never below ``current``).
-* transactions: counts by current status; conversionRate = completed / views x 100, 2 decimals.
+* active users now: distinct users with an event dated within the last 5 minutes; today:
+  distinct users with an event dated at or after local midnight; peak over 24 h: the largest
+  "now" sampled over the trailing 24 hours (never below "now").
+* transactions: counts by current status; conversion rate = completed / views x 100, 2 decimals.
+
+:meth:`Rollups.quantities` names these figures; ``metrics_protocol.figures`` says which figure
+of a snapshot each quantity is.
 """
 
 from __future__ import annotations
@@ -20,19 +23,14 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from metrics_protocol.figures import SCHEMA, Metrics
+from metrics_protocol.schema import Schema, percent_of
+from metrics_protocol.wire import ERR_AMOUNT_TOO_LARGE
+
 from .events import MIN_TS, ContentView, Event, EventError, TransactionEvent, UserActivity
-from .protocol import (
-    CENT,
-    ERR_AMOUNT_TOO_LARGE,
-    ActiveUsers,
-    Content,
-    Metrics,
-    Revenue,
-    Transactions,
-)
 
 #: Revenue is kept in UTC buckets of 15 minutes: every zone in use today has an offset that is a
 #: multiple of 15 minutes, so a bucket never straddles a local midnight in any --tz, and the
@@ -170,14 +168,9 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
     return plan
 
 
-def cents_to_decimal(cents: int) -> Decimal:
-    return (Decimal(cents) / 100).quantize(CENT)
-
-
 def conversion_rate(purchases: int, views: int) -> Decimal:
-    if views == 0:
-        return Decimal("0.00")
-    return (Decimal(purchases) * 100 / Decimal(views)).quantize(CENT, rounding=ROUND_HALF_UP)
+    """Purchases per 100 views, to the cent (the figure table declares it as this Rate)."""
+    return percent_of(purchases, views)
 
 
 def period_starts(now: float, tz: ZoneInfo) -> tuple[date, date, date]:
@@ -352,7 +345,9 @@ class Rollups:
         window = (v for m, v in self.peaks.items() if m > oldest)
         return max(max(window, default=0), self.active_now(now))
 
-    def snapshot(self, now: float) -> Metrics:
+    def quantities(self, now: float) -> dict[str, int]:
+        """Every quantity a figure of a snapshot can be (``metrics_protocol.figures`` says
+        which figure is which): integers, money in cents."""
         self._roll_day(now)
         today, week, month = period_starts(now, self.tz)
         days = self._day_cents
@@ -363,26 +358,25 @@ class Rollups:
             month_cents += days.get(d, 0)
             d += timedelta(days=1)
         c = self.counters
-        current = self.active_now(now)
+        return {
+            "revenue_cents": c.revenue_cents,
+            "revenue_today_cents": days.get(today, 0),
+            "revenue_week_cents": week_cents,
+            "revenue_month_cents": month_cents,
+            "users_active": self.active_now(now),
+            "users_today": len(self._today_users),
+            "users_peak_24h": self.peak24h(now),
+            "txn_total": c.txn_total,
+            "txn_pending": c.pending,
+            "txn_completed": c.completed,
+            "txn_failed": c.failed,
+            "views": c.views,
+        }
+
+    def snapshot(self, now: float, schema: Schema = SCHEMA) -> Metrics:
+        """The figures of ``schema`` (by default the one both programs use) at ``now``."""
         stamp = datetime.fromtimestamp(now, UTC)
-        return Metrics(
-            # Milliseconds, as the wire carries them: a snapshot read back equals the original.
-            timestamp=stamp.replace(microsecond=stamp.microsecond // 1000 * 1000),
-            revenue=Revenue(
-                total=cents_to_decimal(c.revenue_cents),
-                today=cents_to_decimal(days.get(today, 0)),
-                this_week=cents_to_decimal(week_cents),
-                this_month=cents_to_decimal(month_cents),
-            ),
-            active_users=ActiveUsers(
-                current=current, today=len(self._today_users), peak24h=self.peak24h(now)
-            ),
-            transactions=Transactions(
-                total=c.txn_total, pending=c.pending, completed=c.completed, failed=c.failed
-            ),
-            content=Content(
-                total_views=c.views,
-                total_purchases=c.completed,
-                conversion_rate=conversion_rate(c.completed, c.views),
-            ),
+        # Milliseconds, as the wire carries them: a snapshot read back equals the original.
+        return schema.snapshot(
+            self.quantities(now), stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)
         )

@@ -15,8 +15,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from metrics_protocol.wire import MAX_BATCH
+
 from .events import EventError
-from .protocol import MAX_BATCH
 from .service import MetricsService
 from .store import StoreError
 

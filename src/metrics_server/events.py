@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from .protocol import CENT, ERR_AMOUNT_TOO_LARGE, MAX_BATCH
+from metrics_protocol.wire import CENT, ERR_AMOUNT_TOO_LARGE, MAX_BATCH
 
 STATUSES = ("pending", "completed", "failed")
 #: Events may be dated at most this far ahead of the server's clock (producers' clocks drift).

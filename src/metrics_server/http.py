@@ -13,7 +13,8 @@ from http import HTTPStatus
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from . import protocol as p
+from metrics_protocol import wire as p
+
 from .security import presented_token, split_target, token_ok
 
 WS_PATHS = (p.WS_METRICS_PATH, p.WS_INGEST_PATH)

@@ -21,7 +21,8 @@ from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from . import protocol as p
+from metrics_protocol import wire as p
+
 from .events import EventError
 from .security import RateLimiter
 from .service import KeyReused, MetricsService

@@ -30,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from . import protocol
+from metrics_protocol import wire
+from metrics_protocol.wire import Kind, Metrics
+
 from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
 from .events import Event, EventError, parse_batch
-from .protocol import Kind, Metrics
 from .store import BatchKey, Store, StoreError
 
 log = logging.getLogger("metrics_server")
@@ -121,7 +122,7 @@ class MetricsService:
             raise StoreError(f"cannot start from {where}: {exc}") from None
         for n, data in enumerate(state.history, 1):
             try:
-                self.history.append(protocol.decode_data(protocol.loads(data)))
+                self.history.append(wire.decode_data(wire.loads(data)))
             except (ValueError, TypeError, ArithmeticError):  # any shape a bad row can take
                 skipped.append(f"history row {n} of {len(state.history)}: not a snapshot")
         for row in skipped[:20]:
@@ -349,7 +350,7 @@ class MetricsService:
                 self.store.save_sample,
                 peaks,
                 metrics.timestamp.timestamp(),
-                protocol.encode_data(metrics),
+                wire.encode_data(metrics),
                 self.history.maxlen,
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept

@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
-from metrics_server.protocol import Metrics
+from metrics_protocol.wire import Metrics
 from metrics_tui import formatting
 from metrics_tui.client import MetricsClient
 from metrics_tui.colourless import Colourless
@@ -40,14 +40,7 @@ from metrics_tui.messages import (
     Status,
 )
 from metrics_tui.screens.help import HelpScreen
-from metrics_tui.widgets.cards import (
-    MetricCard,
-    card_values,
-    content_card,
-    revenue_card,
-    transactions_card,
-    users_card,
-)
+from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
 from metrics_tui.widgets.status import StatusLine, is_stale
 from metrics_tui.wire import is_insecure
@@ -98,10 +91,7 @@ class Dashboard(Screen[None]):
         yield StatusLine(self._url, self._clock, insecure=self._insecure, id="status")
         with Container(id="body"):
             with Container(id="cards"):
-                yield revenue_card()
-                yield users_card()
-                yield transactions_card()
-                yield content_card()
+                yield from metric_cards()
             with Container(id="charts"):
                 yield TrendChart("Revenue", "green", formatting.axis_money, id="revenue-chart")
                 yield TrendChart(
@@ -154,10 +144,10 @@ class Dashboard(Screen[None]):
             return
         animate = self.monitor.animating
         for card_id, values in card_values(shown).items():
-            card = self.query_one(f"#{card_id}", MetricCard)
-            card.set_values(values, animate=animate)
-            if animate:
-                card.pulse()
+            self.query_one(f"#{card_id}", MetricCard).set_values(values, animate=animate)
+        if animate:
+            for card_id in PULSE_CARDS:
+                self.query_one(f"#{card_id}", MetricCard).pulse()
 
     def _show_charts(self, points: tuple[Metrics, ...]) -> None:
         rev = [(float(m.revenue.total), m.timestamp) for m in points if m.revenue is not None]

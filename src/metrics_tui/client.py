@@ -23,7 +23,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from metrics_server.protocol import CHANNELS, ProtocolError, decode_data, encode, loads
+from metrics_protocol.wire import CHANNELS, ProtocolError, decode_data, encode, loads
 from metrics_tui.messages import (
     ConnectionChanged,
     HistoryReceived,

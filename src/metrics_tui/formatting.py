@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from metrics_protocol.schema import COUNT, MONEY, PERCENT
 
 CENT = Decimal("0.01")
 
@@ -72,6 +76,12 @@ def compact_count(value: int | float | Decimal) -> str:
     """``1.235M`` where space is short; below 1,000 the exact count."""
     v = _decimal(value).to_integral_value(rounding=ROUND_HALF_UP)
     return count(v) if abs(v) < 1000 else _compact(v)
+
+
+#: How a figure of each kind reads on a card and in ``--once``, and its short form on a card
+#: too narrow for the exact one (a percentage is always short enough).
+BY_KIND: dict[str, Callable[[Any], str]] = {MONEY: money, COUNT: count, PERCENT: percent}
+COMPACT_BY_KIND: dict[str, Callable[[Any], str]] = {MONEY: compact_money, COUNT: compact_count}
 
 
 def axis_money(value: Decimal | float, currency: str = "$") -> str:

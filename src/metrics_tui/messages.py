@@ -12,7 +12,7 @@ from typing import Literal
 
 from textual.message import Message
 
-from metrics_server.protocol import Metrics
+from metrics_protocol.wire import Metrics
 
 #: Where a snapshot came from and what it means for the charts: ``interval`` and ``poll``
 #: snapshots are chart points; ``change`` snapshots only refresh the cards.

@@ -8,38 +8,27 @@ from typing import TextIO
 from rich.console import Console
 from rich.table import Table
 
-from metrics_server.protocol import Metrics, encode_data, format_timestamp
+from metrics_protocol.figures import SCHEMA
+from metrics_protocol.schema import Schema
+from metrics_protocol.wire import Metrics, encode_data, format_timestamp
 from metrics_tui import formatting
 
 
-def render_table(m: Metrics) -> Table:
-    """The snapshot as a compact two-column table per group."""
+def render_table(m: Metrics, schema: Schema = SCHEMA) -> Table:
+    """The snapshot as a compact table: a block per card, its title and accent on the first
+    row, labels in lower case, alert figures in red while non-zero."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column("group", style="bold")
     table.add_column("metric", style="dim")
     table.add_column("value", justify="right", style="bold")
-    if m.revenue is not None:
-        r = m.revenue
-        table.add_row("Revenue", "total", formatting.money(r.total), style="green")
-        table.add_row("", "today", formatting.money(r.today))
-        table.add_row("", "this week", formatting.money(r.this_week))
-        table.add_row("", "this month", formatting.money(r.this_month))
-    if m.active_users is not None:
-        a = m.active_users
-        table.add_row("Active users", "current", formatting.count(a.current), style="blue")
-        table.add_row("", "today", formatting.count(a.today))
-        table.add_row("", "peak 24h", formatting.count(a.peak24h))
-    if m.transactions is not None:
-        t = m.transactions
-        table.add_row("Transactions", "total", formatting.count(t.total), style="yellow")
-        table.add_row("", "pending", formatting.count(t.pending))
-        table.add_row("", "completed", formatting.count(t.completed))
-        table.add_row("", "failed", formatting.count(t.failed), style="red" if t.failed else None)
-    if m.content is not None:
-        c = m.content
-        table.add_row("Content", "views", formatting.count(c.total_views), style="magenta")
-        table.add_row("", "purchases", formatting.count(c.total_purchases))
-        table.add_row("", "conversion", formatting.percent(c.conversion_rate))
+    for card in schema.cards:
+        rows = [
+            (f, v) for f in schema.card_figures(card.id) if (v := schema.value(m, f)) is not None
+        ]
+        for i, (f, v) in enumerate(rows):
+            style = "red" if f.alert and v else card.accent if i == 0 else None
+            text = formatting.BY_KIND[f.kind](v)
+            table.add_row(card.title if i == 0 else "", f.labels[0].lower(), text, style=style)
     return table
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from metrics_server.protocol import (
+from metrics_protocol.wire import (
     REST_METRICS_PATH,
     WS_INGEST_PATH,
     WS_METRICS_PATH,

@@ -107,12 +107,20 @@ def test_bad_flag_exits_2_without_traceback(python, cli_env, tmp_path, args) -> 
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("METRICS_PORT", "abc"), ("METRICS_TZ", "Mars/Base"), ("METRICS_INTERVAL", "-1")],
+    [
+        ("METRICS_PORT", "abc"),
+        ("METRICS_TZ", "Mars/Base"),
+        ("METRICS_INTERVAL", "-1"),
+        ("METRICS_DEMO", "maybe"),
+    ],
 )
 def test_bad_env_var_exits_2_without_traceback(python, cli_env, tmp_path, var, value) -> None:
     result = run(python, env={**cli_env, var: value}, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    # one error line, naming the variable (not the flag the value never came from)
+    assert f"error: environment variable {var}: " in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "metrics.db").exists()
 
 
 def test_port_in_use_is_one_line_and_exit_1(python, cli_env, tmp_path) -> None:

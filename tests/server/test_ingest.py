@@ -14,8 +14,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
+from metrics_protocol.wire import metrics_to_dict
 from metrics_server.app import MetricsServer, ServerConfig
-from metrics_server.protocol import metrics_to_dict
 
 REST = "/api/v1/analytics/realtime-metrics"
 

@@ -14,10 +14,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from metrics_protocol.wire import MAX_BATCH_BYTES
 from metrics_server.app import MetricsServer, ServerConfig
 from metrics_server.cli import parse_config
 from metrics_server.hub import Limits
-from metrics_server.protocol import MAX_BATCH_BYTES
 from metrics_server.store import SQLiteStore
 
 MAX_SUM = 2**63 - 1  # SQLite's largest integer

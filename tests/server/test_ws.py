@@ -19,9 +19,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as sync_connect
 
+from metrics_protocol.wire import format_timestamp
 from metrics_server.app import MetricsServer, ServerConfig
 from metrics_server.hub import Limits
-from metrics_server.protocol import format_timestamp
 
 SUBSCRIBER_LIMIT = 64 * 1024
 

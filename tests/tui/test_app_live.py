@@ -9,7 +9,7 @@ from textual.command import CommandPalette
 from textual.message import Message
 from textual.widgets import Sparkline
 
-from metrics_server.protocol import REST_METRICS_PATH, decode_data, loads
+from metrics_protocol.wire import REST_METRICS_PATH, decode_data, loads
 from metrics_tui.app import CHART_POINTS, MetricsApp
 from metrics_tui.messages import ConnectionChanged, ConnState, HistoryReceived
 from metrics_tui.screens.help import HelpScreen

@@ -8,7 +8,7 @@ import os
 import sys
 from decimal import Decimal
 
-from metrics_server.protocol import decode_data, encode_data, loads
+from metrics_protocol.wire import decode_data, encode_data, loads
 from metrics_tui.cli import main
 
 from .conftest import TOKEN, Cert, ServerHandle, free_port

@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from textual.geometry import Region
 
-from metrics_server.protocol import ActiveUsers, Content, Metrics, Revenue, Transactions
+from metrics_protocol.wire import ActiveUsers, Content, Metrics, Revenue, Transactions
 from metrics_tui.app import MetricsApp
 from metrics_tui.formatting import compact_count, compact_money, count, money
 from metrics_tui.messages import ConnectionChanged, ConnState, MetricsUpdated, Status

@@ -13,7 +13,7 @@ from textual.pilot import Pilot
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
-from metrics_server.protocol import ActiveUsers, Content, Metrics, Revenue, Transactions
+from metrics_protocol.wire import ActiveUsers, Content, Metrics, Revenue, Transactions
 from metrics_tui.app import MetricsApp
 from metrics_tui.messages import (
     ConnectionChanged,

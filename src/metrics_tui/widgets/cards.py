@@ -1,4 +1,4 @@
-"""The four metric cards.
+"""The metric cards, as the figure table (``metrics_protocol.figures``) declares them.
 
 A card renders its own rows so it can pick label lengths for the width it has (a tmux split
 is narrow) and so a changing figure can count up to its new value without re-mounting widgets.
@@ -24,7 +24,8 @@ from textual.reactive import var
 from textual.timer import Timer
 from textual.widget import Widget
 
-from metrics_server.protocol import Metrics
+from metrics_protocol.figures import SCHEMA, Metrics
+from metrics_protocol.schema import Card, Schema
 from metrics_tui import formatting
 
 Number = Decimal | int
@@ -251,96 +252,38 @@ class MetricCard(Widget):
         return best[1], best[2]
 
 
-def revenue_card() -> MetricCard:
-    m, cm = formatting.money, formatting.compact_money
-    return MetricCard(
-        "Revenue",
-        [
-            Row("total", ("Total", "Total", "Tot"), m, cm),
-            Row("today", ("Today", "Today", "Day"), m, cm),
-            Row("this_week", ("This week", "Week", "Wk"), m, cm),
-            Row("this_month", ("This month", "Month", "Mo"), m, cm),
-        ],
-        count_up=True,
-        id="revenue",
-        classes="card",
-    )
+def metric_card(card: Card, schema: Schema = SCHEMA) -> MetricCard:
+    """The card as the figure table declares it: its figures, in table order, are its rows."""
+    rows = [
+        Row(
+            f.attr,
+            f.labels,
+            formatting.BY_KIND[f.kind],
+            formatting.COMPACT_BY_KIND.get(f.kind),
+            alert=f.alert,
+            pulse=f.pulse,
+        )
+        for f in schema.card_figures(card.id)
+    ]
+    return MetricCard(card.title, rows, count_up=card.count_up, id=card.id, classes="card")
 
 
-def users_card() -> MetricCard:
-    c, cc = formatting.count, formatting.compact_count
-    return MetricCard(
-        "Active users",
-        [
-            Row("current", ("Current", "Current", "Now"), c, cc, pulse=True),
-            Row("today", ("Today", "Today", "Day"), c, cc),
-            Row("peak24h", ("Peak 24h", "Peak", "Pk"), c, cc),
-        ],
-        id="users",
-        classes="card",
-    )
+def metric_cards(schema: Schema = SCHEMA) -> list[MetricCard]:
+    """Every card of the figure table, in its order."""
+    return [metric_card(card, schema) for card in schema.cards]
 
 
-def transactions_card() -> MetricCard:
-    c, cc = formatting.count, formatting.compact_count
-    return MetricCard(
-        "Transactions",
-        [
-            Row("total", ("Total", "Total", "Tot"), c, cc),
-            Row("pending", ("Pending", "Pending", "Pend"), c, cc),
-            Row("completed", ("Completed", "Done"), c, cc),
-            Row("failed", ("Failed", "Failed", "Fail"), c, cc, alert=True),
-        ],
-        id="transactions",
-        classes="card",
-    )
+#: The cards that carry the live pulse.
+PULSE_CARDS = tuple(dict.fromkeys(f.card for f in SCHEMA.figures if f.pulse))
 
 
-def content_card() -> MetricCard:
-    return MetricCard(
-        "Content",
-        [
-            Row("views", ("Views", "Views", "Vw"), formatting.count, formatting.compact_count),
-            Row(
-                "purchases",
-                ("Purchases", "Bought", "Buys"),
-                formatting.count,
-                formatting.compact_count,
-            ),
-            Row("conversion", ("Conversion", "Conv", "Cv"), formatting.percent),
-        ],
-        id="content",
-        classes="card",
-    )
-
-
-def card_values(m: Metrics) -> dict[str, dict[str, Number]]:
+def card_values(m: Metrics, schema: Schema = SCHEMA) -> dict[str, dict[str, Number]]:
     """Each card's figures from a snapshot, keyed by card id (groups left out stay as they were)."""
     out: dict[str, dict[str, Number]] = {}
-    if m.revenue is not None:
-        r = m.revenue
-        out["revenue"] = {
-            "total": r.total,
-            "today": r.today,
-            "this_week": r.this_week,
-            "this_month": r.this_month,
+    for card in schema.cards:
+        values = {
+            f.attr: v for f in schema.card_figures(card.id) if (v := schema.value(m, f)) is not None
         }
-    if m.active_users is not None:
-        a = m.active_users
-        out["users"] = {"current": a.current, "today": a.today, "peak24h": a.peak24h}
-    if m.transactions is not None:
-        t = m.transactions
-        out["transactions"] = {
-            "total": t.total,
-            "pending": t.pending,
-            "completed": t.completed,
-            "failed": t.failed,
-        }
-    if m.content is not None:
-        c = m.content
-        out["content"] = {
-            "views": c.total_views,
-            "purchases": c.total_purchases,
-            "conversion": c.conversion_rate,
-        }
+        if values:
+            out[card.id] = values
     return out

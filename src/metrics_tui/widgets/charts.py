@@ -17,7 +17,6 @@ or glances, the figure is read off the card and the chart gives the trend.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -39,21 +38,6 @@ def chart_title(title: str, stamps: Sequence[datetime]) -> str:
         return f"{title} · waiting for data"
     span = (stamps[-1] - stamps[0]).total_seconds()
     return f"{title} · last {formatting.age(span)}" if span > 0 else title
-
-
-def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> list[float]:
-    """Round-numbered axis ticks covering [lo, hi] (plotext's own are unrounded)."""
-    span = hi - lo
-    if span <= 0:
-        return [lo]
-    raw = span / max(1, target - 1)
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next((m * mag for m in (1, 2, 2.5, 5) if m * mag >= raw), 10 * mag)
-    if integer:
-        step = max(1.0, float(round(step)))
-    first = math.ceil(lo / step) * step
-    count = int((hi - first) // step) + 1
-    return [first + i * step for i in range(max(1, count))]
 
 
 class TrendSpark(Sparkline):

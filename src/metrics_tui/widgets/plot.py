@@ -7,6 +7,7 @@ Its own module so that plotext (~40 ms to import) loads after the dashboard's fi
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -18,7 +19,20 @@ from textual.reactive import var
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
-from metrics_tui.widgets.charts import nice_ticks
+
+def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> list[float]:
+    """Round-numbered axis ticks covering [lo, hi] (plotext's own are unrounded)."""
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    raw = span / max(1, target - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next((m * mag for m in (1, 2, 2.5, 5) if m * mag >= raw), 10 * mag)
+    if integer:
+        step = max(1.0, float(round(step)))
+    first = math.ceil(lo / step) * step
+    count = int((hi - first) // step) + 1
+    return [first + i * step for i in range(max(1, count))]
 
 
 class TrendPlot(PlotextPlot):

@@ -1,0 +1,1 @@
+"""Wire format and shared declarations of metrics-server and metrics-tui."""

@@ -1,0 +1,87 @@
+"""metrics-tui's settings: the one declaration behind its flags, env vars and help."""
+
+from __future__ import annotations
+
+from metrics_protocol.settings import Setting, positive_float, whole
+from metrics_tui.wire import DEFAULT_URL, validate_ws_url
+
+#: --once gives up after this many seconds; a server that accepts and never answers used to
+#: hold it for 20 s (10 s for the WebSocket handshake, then 10 s more over REST).
+ONCE_TIMEOUT = 5.0
+
+
+def ws_url(value: str) -> str:
+    """A ws:// or wss:// URL; the refusal quotes it without its query, which may hold a token."""
+    try:
+        return validate_ws_url(value)
+    except ValueError as exc:
+        bare = value.partition("?")[0]
+        raise ValueError(str(exc).replace(repr(value), repr(bare))) from None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "url",
+        "WebSocket URL",
+        env="METRICS_WS_URL",
+        parse=ws_url,
+        default=DEFAULT_URL,
+        exclusive="where",
+        metavar="URL",
+    ),
+    Setting(
+        "demo",
+        "start a built-in metrics-server with demo traffic and watch it",
+        default=False,
+        switch=True,
+        exclusive="where",
+    ),
+    Setting("token", "bearer token", env="METRICS_TOKEN", secret=True, metavar="TOKEN"),
+    Setting(
+        "cafile",
+        "PEM CA certificate(s) to trust for wss://, for a private CA",
+        env="METRICS_CAFILE",
+        exclusive="trust",
+        metavar="FILE",
+    ),
+    # No variable: turning certificate checks off must be visible in the command that does it,
+    # not inherited by every command run from that shell.
+    Setting(
+        "insecure",
+        "wss:// without verifying the server's certificate (flagged on screen)",
+        default=False,
+        switch=True,
+        exclusive="trust",
+    ),
+    Setting("once", "print one snapshot and exit", default=False, switch=True),
+    Setting("json", "with --once: print the JSON data object", default=False, switch=True),
+    Setting(
+        "timeout",
+        "with --once: give up when no answer comes within SECONDS",
+        env="METRICS_TIMEOUT",
+        parse=positive_float,
+        default=ONCE_TIMEOUT,
+        metavar="SECONDS",
+    ),
+    # No variable: METRICS_DB is the server's, and demo traffic must never land in its database.
+    Setting(
+        "db",
+        "with --demo: keep the demo's data in PATH",
+        metavar="PATH",
+        shown_default="a temporary file, removed on exit",
+    ),
+    Setting(
+        "max_retries",
+        "give up after N reconnect attempts; r retries again",
+        env="METRICS_MAX_RETRIES",
+        parse=whole(0),
+        shown_default="retry forever",
+        metavar="N",
+    ),
+    Setting(
+        "theme",
+        "colour theme, e.g. ansi-dark or ansi-light for tmux",
+        env="METRICS_THEME",
+        metavar="NAME",
+    ),
+)
