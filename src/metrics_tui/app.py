@@ -369,7 +369,9 @@ class MetricsApp(App[None]):
     def on_metrics_updated(self, message: MetricsUpdated) -> None:
         if message.interval is not None:
             self.interval = message.interval
-        self.now = self.last_update = self.clock()
+        # The age's two ends move together, the far one first: set the other way round, the line
+        # would read "updated 1s ago" in between and repaint for nothing.
+        self.last_update = self.now = self.clock()
         if message.kind != "change":
             self.points = (*self.points, message.metrics)[-CHART_POINTS:]
         self.latest = message.metrics

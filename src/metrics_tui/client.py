@@ -174,7 +174,7 @@ class MetricsClient:
                 if self._ws is not None:
                     asyncio.get_running_loop().create_task(self._ws.close())
             case StartPolling():
-                if self._poll_task is None:
+                if self._poll_task is None or self._poll_task.done():
                     self._poll_task = asyncio.create_task(self._poll_loop())
             case StopPolling():
                 task, self._poll_task = self._poll_task, None
