@@ -218,7 +218,7 @@ class MetricsApp(App[None]):
     #: What the cards and charts show: ``latest`` and ``points``, or what they were at pause.
     shown: var[Metrics | None] = var(None, init=False)
     shown_points: var[tuple[Metrics, ...]] = var((), init=False)
-    #: The server time of the snapshot on screen (named on the status line while paused).
+    #: While paused, the server time of the frozen snapshot (the status line names it).
     shown_at: var[datetime | None] = var(None, init=False)
     #: No update for two intervals, or figures held over from a lost connection.
     stale: var[bool] = var(False, init=False)
@@ -344,12 +344,11 @@ class MetricsApp(App[None]):
             self.shown_points = points
 
     def watch_paused(self, paused: bool) -> None:
+        shown = self.shown
+        self.shown_at = shown.timestamp if paused and shown is not None else None
         if not paused:  # catch up with everything that arrived meanwhile
             self.shown = self.latest
             self.shown_points = self.points
-
-    def watch_shown(self, shown: Metrics | None) -> None:
-        self.shown_at = shown.timestamp if shown is not None else None
 
     @property
     def animating(self) -> bool:
