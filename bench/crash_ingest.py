@@ -7,8 +7,8 @@ never came must leave every figure as if each batch had been applied exactly onc
 carries an idempotency key, so that holds for content views too, which have no id of their own;
 a batch refused with ``rate_limited`` is sent again, as a well-behaved producer does.
 
-    python bench/crash_ingest.py               # 10 rounds
-    python bench/crash_ingest.py --rounds 50 --seed 7
+    python -m bench.crash_ingest               # 10 rounds
+    python -m bench.crash_ingest --rounds 50 --seed 7
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ import argparse
 import asyncio
 import json
 import random
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,41 +30,16 @@ import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-HOST = "127.0.0.1"
+from bench import _common as c
+
 VIEWS = 3  # content views per batch: counted once only thanks to the batch's key
 #: Pause before a rate-limited batch is sent again: at the server's 500 batches/s that refills
 #: 25 of its tokens, more than the 4 batches in flight.
 RATE_LIMIT_PAUSE = 0.05
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
-    args = ["--port", str(port), "--db", str(db), "--interval", "3600"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "metrics_server", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def wait_healthy(port: int, proc: subprocess.Popen[bytes], limit: float = 15) -> None:
-    deadline = time.monotonic() + limit
-    async with httpx.AsyncClient(timeout=1) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                if (await client.get(f"http://{HOST}:{port}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise TimeoutError("server did not become healthy")
+def start_server(db: Path, port: int) -> c.ServerProcess:
+    return c.ServerProcess(port, "--port", str(port), "--db", str(db), "--interval", "3600")
 
 
 def make_batch(n: int, now: float, prefix: str) -> dict[str, Any]:
@@ -110,7 +82,7 @@ async def produce_until_killed(
     n = 0
     asyncio.get_running_loop().call_later(kill_after, kill)
     try:
-        async with connect(f"ws://{HOST}:{port}/ws/ingest") as ws:
+        async with connect(f"ws://{c.HOST}:{port}/ws/ingest") as ws:
             while True:
                 while len(sent) < 4:
                     n += 1
@@ -131,16 +103,12 @@ async def produce_until_killed(
 
 
 async def one_round(db: Path, round_: int, rng: random.Random, now: float, applied: list) -> str:
-    port = free_port()
-    proc = start_server(db, port)
-    try:
-        await wait_healthy(port, proc)
+    port = c.free_port()
+    with start_server(db, port) as server:
+        await server.ready()
         acked, unacked, resent = await produce_until_killed(
-            port, lambda: proc.send_signal(signal.SIGKILL), rng.uniform(0.3, 1.2), now, f"r{round_}"
+            port, server.proc.kill, rng.uniform(0.3, 1.2), now, f"r{round_}"
         )
-    finally:
-        proc.kill()
-        proc.wait(10)
     if not acked:
         raise AssertionError("killed before any ack: this round proved nothing")
     with sqlite3.connect(db) as conn:
@@ -149,12 +117,11 @@ async def one_round(db: Path, round_: int, rng: random.Random, now: float, appli
     if lost:
         raise AssertionError(f"acknowledged batches lost: {lost}")
 
-    port = free_port()
-    proc = start_server(db, port)
-    try:
-        await wait_healthy(port, proc)
+    port = c.free_port()
+    with start_server(db, port) as server:
+        await server.ready()
         duplicates = 0
-        async with connect(f"ws://{HOST}:{port}/ws/ingest") as ws:
+        async with connect(f"ws://{c.HOST}:{port}/ws/ingest") as ws:
             for batch in unacked:  # the same batches, same keys, as a producer retries them
                 await ws.send(json.dumps(batch))
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -162,11 +129,9 @@ async def one_round(db: Path, round_: int, rng: random.Random, now: float, appli
                     raise AssertionError(f"replay refused: {reply}")
                 duplicates += bool(reply.get("duplicate"))
         async with httpx.AsyncClient() as client:
-            resp = await client.get(f"http://{HOST}:{port}/api/v1/analytics/realtime-metrics")
+            resp = await client.get(f"http://{c.HOST}:{port}/api/v1/analytics/realtime-metrics")
         data = json.loads(resp.text, parse_float=Decimal)["data"]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(10)
+        code = server.stop()
     if code != 0:
         raise AssertionError(f"SIGTERM exit code {code}")
     applied += acked + unacked

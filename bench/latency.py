@@ -11,8 +11,8 @@ before the ack, which happens: the change is pushed before the ack is written). 
 Targets at 1,000 events/s and 100 subscribers: default (0.25 s window) p99 <= window + 50 ms;
 0: p50 <= 30 ms, p99 <= 100 ms.
 
-    python bench/latency.py            # 2 rounds x 8 s per setting
-    python bench/latency.py --full     # 3 rounds x 20 s per setting
+    python -m bench.latency            # 2 rounds x 8 s per setting
+    python -m bench.latency --full     # 3 rounds x 20 s per setting
 """
 
 from __future__ import annotations
@@ -22,17 +22,15 @@ import asyncio
 import itertools
 import json
 import multiprocessing as mp
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 from websockets.asyncio.client import connect
+
+from bench import _common as c
 
 _ids = itertools.count()
 

@@ -8,8 +8,8 @@ message on connect, so deflate's buffers are really allocated. The figure is (RS
 before) / connections, target <= 20 KB; wire bytes per message for both settings come from
 ``message_size``.
 
-    python bench/memory.py            # 1,000 connections per server
-    python bench/memory.py --full     # 5,000
+    python -m bench.memory            # 1,000 connections per server
+    python -m bench.memory --full     # 5,000
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
-import message_size
+from bench import _common as c
+from bench import message_size
 
 IDLE = 3600.0  # the servers' update interval: nothing is pushed while measuring
 

@@ -5,24 +5,20 @@ header, and is given both without compression (what the server uses) and with we
 default permessage-deflate (context takeover, 12-bit window, memLevel 5), over a stream of
 consecutive snapshots like a live feed's, since deflate's gain depends on what came before.
 
-    python bench/message_size.py [--full]      # --full: a longer stream of snapshots
+    python -m bench.message_size [--full]      # --full: a longer stream of snapshots
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
+from bench import _common as c
 from metrics_protocol import wire as p
 
 SEED_BYTES = 2048  # "about 2 KB", as the seed's message was quoted

@@ -8,11 +8,11 @@ First figures: from launch until ``tmux capture-pane`` shows "4,321"; the refere
 paint (its first Static text) is timed the same way. Targets: CPU <= 2x the reference,
 RSS <= 60 MB, first figures <= 1 s.
 
-    python bench/monitor.py            # one 60 s window
-    python bench/monitor.py --full     # three 60 s windows
-    python bench/monitor.py --window 20 # a shorter window, while iterating
-    python bench/monitor.py --monitor-src DIR  # the monitor from another src/ tree (before/after)
-    python bench/monitor.py --reference-app    # (what the bench runs as the reference)
+    python -m bench.monitor            # one 60 s window
+    python -m bench.monitor --full     # three 60 s windows
+    python -m bench.monitor --window 20 # a shorter window, while iterating
+    python -m bench.monitor --monitor-src DIR  # the monitor from another src/ tree (before/after)
+    python -m bench.monitor --reference-app    # (what the bench runs as the reference)
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
 import psutil
 from websockets.asyncio.client import connect
+
+from bench import _common as c
 
 FIGURE = "4,321"  # how the monitor writes the seeded revenue ($4,321.09)
 REF_MARK = "ref-ready"
@@ -81,7 +80,7 @@ class Tmux:
 
     def start(self, name: str, argv: list[str]) -> psutil.Process:
         cmd = " ".join(f"'{a}'" for a in argv)
-        self("new-session", "-d", "-s", name, "-x", "80", "-y", "24", cmd)
+        self("new-session", "-d", "-s", name, "-x", "80", "-y", "24", "-c", str(c.ROOT), cmd)
         proc = psutil.Process(int(self("display-message", "-p", "-t", name, "#{pane_pid}")))
         for _ in range(50):  # a shell that did not exec: the app is its child
             if "python" in proc.name() or not proc.children():
@@ -157,7 +156,7 @@ def run(
             mon = t.start("mon", [*env, sys.executable, "-m", "metrics_tui", "--url", url])
             out["first_figures_s"] = wait_for(t, "mon", FIGURE, t0)
             t1 = time.perf_counter()
-            ref = t.start("ref", [sys.executable, str(Path(__file__).resolve()), "--reference-app"])
+            ref = t.start("ref", [sys.executable, "-m", "bench.monitor", "--reference-app"])
             out["ref_first_paint_s"] = wait_for(t, "ref", REF_MARK, t1)
             time.sleep(settle)  # both past start-up
             ratios, rss_mon, rss_ref = [], [], []

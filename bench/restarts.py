@@ -8,8 +8,8 @@ Connecting (not Live) and the monitor's process must be alive; after each start 
 Live again within ``--live-within`` seconds. Reported: restarts survived, time from the server's
 return to Live (median, max), the words seen during downtime.
 
-    python bench/restarts.py                  # 50 restarts
-    python bench/restarts.py --restarts 5     # a quick run
+    python -m bench.restarts                  # 50 restarts
+    python -m bench.restarts --restarts 5     # a quick run
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,45 +26,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from bench import _common as c
+
 LIVE = "Live ●"
 DOWN_WORDS = ("Reconnecting", "Connecting")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def start_server(port: int, db: Path) -> subprocess.Popen[bytes]:
-    args = ["--port", str(port), "--db", str(db), "--interval", "1", "--demo"]
-    return subprocess.Popen(
-        [sys.executable, "-m", "metrics_server", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError("the server did not listen in time")
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return -9
+def start_server(port: int, db: Path) -> c.ServerProcess:
+    flags = ["--port", str(port), "--db", str(db), "--interval", "1", "--demo"]
+    return c.ServerProcess(port, *flags).wait_ready()
 
 
 class Pane:
@@ -110,21 +78,20 @@ class Pane:
 def monitor_command(port: int) -> list[str]:
     exe = Path(sys.executable).parent / "metrics-tui"
     prog = [str(exe)] if exe.exists() else [sys.executable, "-m", "metrics_tui"]
-    return [*prog, "--url", f"ws://{HOST}:{port}/ws/metrics", "--theme", "ansi-dark"]
+    return [*prog, "--url", f"ws://{c.HOST}:{port}/ws/metrics", "--theme", "ansi-dark"]
 
 
 def run(restarts: int, live_within: float, down_within: float) -> int:
     if shutil.which("tmux") is None:
         print("needs tmux")
         return 2
-    port = free_port()
+    port = c.free_port()
     to_live: list[float] = []
     seen_down: Counter[str] = Counter()
     failures: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "m.db"
         server = start_server(port, db)
-        wait_listening(port, server)
         pane = Pane(monitor_command(port))
         try:
             ok, text = pane.wait_for(lambda t: LIVE in t, live_within)
@@ -132,7 +99,8 @@ def run(restarts: int, live_within: float, down_within: float) -> int:
                 print("the monitor never showed Live:\n" + text)
                 return 1
             for n in range(1, restarts + 1):
-                code = stop_server(server)
+                code = server.stop()
+                server.close()
                 if code != 0:
                     failures.append(f"restart {n}: server exit code {code}")
                 # Down: the status must say so (and no longer Live) within the deadline.
@@ -150,7 +118,6 @@ def run(restarts: int, live_within: float, down_within: float) -> int:
                     if LIVE in pane.text():
                         failures.append(f"restart {n}: Live shown during downtime")
                 server = start_server(port, db)
-                wait_listening(port, server)
                 back = time.monotonic()
                 ok, text = pane.wait_for(lambda t: LIVE in t, live_within)
                 if not ok:
@@ -163,7 +130,8 @@ def run(restarts: int, live_within: float, down_within: float) -> int:
             alive = pane.alive()
         finally:
             pane.close()
-            stop_server(server)
+            server.stop()
+            server.close()
     print(f"# restarts: {restarts} server restarts with metrics-tui attached (80x24 tmux pane)")
     if to_live:
         print(

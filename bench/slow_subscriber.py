@@ -12,24 +12,22 @@ for the stuck client would grow by about that much; the hub skips a subscriber w
 ``--full`` run is long enough (60 s) for the protocol keepalive (20 s ping + 20 s timeout) to
 close the stuck connection, which is reported.
 
-    python bench/slow_subscriber.py [--full]
+    python -m bench.slow_subscriber [--full]
 """
 
 from __future__ import annotations
 
 import argparse
 import socket
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import _common as c
-import latency
 import psutil
+
+from bench import _common as c
+from bench import latency
 
 
 def stuck_client(port: int) -> socket.socket:
@@ -141,7 +139,8 @@ def run(
                             flush=True,
                         )
     worst = {m: {k: max(x[k] for x in v) for k in v[0]} for m, v in res.items()}
-    summary = {f"{m}_{k}": worst[m][k] for m in worst for k in ("p50", "p99", "rss_growth_mb")}
+    keys = ("p50", "p99", "rss_growth_mb", "missing")  # missing: messages the others did not get
+    summary = {f"{m}_{k}": worst[m][k] for m in worst for k in keys}
     summary["pushed_mb"] = min(x["pushed_mb"] for x in res["stuck"])
     summary["closed_after_s"] = min(closed) if closed else float("nan")
     if verbose:

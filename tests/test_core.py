@@ -403,13 +403,14 @@ def test_peak_is_sampled_over_24_hours_and_never_below_current() -> None:
 
 
 def test_conversion_rate_rounding() -> None:
-    from metrics_server.core import conversion_rate
+    """The figure table's Rate: purchases per 100 views, to the cent, half up."""
+    from metrics_protocol.schema import percent_of
 
-    assert conversion_rate(0, 0) == Decimal("0.00")
-    assert conversion_rate(1, 3) == Decimal("33.33")
-    assert conversion_rate(2, 3) == Decimal("66.67")
-    assert conversion_rate(1, 8) == Decimal("12.50")
-    assert conversion_rate(5380, 125000) == Decimal("4.30")
+    assert percent_of(0, 0) == Decimal("0.00")
+    assert percent_of(1, 3) == Decimal("33.33")
+    assert percent_of(2, 3) == Decimal("66.67")
+    assert percent_of(1, 8) == Decimal("12.50")
+    assert percent_of(5380, 125000) == Decimal("4.30")
 
 
 def test_parse_batch_feeds_plan() -> None:

@@ -18,12 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import crash_ingest
 from metrics_server.app import MetricsServer, ServerConfig
 from metrics_server.hub import Limits
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-
-import crash_ingest
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGKILL")
 

@@ -124,6 +124,32 @@ def test_no_import_cycle_between_modules() -> None:
             raise AssertionError("import cycle: " + " -> ".join(cycle))
 
 
+def _top_imports(path: Path) -> set[str]:
+    """The top-level names a file imports (absolute imports; relative ones stay inside)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(_top(a.name) for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(_top(node.module))
+    return names
+
+
+def test_tests_stand_on_the_benches_and_the_benches_on_the_programs() -> None:
+    """ARCHITECTURE's Tests and Benchmarks: the tests import the bench package (its harness),
+    the benches never import a test, and the programs import neither."""
+    root = SRC.parent
+    rules = [(SRC, {"bench", "tests", "conftest"}), (root / "bench", {"tests", "conftest"})]
+    bad = [
+        (str(path.relative_to(root)), sorted(_top_imports(path) & banned))
+        for where, banned in rules
+        for path in sorted(where.rglob("*.py"))
+        if _top_imports(path) & banned
+    ]
+    assert bad == []
+    assert "bench" in _top_imports(root / "tests" / "conftest.py")
+
+
 # --------------------------------------------------------------------------- at run time
 
 HIDE_SERVER = """

@@ -27,19 +27,26 @@ PROGRAMS: dict[str, tuple[tuple[Setting, ...], Callable[[], argparse.ArgumentPar
 
 #: Modes of one run: command line only, no variable (see metrics_tui/settings.py for
 #: --insecure and --db). Everything else must have one.
-RUN_MODES = {"metrics-server": set(), "metrics-tui": {"demo", "db", "insecure", "once", "json"}}
+RUN_MODES = {
+    "metrics-server": {"print_config"},
+    "metrics-tui": {"demo", "db", "insecure", "once", "json", "list", "check"},
+}
 
 #: A good value for every setting that has a variable, and what it parses to. A new setting
 #: fails test_samples_cover_every_setting until it is given one here.
 GOOD = {
     "metrics-server": {
+        "config": ("/dev/null", "/dev/null"),  # an empty configuration file
         "host": ("0.0.0.0", "0.0.0.0"),
         "port": ("4001", 4001),
         "db": ("/srv/other.db", "/srv/other.db"),
+        "store": ("postgresql://m@db.example/metrics", "postgresql://m@db.example/metrics"),
+        "broker": ("redis://redis.example:6379/0", "redis://redis.example:6379/0"),
         "interval": ("0.5", 0.5),
         "tz": ("Europe/Paris", "Europe/Paris"),
         "history": ("7", 7),
         "push_interval": ("0e0", 0.0),
+        "retention": ("30", 30.0),
         "demo": ("yes", True),
         "token": ("r3ad", "r3ad"),
         "ingest_token": ("wr1te", "wr1te"),
@@ -50,8 +57,11 @@ GOOD = {
         "max_message_size": ("1024", 1024),
         "max_batch_size": ("4096", 4096),
         "rate_limit": ("2.5", 2.5),
+        "log_format": ("JSON", "json"),
+        "log_level": ("Debug", "debug"),
     },
     "metrics-tui": {
+        "config": ("/dev/null", "/dev/null"),
         "url": ("wss://metrics.example:3000/ws/metrics", "wss://metrics.example:3000/ws/metrics"),
         "token": ("r3ad", "r3ad"),
         "cafile": ("/etc/x/ca.pem", "/etc/x/ca.pem"),
@@ -75,6 +85,10 @@ BAD = {
         ("max_message_size", "64k"),
         ("max_batch_size", "0"),
         ("rate_limit", "inf"),
+        ("store", "mysql://h/d"),
+        ("broker", "http://r:6379"),
+        ("log_format", "yaml"),
+        ("log_level", "verbose"),
     ],
     "metrics-tui": [
         ("url", "http://x"),
@@ -164,7 +178,11 @@ def test_parser_has_exactly_the_table_flags(prog: str) -> None:
     parser = build()
     flags = {o for a in parser._actions for o in a.option_strings}
     assert flags - {"-h", "--help", "--version"} == {s.flag for s in table}
-    dests = {a.dest for a in parser._actions if a.option_strings[0] not in ("-h", "--version")}
+    dests = {
+        a.dest
+        for a in parser._actions
+        if a.option_strings and a.option_strings[0] not in ("-h", "--version")
+    }
     assert dests == {s.name for s in table}
 
 

@@ -195,9 +195,6 @@ class Schema:
     def group_class(self, group: str) -> type:
         return self._classes[group]
 
-    def group_figures(self, group: str) -> tuple[Figure, ...]:
-        return self._by_group[group]
-
     def card_figures(self, card: str) -> tuple[Figure, ...]:
         return self._by_card[card]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,18 +14,22 @@ from websockets.frames import CloseCode
 from websockets.server import ServerProtocol
 
 from metrics_protocol import wire as p
+from metrics_protocol.version import __version__
 
+from . import logs
+from .connection import GuardedConnection
 from .demo import DemoTraffic, prepare_demo, run_demo
 from .http import Access, make_router
 from .hub import Hub, Limits
 from .security import server_ssl_context, split_target
 from .service import MetricsService
-from .store import SQLiteStore
+from .store import SQLiteStore, open_store
+from .telemetry import Exposition, Gauges
 
 log = logging.getLogger("metrics_server")
 
 
-class _Connection(ServerConnection):
+class _Connection(GuardedConnection):
     """Says in the close reason why a message was too big: websockets' own reason ("frame with
     N bytes exceeds limit of M bytes") does not tell a producer what a batch may be."""
 
@@ -47,11 +52,17 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 3000
     db: str = "metrics.db"
+    #: A store URL (sqlite:///PATH, postgresql://...); None: the SQLite file ``db``.
+    store: str | None = None
+    #: Cross-instance fan-out (coming): only recorded in a shared store's registry for now.
+    broker: str | None = None
     interval: float = 5.0
     tz: str = "UTC"
     history: int = 20
     demo: bool = False
     push_interval: float = 0.25
+    #: Days of raw events kept (None: all of them); rollups are kept whatever it is.
+    retention: float | None = None
     ping_interval: float = 30.0
     max_buffer: int = 64 * 1024
     token: str | None = None
@@ -63,6 +74,9 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     #: Seconds a shutdown waits for the batches being committed to get their acks.
     shutdown_grace: float = 5.0
+    #: Read by the CLI, which sets up logging for the whole process (logs.configure).
+    log_format: str = "text"
+    log_level: str = "info"
 
 
 class MetricsServer:
@@ -78,16 +92,21 @@ class MetricsServer:
     async def start(self) -> MetricsServer:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        store = await loop.run_in_executor(None, SQLiteStore, cfg.db)
+        if cfg.store:
+            store = await loop.run_in_executor(None, open_store, cfg.store)
+        else:
+            store = await loop.run_in_executor(None, SQLiteStore, cfg.db)
         service = MetricsService(
             store,
             tz=cfg.tz,
             interval=cfg.interval,
             history=cfg.history,
             push_interval=cfg.push_interval,
+            retention=cfg.retention,
         )
         traffic = DemoTraffic() if cfg.demo else None
         try:
+            await loop.run_in_executor(None, store.register, cfg.broker)
             await service.start()
             if traffic is not None:
                 await prepare_demo(service, traffic)
@@ -98,12 +117,24 @@ class MetricsServer:
                 limits=cfg.limits,
             )
             access = Access(cfg.token, cfg.ingest_token, cfg.max_clients)
+            exposition = Exposition(
+                service.telemetry,
+                Gauges(subscribers=lambda: hub.connected, skipped=lambda: hub.skipped),
+                version=__version__,
+                store=type(store).__name__.removesuffix("Store").lower(),  # sqlite, postgres
+            )
             self._server = await serve(
                 self._handler,
                 cfg.host,
                 cfg.port,
                 process_request=make_router(
-                    service.get_metrics, access, lambda: hub.connected, interval=cfg.interval
+                    service.get_metrics,
+                    access,
+                    lambda: hub.connected,
+                    interval=cfg.interval,
+                    telemetry=service.telemetry,
+                    exposition=exposition.render,
+                    history=service,
                 ),
                 ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
                 # Browsers send Origin; other clients (the monitor, producers) send none, and
@@ -111,7 +142,14 @@ class MetricsServer:
                 origins=[*cfg.origins, None] if cfg.origins else None,
                 # Producers' cap; the hub lowers it for subscribers (Limits.max_message).
                 max_size=max(cfg.limits.max_batch, cfg.limits.max_message),
-                create_connection=_Connection,
+                # Bounded output: see connection.py. Above max_buffer the hub skips broadcasts
+                # and sends wait; staying there for output_stall seconds drops the client.
+                create_connection=functools.partial(
+                    _Connection,
+                    max_output=cfg.limits.max_output,
+                    output_stall=cfg.limits.output_stall,
+                ),
+                write_limit=cfg.max_buffer,
                 # Snapshots are a few hundred bytes: deflate would save little on the wire and
                 # cost about 50 KB of memory per connection (see docs/PERFORMANCE.md).
                 compression=None,
@@ -127,12 +165,37 @@ class MetricsServer:
         return self
 
     async def _handler(self, ws: ServerConnection) -> None:
-        assert self.hub is not None
+        assert self.hub is not None and self.service is not None
         path = split_target(ws.request.path)[0] if ws.request else ""
-        if path == p.WS_INGEST_PATH:
-            await self.hub.producer(ws)
-        else:
-            await self.hub.subscriber(ws)
+        producer = path == p.WS_INGEST_PATH
+        telemetry = self.service.telemetry
+        # Producers are few and long-lived: their coming and going is worth a line at info.
+        # Subscribers may be thousands, all reconnecting after a restart: at debug.
+        level = logging.INFO if producer else logging.DEBUG
+        who = "producer" if producer else "subscriber"
+        conn, peer = logs.conn_id(ws), logs.peer(ws)
+        logs.event(
+            level, "conn_open", "%s %s connected from %s", who, conn, peer,
+            conn=conn, peer=peer, route=path,
+        )  # fmt: skip
+        loop = asyncio.get_running_loop()
+        opened = loop.time()
+        telemetry.producers += producer
+        try:
+            if producer:
+                await self.hub.producer(ws)
+            else:
+                await self.hub.subscriber(ws)
+        finally:
+            telemetry.producers -= producer
+            code, reason, seconds = ws.close_code, ws.close_reason, loop.time() - opened
+            telemetry.closed[path, str(code)] += 1
+            logs.event(
+                level, "conn_close", "%s %s closed with code %s%s after %.1fs",
+                who, conn, code, f" {reason!r}" if reason else "", seconds,
+                conn=conn, peer=peer, route=path, close_code=code, close_reason=reason or None,
+                seconds=round(seconds, 3),
+            )  # fmt: skip
 
     @property
     def port(self) -> int:

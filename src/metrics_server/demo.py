@@ -18,6 +18,7 @@ from typing import Any
 from metrics_protocol.wire import MAX_BATCH
 
 from .events import EventError
+from .logs import event
 from .service import MetricsService
 from .store import StoreError
 
@@ -166,7 +167,7 @@ async def prepare_demo(service: MetricsService, traffic: DemoTraffic) -> None:
         events = traffic.backfill(now) + events
     for i in range(0, len(events), MAX_BATCH):
         await service.ingest(events[i : i + MAX_BATCH])
-    log.info("demo: %d events to start with", len(events))
+    event(logging.INFO, "demo_backfill", "demo: %d events to start with", len(events))
 
 
 async def run_demo(service: MetricsService, traffic: DemoTraffic, step: float = 0.25) -> None:
@@ -181,4 +182,4 @@ async def run_demo(service: MetricsService, traffic: DemoTraffic, step: float = 
             try:
                 await service.ingest(events[i : i + MAX_BATCH])
             except (EventError, StoreError) as exc:  # keep the demo going; say why once
-                log.warning("demo batch refused: %s", exc)
+                event(logging.WARNING, "demo_batch_refused", "demo batch refused: %s", exc)

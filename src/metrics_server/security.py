@@ -2,7 +2,8 @@
 
 Tokens are compared in constant time and never logged; a token may come in an
 ``Authorization: Bearer`` header (non-browser clients) or a ``?token=`` query parameter (browsers
-cannot set headers on a WebSocket). URLs are logged with the query string removed.
+cannot set headers on a WebSocket). No request target is logged, since one may carry a token
+(the CLI keeps the websockets logger at WARNING).
 """
 
 from __future__ import annotations
@@ -40,11 +41,6 @@ def split_target(target: str) -> tuple[str, str]:
     ``//[x``, and a client must not be able to turn that into a server error."""
     path, _, query = target.partition("?")
     return path, query
-
-
-def redact(path: str) -> str:
-    """A request path fit for a log line: no query string (it may hold a token)."""
-    return split_target(path)[0]
 
 
 def is_loopback(host: str) -> bool:

@@ -1,4 +1,5 @@
-"""metrics-server's settings: the one declaration behind its flags, env vars, help and config.
+"""metrics-server's settings: the one declaration behind its flags, env vars, help and its
+configuration file (``--config``; ``examples/metrics-server.toml`` is generated from it).
 
 `ServerConfig` (app.py) stays a hand-written dataclass; tests/server/test_server_config.py checks it
 against this table field for field.
@@ -6,6 +7,7 @@ against this table field for field.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from metrics_protocol.settings import (
@@ -16,7 +18,11 @@ from metrics_protocol.settings import (
 )
 from metrics_protocol.wire import MAX_BATCH_BYTES
 
+from .logs import log_format, log_level
+from .store import parse_store_url
+
 ACCESS = "access and limits"
+LOGGING = "logging"
 
 
 def time_zone(value: str) -> str:
@@ -27,7 +33,39 @@ def time_zone(value: str) -> str:
     return value
 
 
+def store_url(value: str) -> str:
+    """sqlite:///PATH or postgresql://..., checked for shape only (no driver needed)."""
+    parse_store_url(value)  # ValueError says what is wrong
+    return value
+
+
+def broker_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError
+    except ValueError as exc:
+        raise ValueError(f"malformed broker URL: {exc}") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(
+            f"a broker URL is redis://host:6379/0 or rediss://host:6379/0 (TLS), not {value!r}"
+        )
+    return value
+
+
 SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "config",
+        "TOML file of settings, its keys the flags' names (max_clients = 500); flags and "
+        "variables win over it",
+        env="METRICS_CONFIG",
+        metavar="FILE",
+    ),
+    Setting(
+        "print_config",
+        "print the settings in effect as TOML (tokens left out) and exit",
+        default=False,
+        switch=True,
+    ),
     Setting("host", "address to listen on", env="METRICS_HOST", default="127.0.0.1"),
     Setting(
         "port",
@@ -43,6 +81,24 @@ SETTINGS: tuple[Setting, ...] = (
         default="metrics.db",
         metavar="PATH",
         shown_default="./metrics.db; with --demo a temporary file, removed on exit",
+    ),
+    Setting(
+        "store",
+        "where events and figures are kept: sqlite:///relative.db, sqlite:////absolute.db or "
+        "postgresql://user@host:5432/dbname, which several servers may share "
+        "(docs/SCALING.md); --db PATH is the same as sqlite:///PATH",
+        env="METRICS_STORE",
+        parse=store_url,
+        metavar="URL",
+        shown_default="sqlite:///metrics.db",
+    ),
+    Setting(
+        "broker",
+        "a Redis URL, redis://host:6379/0 (rediss:// for TLS), for cross-instance fan-out "
+        "(coming; for now recorded, so that servers sharing a PostgreSQL store agree on it)",
+        env="METRICS_BROKER",
+        parse=broker_url,
+        metavar="URL",
     ),
     Setting(
         "interval",
@@ -75,6 +131,15 @@ SETTINGS: tuple[Setting, ...] = (
         parse=non_negative_float,
         default=0.25,
         metavar="SECONDS",
+    ),
+    Setting(
+        "retention",
+        "days of raw events to keep; older ones are pruned a few thousand at a time, and the "
+        "figures and date ranges (kept in rollups) stay as they were",
+        env="METRICS_RETENTION",
+        parse=positive_float,
+        metavar="DAYS",
+        shown_default="keep every event",
     ),
     Setting("demo", "generate synthetic traffic", env="METRICS_DEMO", default=False, switch=True),
     Setting(
@@ -153,5 +218,25 @@ SETTINGS: tuple[Setting, ...] = (
         default=20.0,
         group=ACCESS,
         metavar="N",
+    ),
+    Setting(
+        "log_format",
+        "text for people, or json for log shippers: one object a line with ts, level, event "
+        "and context",
+        env="METRICS_LOG_FORMAT",
+        parse=log_format,
+        default="text",
+        group=LOGGING,
+        metavar="FORMAT",
+    ),
+    Setting(
+        "log_level",
+        "debug, info, warning or error: the least level logged; debug adds a line per "
+        "subscriber connecting and leaving",
+        env="METRICS_LOG_LEVEL",
+        parse=log_level,
+        default="info",
+        group=LOGGING,
+        metavar="LEVEL",
     ),
 )

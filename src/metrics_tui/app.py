@@ -11,13 +11,13 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.binding import ActiveBinding, Binding
 from textual.containers import Container
 from textual.css.query import NoMatches
 from textual.filter import Monochrome, NoColor
@@ -28,6 +28,7 @@ from textual.widgets import Footer, Static
 
 from metrics_protocol.wire import Metrics
 from metrics_tui import formatting
+from metrics_tui.alerts import Evaluator, Rule, RuleState, State
 from metrics_tui.client import MetricsClient
 from metrics_tui.colourless import Colourless
 from metrics_tui.layout import FULL_FOOTER_WIDTH, MIN_HEIGHT, MIN_WIDTH, layout_for
@@ -39,13 +40,17 @@ from metrics_tui.messages import (
     ServerError,
     Status,
 )
-from metrics_tui.screens.help import HelpScreen
+from metrics_tui.screens.alerts import AlertsScreen
+from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
-from metrics_tui.widgets.status import StatusLine, is_stale
+from metrics_tui.widgets.status import AlertNote, StatusLine, is_stale
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
+#: The footer names ``a Alerts`` from this width (if there are rules): below it the compact
+#: footer's other keys take the whole line. ``a`` works at any width.
+ALERTS_KEY_WIDTH = 44
 #: Seconds a hang-up leaves for a clean exit before the process is ended regardless.
 HANGUP_GRACE = 3.0
 
@@ -121,14 +126,28 @@ class Dashboard(Screen[None]):
             paused="paused",
             shown_at="shown_at",
             now="now",
+            alert="alert",
         )
         self.watch(app, "shown", self._show_cards)
         self.watch(app, "shown_points", self._show_charts)
         self.watch(app, "paused", self._show_marks)
         self.watch(app, "stale", self._show_marks)
+        self.watch(app, "alert_rows", self._show_alerts)
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_layout(event.size.width, event.size.height)
+        self.refresh_bindings()  # the footer may have room for `a Alerts` now, or no more
+
+    @property
+    def active_bindings(self) -> dict[str, ActiveBinding]:
+        """The footer's keys: ``a Alerts`` only when there are rules to list and room."""
+        bindings = super().active_bindings
+        app = self.app
+        if not (isinstance(app, MetricsApp) and app.alerts.rules) or (
+            self.size.width < ALERTS_KEY_WIDTH
+        ):
+            bindings = {k: b for k, b in bindings.items() if b.binding.action != "alerts"}
+        return bindings
 
     def _apply_layout(self, width: int, height: int) -> None:
         narrow = self._set_layout_classes(width, height)
@@ -136,7 +155,7 @@ class Dashboard(Screen[None]):
         if layout_for(width, height).too_small:
             self.query_one("#too-small", Static).update(
                 f"Terminal too small\nneed {MIN_WIDTH}x{MIN_HEIGHT}, have {width}x{height}\n\n"
-                "q quits"
+                f"{self._quit_key()} quits"
             )
 
     def _show_cards(self, shown: Metrics | None) -> None:
@@ -168,6 +187,15 @@ class Dashboard(Screen[None]):
         for card in self.query(MetricCard):
             card.border_subtitle = subtitle
 
+    def _show_alerts(self, rows: dict[str, dict[str, str]]) -> None:
+        """Colour the card rows of the firing rules (the line's part follows ``alert``)."""
+        for card in self.query(MetricCard):
+            card.set_alerts(rows.get(card.id or "", {}))
+
+    def _quit_key(self) -> str:
+        app = self.app
+        return app.key_for("quit") if isinstance(app, MetricsApp) else "q"
+
     def _set_layout_classes(self, width: int, height: int) -> bool:
         """Classes for the arrangement that fits; returns whether the footer must be compact."""
         lay = layout_for(width, height)
@@ -195,11 +223,13 @@ class MetricsApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "metrics-tui"
+    #: A binding's id is its name in the configuration file's [keys] table (config.py).
     BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("r", "reconnect", "Reconnect"),
-        Binding("p", "toggle_pause", "Pause"),
-        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit", id="quit"),
+        Binding("r", "reconnect", "Reconnect", id="reconnect"),
+        Binding("p", "toggle_pause", "Pause", id="pause"),
+        Binding("a", "alerts", "Alerts", id="alerts"),
+        Binding("question_mark", "help", "Help", key_display="?", id="help"),
     ]
 
     #: What the client said last about the connection.
@@ -222,6 +252,10 @@ class MetricsApp(App[None]):
     shown_at: var[datetime | None] = var(None, init=False)
     #: No update for two intervals, or figures held over from a lost connection.
     stale: var[bool] = var(False, init=False)
+    #: The firing alert the status line names (None while no rule fires).
+    alert: var[AlertNote | None] = var(None, init=False)
+    #: Per card id, the figures that firing rules name, with the severity (critical wins).
+    alert_rows: var[dict[str, dict[str, str]]] = var(dict, init=False)
 
     def __init__(
         self,
@@ -235,8 +269,14 @@ class MetricsApp(App[None]):
         animate: bool = True,
         connect: bool = True,
         notice: str | None = None,
+        keymap: Mapping[str, str] | None = None,
+        alerts: Sequence[Rule] = (),
     ) -> None:
         super().__init__()
+        #: Binding id -> keys, from the configuration file's [keys] (checked by config.py).
+        self.keymap = dict(keymap or {})
+        if self.keymap:
+            self.set_keymap(self.keymap)
         self.url = url
         self.clock = clock
         self._token = token
@@ -252,6 +292,9 @@ class MetricsApp(App[None]):
         self.now = clock()
         self._hup_poll: select.poll | None = None
         self._hangup_watchdog: threading.Timer | None = None
+        #: The alert rules' states, evaluated on every snapshot and every tick.
+        self.alerts = Evaluator(alerts)
+        self._firing: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -325,7 +368,10 @@ class MetricsApp(App[None]):
         if self._terminal_gone():
             self._hangup()
             return
-        self.now = self.clock()
+        now = self.clock()
+        if self.alerts.rules:
+            self._alert_states(self.alerts.evaluate(now))
+        self.now = now
 
     # ------------------------------------------------------------------ derived state
 
@@ -363,6 +409,29 @@ class MetricsApp(App[None]):
             raise NoMatches("no dashboard")
         return self.screen_stack[0]
 
+    # ------------------------------------------------------------------ alerts
+
+    def _alert_states(self, states: list[RuleState]) -> None:
+        """New states: ring for a rule that starts firing (with ``bell``), then show them."""
+        firing = frozenset(s.rule.name for s in states if s.state is State.FIRING)
+        if any(s.rule.bell and s.rule.name not in self._firing for s in states if s.active):
+            self.bell()
+        self._firing = firing
+        rows: dict[str, dict[str, str]] = {}
+        for s in self.alerts.firing():  # critical first: it wins a row both rules name
+            rows.setdefault(s.rule.figure.card, {}).setdefault(s.rule.figure.attr, s.rule.severity)
+        self.alert_rows = rows
+        self.alert = self._alert_note()
+        if isinstance(self.screen, AlertsScreen):
+            self.screen.redraw()
+
+    def _alert_note(self) -> AlertNote | None:
+        firing = self.alerts.firing()
+        if not firing:
+            return None
+        top = firing[0]
+        return AlertNote(top.rule.name, top.rule.severity, top.since or 0.0, len(firing) - 1)
+
     # ------------------------------------------------------------------ messages
 
     def on_metrics_updated(self, message: MetricsUpdated) -> None:
@@ -371,6 +440,8 @@ class MetricsApp(App[None]):
         # The age's two ends move together, the far one first: set the other way round, the line
         # would read "updated 1s ago" in between and repaint for nothing.
         self.last_update = self.now = self.clock()
+        if self.alerts.rules:
+            self._alert_states(self.alerts.observe(message.metrics, self.last_update))
         if message.kind != "change":
             self.points = (*self.points, message.metrics)[-CHART_POINTS:]
         self.latest = message.metrics
@@ -399,6 +470,10 @@ class MetricsApp(App[None]):
         self.now = self.clock()
         self.paused = not self.paused
 
+    def action_alerts(self) -> None:
+        if not isinstance(self.screen, AlertsScreen):
+            self.push_screen(AlertsScreen(lambda: self.alerts.states, self.clock))
+
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -412,6 +487,18 @@ class MetricsApp(App[None]):
             "Pause / resume", "Freeze or unfreeze the display", self.action_toggle_pause
         )
         yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
+        yield SystemCommand("Alert rules", "Every rule, its state and value", self.action_alerts)
+
+    def key_for(self, action: str) -> str:
+        """The first key bound to a binding id, as the help writes it ("q", "ctrl+q", "?")."""
+        return self.keys_for(action)[0]
+
+    def keys_for(self, action: str) -> list[str]:
+        """The keys bound to a binding id, as the help writes them."""
+        if action in self.keymap:
+            return [key_label(key) for key in self.keymap[action].split(",")]
+        binding = next(b for b in self.BINDINGS if isinstance(b, Binding) and b.id == action)
+        return [binding.key_display or key_label(binding.key)]
 
     # ------------------------------------------------------------------ for tests and status
 

@@ -1,8 +1,11 @@
-"""Command line: ``metrics-tui [--url URL] [--token T] [--cafile F | --insecure] [--once] ...``.
+"""Command line: ``metrics-tui [SERVER] [--url URL] [--token T] [--cafile F | --insecure]
+[--once] ...``; SERVER names a ``[servers.NAME]`` table of the configuration file (config.py).
 
 Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error (also a terminal that cannot
-draw the monitor: TERM=dumb; or --demo without the server). Textual is imported only for the
-interactive monitor, so ``--once`` stays quick. No message ever shows the token.
+draw the monitor: TERM=dumb; or --demo without the server). ``--check`` speaks the
+monitoring-plugin convention instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (a usage error,
+no server, a refused token), and one line on stdout whatever happens. Textual is imported only
+for the interactive monitor, so ``--once`` stays quick. No message ever shows the token.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ import ssl
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from metrics_protocol import settings
+from metrics_protocol.configfile import ConfigFileError
+from metrics_tui import config as config_file
+from metrics_tui.alerts import UNKNOWN, Rule, RuleError, check_report, parse_rules, unknown_line
 from metrics_tui.settings import SETTINGS
-from metrics_tui.wire import tls_context
+from metrics_tui.wire import redact, tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -36,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metrics-tui",
         description="Live terminal monitor for metrics-server.",
         epilog=f"{settings.ENV_NOTE} Keys: q quit, r reconnect, p pause, ? help, ctrl+p "
-        "commands and themes.",
+        "commands and themes; the configuration file's [keys] can rebind them.",
+    )
+    p.add_argument(
+        "server",
+        nargs="?",
+        metavar="SERVER",
+        help="a named server of the configuration file ([servers.SERVER]); --list lists them",
     )
     p.add_argument("--version", action=_Version, help="show the version and exit")
     return p
@@ -76,9 +88,59 @@ def _quiet_logging() -> None:
         root.addHandler(logging.NullHandler())
 
 
+def _as_plugin(parser: argparse.ArgumentParser) -> None:
+    """Under --check a usage error is UNKNOWN (3) on stdout: a plugin's caller reads nothing
+    else, and 2 would read as CRITICAL."""
+
+    def error(message: str) -> NoReturn:
+        print(unknown_line(f"metrics-tui: {message}"))
+        sys.exit(UNKNOWN)
+
+    def exit_(status: int = 0, message: str | None = None) -> NoReturn:
+        if status == 0:  # --help, --version
+            sys.exit(0)
+        error((message or "").strip().removeprefix(f"{parser.prog}: error: "))
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.exit = exit_  # type: ignore[method-assign]
+
+
+def _alert_rules(
+    parser: argparse.ArgumentParser, monitor: config_file.MonitorConfig
+) -> tuple[Rule, ...]:
+    """The file's ``[[alerts]]`` as rules; a bad one stops the program with its line."""
+    try:
+        return tuple(parse_rules(monitor.alerts_raw))
+    except RuleError as exc:
+        table = monitor.alerts_raw[exc.index] if exc.index < len(monitor.alerts_raw) else {}
+        key = exc.key if isinstance(table, dict) and exc.key in table else None
+        settings.fail_in_file(parser, f"{monitor.alert_line(exc.index, key)}: {exc}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = settings.parse(parser, SETTINGS, argv)
+    if "--check" in (sys.argv[1:] if argv is None else argv):
+        _as_plugin(parser)
+    args = settings.parse(
+        parser,
+        SETTINGS,
+        argv,
+        default_file=config_file.default_path(),
+        tables=config_file.TABLES,
+    )
+    try:
+        monitor = config_file.load(args.settings_file)
+        if args.list:
+            return _list(parser, args, monitor)
+        if args.server is not None:
+            _use_server(parser, args, monitor)
+    except ConfigFileError as exc:
+        settings.fail_in_file(parser, str(exc))
+    args.alerts = _alert_rules(parser, monitor)
+    if args.check:
+        if args.json:
+            parser.error("--check prints one status line: leave out --json")
+        args.once = True
     if args.json and not args.once:
         parser.error("--json needs --once")
     if args.origin("timeout") == "flag" and not args.once:
@@ -87,15 +149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--db needs --demo")
     url, token = args.url, args.token
     if token is not None and (why := token_problem(token)):
-        parser.error(f"{args.source('token')} {why}, which cannot be sent in an HTTP header")
+        message = f"{args.source('token')} {why}, which cannot be sent in an HTTP header"
+        settings.refuse(parser, args, "token", message)
     tls = _tls(parser, args, url)
     if args.theme and not args.once:
         from textual.theme import BUILTIN_THEMES
 
         if args.theme not in BUILTIN_THEMES:
-            parser.error(
+            settings.refuse(
+                parser,
+                args,
+                "theme",
                 f"{args.source('theme')}: unknown theme {args.theme!r}; "
-                f"choose from {', '.join(sorted(BUILTIN_THEMES))}"
+                f"choose from {', '.join(sorted(BUILTIN_THEMES))}",
             )
     if not args.once and os.environ.get("TERM") == "dumb":
         # One line that fits 80 columns: a dumb terminal does not wrap for us.
@@ -106,9 +172,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     _quiet_logging()
     try:
-        return asyncio.run(_run(args, url, token, tls))
+        return asyncio.run(_run(args, url, token, tls, monitor.keys))
     except KeyboardInterrupt:
         return 130
+
+
+def _list(
+    parser: argparse.ArgumentParser, args: settings.Config, monitor: config_file.MonitorConfig
+) -> int:
+    """``--list``: the named servers and where their tokens come from (never a token)."""
+    if args.server is not None or args.once or args.demo:
+        parser.error("--list takes no SERVER, --once or --demo")
+    where = args.config or config_file.default_path()
+    if monitor.file is None:
+        print(f"metrics-tui: no configuration file ({where}), so no named servers", file=sys.stderr)
+    elif not monitor.servers:
+        print(f"metrics-tui: no [servers.NAME] tables in {where}", file=sys.stderr)
+    else:
+        print(config_file.server_list(monitor), end="")
+    return EXIT_OK
+
+
+#: What a named server sets; cafile and insecure go together (a flag for one drops both).
+SERVER_SETTINGS = ("url", "token", "cafile", "insecure")
+
+
+def _use_server(
+    parser: argparse.ArgumentParser, args: settings.Config, monitor: config_file.MonitorConfig
+) -> None:
+    """Apply ``[servers.NAME]``: over the environment and the file's top-level keys, under
+    flags; what the entry leaves out is unset, so no token goes to a server it was not meant
+    for. An unknown name is a usage error that lists the known ones."""
+    name = args.server
+    if args.demo or args.origin("url") == "flag":
+        parser.error("give SERVER, --url or --demo, not two of them")
+    server = monitor.servers.get(name)
+    if server is None:
+        where = args.config or config_file.default_path()
+        if monitor.file is None:
+            parser.error(f"unknown server {name!r}: no configuration file ({where})")
+        known = ", ".join(monitor.servers) or "none"
+        hint = settings.unknown_key(name, monitor.servers).removeprefix(f"unknown key {name!r}")
+        parser.error(f"unknown server {name!r}{hint}; {where} names: {known}")
+    by_name = {s.name: s for s in SETTINGS}
+    trust_flag = args.origin("cafile") == "flag" or args.origin("insecure") == "flag"
+    for key in SERVER_SETTINGS:
+        if args.origin(key) == "flag" or (key in ("cafile", "insecure") and trust_flag):
+            continue
+        entry = server.values.get(key)
+        value = entry.load() if entry is not None else by_name[key].default
+        args.set(by_name[key], value, "server", entry)
 
 
 def _tls(parser: argparse.ArgumentParser, args: settings.Config, url: str) -> ssl.SSLContext | None:
@@ -124,14 +237,19 @@ def _tls(parser: argparse.ArgumentParser, args: settings.Config, url: str) -> ss
     try:
         return tls_context(url, cafile=cafile, insecure=args.insecure)
     except (OSError, ssl.SSLError) as exc:
-        parser.error(f"cannot load CA file {cafile!r}: {exc.strerror or exc}")
+        message = f"cannot load CA file {cafile!r}: {exc.strerror or exc}"
+        settings.refuse(parser, args, "cafile", message)
 
 
 async def _run(
-    args: argparse.Namespace, url: str, token: str | None, tls: ssl.SSLContext | None
+    args: argparse.Namespace,
+    url: str,
+    token: str | None,
+    tls: ssl.SSLContext | None,
+    keymap: dict[str, str] | None = None,
 ) -> int:
     if not args.demo:
-        return await _watch(args, url, token, tls)
+        return await _watch(args, url, token, tls, keymap=keymap)
     # The one import of the server in the monitor: --demo runs one in this process.
     try:
         from metrics_server.app import MetricsServer, ServerConfig
@@ -157,7 +275,8 @@ async def _run(
         if args.once:
             print(f"metrics-tui: {where}", file=sys.stderr)
         async with MetricsServer(cfg) as srv:
-            return await _watch(args, srv.url, token, None, notice=where.capitalize())
+            notice = where.capitalize()
+            return await _watch(args, srv.url, token, None, notice=notice, keymap=keymap)
 
 
 async def _watch(
@@ -166,9 +285,12 @@ async def _watch(
     token: str | None,
     tls: ssl.SSLContext | None,
     notice: str | None = None,
+    keymap: dict[str, str] | None = None,
 ) -> int:
     if args.once:
         within = args.timeout
+        if args.check:
+            return await _check(url, token, tls, args.alerts, within=within)
         return await _once(url, token, tls, as_json=args.json, within=within)
     from metrics_tui.app import MetricsApp
 
@@ -179,6 +301,8 @@ async def _watch(
         max_retries=args.max_retries,
         theme=args.theme,
         notice=notice,
+        keymap=keymap,
+        alerts=args.alerts,
     )
     await app.run_async()
     return app.return_code or 0
@@ -192,7 +316,7 @@ async def _once(
 
     if is_insecure(tls):
         print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
-    where = _without_query(url)  # a ?token= must not end up in logs
+    where = redact(url)  # a ?token= must not end up in logs
     try:
         # One deadline for everything: the WebSocket, then the REST fallback within what is left.
         async with asyncio.timeout(within):
@@ -213,8 +337,32 @@ async def _once(
     return EXIT_OK
 
 
-def _without_query(url: str) -> str:
-    return url.partition("?")[0]
+async def _check(
+    url: str, token: str | None, tls: ssl.SSLContext | None, rules: Sequence[Rule], within: float
+) -> int:
+    """``--check``: one line on stdout and a plugin's exit code, nothing on stderr; no server
+    or a refused token is UNKNOWN."""
+    from metrics_tui.wire import Unauthorized, fetch_once, is_insecure
+
+    where = redact(url)  # a ?token= must not end up in the line
+    try:
+        async with asyncio.timeout(within):
+            snapshot = await fetch_once(url, token, wait=within, tls=tls)
+    except TimeoutError:
+        print(unknown_line(f"no answer from {where} within {within:g} s"))
+        return UNKNOWN
+    except Unauthorized as exc:
+        print(unknown_line(f"{where}: {_reason(exc, token)}, check --token"))
+        return UNKNOWN
+    except Exception as exc:
+        print(unknown_line(f"cannot get metrics from {where}: {_reason(exc, token)}"))
+        return UNKNOWN
+    code, line = check_report(snapshot, rules)
+    if is_insecure(tls):  # said in the line: a plugin's stderr is not read
+        head, _, perf = line.partition(" | ")
+        line = f"{head}; TLS certificate not verified | {perf}"
+    print(line, flush=True)
+    return code
 
 
 def _reason(exc: BaseException, token: str | None) -> str:

@@ -65,7 +65,7 @@ from metrics_tui.wire import (
     fetch_rest_body,
     http_client,
     is_unauthorized,
-    redact_url,
+    redact,
     rest_url,
     url_problem,
     ws_options,
@@ -213,7 +213,7 @@ class MetricsClient:
         except Exception as exc:  # any failure means: reconnect (or tell what to fix)
             failure = after_failure(exc)
             # The URL may carry ?token=: never log it as given.
-            log.info("connection to %s failed: %s", redact_url(self.url), failure.detail)
+            log.info("connection to %s failed: %s", redact(self.url), failure.detail)
         finally:
             self._ws = None
         return Ended(failure)

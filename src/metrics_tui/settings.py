@@ -1,4 +1,5 @@
-"""metrics-tui's settings: the one declaration behind its flags, env vars and help."""
+"""metrics-tui's settings: the one declaration behind its flags, env vars, help and the
+top-level keys of its configuration file (config.py reads the rest of that file)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ def ws_url(value: str) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "config",
+        "TOML file of defaults, named servers, keys and alerts; flags and variables win over it",
+        env="METRICS_TUI_CONFIG",
+        metavar="FILE",
+        shown_default="$XDG_CONFIG_HOME/metrics-tui/config.toml, if it exists",
+    ),
+    Setting(
+        "list",
+        "list the named servers of the configuration file and exit",
+        default=False,
+        switch=True,
+    ),
     Setting(
         "url",
         "WebSocket URL",
@@ -55,6 +69,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("once", "print one snapshot and exit", default=False, switch=True),
     Setting("json", "with --once: print the JSON data object", default=False, switch=True),
+    # No variable: a plugin's mode belongs in its command line, like --once.
+    Setting(
+        "check",
+        "print one monitoring-plugin line from the alert rules (implies --once); exit 0 OK, "
+        "1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        default=False,
+        switch=True,
+    ),
     Setting(
         "timeout",
         "with --once: give up when no answer comes within SECONDS",

@@ -143,13 +143,6 @@ def tls_failure(exc: BaseException) -> str | None:
     return None
 
 
-def redact_url(url: str) -> str:
-    """A URL fit for a log line: no query or fragment (``?token=``) and no user or password."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 def validate_ws_url(url: str) -> str:
     """Return the URL if it is a usable ws:// or wss:// URL, else raise ValueError."""
     parts = urlsplit(url)
@@ -160,6 +153,17 @@ def validate_ws_url(url: str) -> str:
     except ValueError:
         raise ValueError(f"bad port in URL: {url!r}") from None
     return url
+
+
+def redact(url: str) -> str:
+    """``url`` fit for a log line or a message: no query string (``?token=`` may be in it),
+    no fragment, and no user or password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even a URL (an unclosed IPv6 bracket): the query goes at least
+        return url.partition("?")[0]
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def rest_url(ws_url: str) -> str:

@@ -8,86 +8,19 @@ that this directory needs no package.
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import signal
+import socket
 import ssl
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-TIMEOUT = 3.0
-STARTUP = 15.0  # a cold interpreter on a loaded machine
+from bench._common import Cert, ServerProcess, frame, raw_websocket, run_to_end
 
-
-class CliServer:
-    """``metrics-server`` in a subprocess; stderr goes to a file, read after it stops."""
-
-    def __init__(
-        self, proc: subprocess.Popen[bytes], port: int, stderr: Path, tls: ssl.SSLContext | None
-    ) -> None:
-        self.proc = proc
-        self.port = port
-        self.stderr_path = stderr
-        self.tls = tls
-
-    def url(self, path: str, scheme: str | None = None) -> str:
-        """``scheme`` defaults to ws (wss with TLS); pass ``http`` for REST (https with TLS)."""
-        scheme = scheme or "ws"
-        if self.tls is not None:
-            scheme = {"ws": "wss", "http": "https"}.get(scheme, scheme)
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
-
-    def _healthy(self, client: httpx.Client) -> bool:
-        try:
-            return client.get(self.url("/healthz", "http")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def wait_ready(self) -> CliServer:
-        """Poll /healthz against a deadline (for synchronous tests, e.g. hypothesis)."""
-        deadline = time.monotonic() + STARTUP
-        with httpx.Client(timeout=1, verify=self.tls or True) as client:
-            while not self._healthy(client):
-                self._check_alive()
-                if time.monotonic() > deadline:
-                    pytest.fail("server did not answer /healthz in time")
-                time.sleep(0.05)
-        return self
-
-    async def ready(self) -> CliServer:
-        """Poll /healthz against a deadline without blocking the test's event loop."""
-        deadline = time.monotonic() + STARTUP
-        async with httpx.AsyncClient(timeout=1, verify=self.tls or True) as client:
-            while True:
-                try:
-                    if (await client.get(self.url("/healthz", "http"))).status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-                self._check_alive()
-                if time.monotonic() > deadline:
-                    pytest.fail("server did not answer /healthz in time")
-                await asyncio.sleep(0.05)
-
-    def _check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"server exited {self.proc.returncode}: {self.stderr}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        """Signal it and return its exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+#: ``metrics-server`` in a subprocess (the harness the benches share): ``ready()``,
+#: ``wait_ready()``, ``stop(sig)`` (its exit code), ``stderr``, ``url(path, scheme)``, ``proc``.
+CliServer = ServerProcess
 
 
 @pytest.fixture
@@ -96,27 +29,20 @@ def run_cli(
 ) -> Iterator[Callable[..., CliServer]]:
     """``run_cli(*flags, env={...}, tls=ctx)``: a started (not yet ready) server subprocess on
     ``free_port`` with its own database and hourly ticks; killed after the test if still up."""
-    procs: list[subprocess.Popen[bytes]] = []
+    servers: list[ServerProcess] = []
 
     def run(*flags: str, env: dict[str, str] | None = None, tls: ssl.SSLContext | None = None):
         base = ["--port", str(free_port), "--db", str(db_path), "--interval", "3600"]
-        stderr = tmp_path / f"stderr-{len(procs)}.txt"
-        with stderr.open("wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "metrics_server", *base, *flags],
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env={**cli_env, **(env or {})},
-                cwd=tmp_path,
-            )
-        procs.append(proc)
-        return CliServer(proc, free_port, stderr, tls)
+        log = tmp_path / f"stderr-{len(servers)}.txt"
+        server = ServerProcess(
+            free_port, *base, *flags, env={**cli_env, **(env or {})}, cwd=tmp_path, log=log, tls=tls
+        )
+        servers.append(server)
+        return server
 
     yield run
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    for server in servers:
+        server.close()
 
 
 @pytest.fixture
@@ -126,37 +52,35 @@ def run_quick(
     """``run_quick(*args)``: a command expected to end by itself (refusals)."""
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "metrics_server", *args],
-            capture_output=True,
-            text=True,
-            env=cli_env,
-            cwd=tmp_path,
-            timeout=STARTUP,
-        )
+        return run_to_end(*args, env=cli_env, cwd=tmp_path)
 
     return run
 
 
 @pytest.fixture
-def tls_files(tmp_path: Path) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1 and localhost: (certfile, keyfile)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    args = "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
-    args += " -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost"
-    subprocess.run(
-        [openssl, *args.split(), "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
+def tls_files(cert: Cert) -> tuple[Path, Path]:
+    """The throwaway certificate for 127.0.0.1 and localhost: (certfile, keyfile)."""
+    return Path(cert.certfile), Path(cert.keyfile)
 
 
 @pytest.fixture
-def client_tls(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
+def client_tls(cert: Cert) -> ssl.SSLContext:
     """A client context that trusts only the test certificate."""
-    return ssl.create_default_context(cafile=str(tls_files[0]))
+    return ssl.create_default_context(cafile=cert.certfile)
+
+
+class RawWebSocket:
+    """WebSocket by hand, for clients no library would be: frames built byte by byte (masked or
+    not, reserved bits, any opcode and size), and a socket that never reads past the 101."""
+
+    frame = staticmethod(frame)
+
+    @staticmethod
+    def connect(port: int, path: str = "/ws/metrics") -> socket.socket:
+        """A socket past the handshake, with not one byte of the server's frames read."""
+        return raw_websocket(port, path, timeout=5)
+
+
+@pytest.fixture
+def raw_ws() -> type[RawWebSocket]:
+    return RawWebSocket

@@ -311,3 +311,74 @@ async def test_known_hostile_batches_are_errors_not_crashes(start_server) -> Non
     async with httpx.AsyncClient() as http:  # a target urlsplit() chokes on
         resp = await http.get(srv.http_url + "//[x")
         assert resp.status_code == 404
+
+
+# --------------------------------------------------------------------------- WebSocket frames
+
+CONTROL_PAYLOAD = st.binary(max_size=130)  # up to 125 bytes is legal for a control frame
+CLOSE_PAYLOAD = (
+    st.builds(
+        lambda code, reason: code.to_bytes(2, "big") + reason,
+        st.sampled_from([1000, 1001, 1002, 1005, 1006, 1008, 999, 1004, 2999, 3000, 4999, 5000]),
+        st.binary(max_size=20) | st.text(max_size=20).map(str.encode),
+    )
+    | st.binary(max_size=3)
+    | st.binary(min_size=126, max_size=140)
+)
+TEXT_PAYLOAD = st.sampled_from([b'{"type":"ping"}', b'{"type":"pong"}', b"[]", b"\xff\xfe"]) | (
+    st.text(max_size=30).map(lambda t: t.encode("utf-8", "surrogatepass"))
+)
+
+
+@st.composite
+def ws_frame(draw: st.DrawFn) -> tuple[int, bytes, dict[str, Any]]:
+    """One frame as a client (or a broken client) writes it, for ``raw_ws.frame``: control
+    frames, oversized or fragmented; continuations with or without a start; reserved bits and
+    opcodes; unmasked."""
+    kind = draw(
+        st.sampled_from(["ping", "pong", "close", "text", "binary", "continuation", "reserved"])
+    )
+    opcode, payload = {
+        "ping": (0x9, CONTROL_PAYLOAD),
+        "pong": (0xA, CONTROL_PAYLOAD),
+        "close": (0x8, CLOSE_PAYLOAD),
+        "text": (0x1, TEXT_PAYLOAD),
+        "binary": (0x2, st.binary(max_size=40)),
+        "continuation": (0x0, TEXT_PAYLOAD),
+        "reserved": (draw(st.sampled_from([0x3, 0x7, 0xB, 0xF])), st.binary(max_size=10)),
+    }[kind]
+    data = kind in ("text", "binary", "continuation")
+    fin = draw(st.booleans() if data else st.sampled_from([True, True, True, False]))
+    rsv = draw(st.sampled_from([0, 0, 0, 0, 0x40, 0x20, 0x10]))
+    mask = draw(st.sampled_from([True, True, True, True, False]))
+    return opcode, draw(payload), {"fin": fin, "rsv": rsv, "mask": mask}
+
+
+def test_any_frame_sequence_leaves_the_server_up_and_others_served(run_cli, raw_ws) -> None:
+    srv = run_cli().wait_ready()
+    with sync_connect(srv.url("/ws/metrics"), open_timeout=5) as bystander:
+        assert json.loads(bystander.recv(timeout=5))["type"] == "history"
+        assert json.loads(bystander.recv(timeout=5))["type"] == "metrics"
+
+        @SETTINGS
+        @given(st.lists(ws_frame(), min_size=1, max_size=25))
+        # A ping flood (1008, then dropped) and a control frame split in two (1002).
+        @example([(0x9, b"x" * 125, {})] * 80)
+        @example([(0x9, b"half", {"fin": False}), (0x0, b"rest", {})])
+        def check(frames: list[tuple[int, bytes, dict[str, Any]]]) -> None:
+            data = b"".join(raw_ws.frame(op, payload, **how) for op, payload, how in frames)
+            with raw_ws.connect(srv.port) as sock:
+                sock.sendall(data + raw_ws.frame(0x8, (1000).to_bytes(2, "big")))
+                # Whatever came before, the final close frame ends the connection: a close
+                # handshake, a failure, or a drop. A server that kept it would time out recv().
+                with contextlib.suppress(ConnectionResetError):
+                    while sock.recv(65536):
+                        pass
+
+        check()
+        bystander.send('{"type":"ping"}')
+        assert json.loads(bystander.recv(timeout=5)) == {"type": "pong"}
+    assert_still_serving(srv.url)
+    assert srv.stop() == 0
+    assert "Traceback" not in srv.stderr, srv.stderr
+    assert " ERROR " not in srv.stderr, srv.stderr

@@ -88,7 +88,7 @@ async def test_unknown_path_is_a_json_404(http, path) -> None:
 async def test_other_methods_on_known_paths_are_405(http, method, path) -> None:
     resp = await http.request(method, path)
     assert resp.status_code == 405
-    assert resp.headers["allow"] == "GET"
+    assert resp.headers["allow"] == "GET, HEAD"
     body = resp.json()
     assert body["error"]["code"] == "method_not_allowed"
     assert method in body["error"]["message"]

@@ -22,6 +22,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bench._common import ServerProcess
 from metrics_server.app import MetricsServer, ServerConfig
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs SIGTERM")
@@ -37,20 +38,6 @@ def views(label: str, n: int) -> list[dict[str, Any]]:
 def stored_batches(db: Path) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
         return dict(conn.execute("SELECT content_id, count(*) FROM events GROUP BY content_id"))
-
-
-async def wait_healthy(proc: asyncio.subprocess.Process, port: int) -> None:
-    deadline = time.monotonic() + STARTUP
-    while time.monotonic() < deadline:
-        assert proc.returncode is None, "the server exited at start"
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-    pytest.fail("the server did not listen in time")
 
 
 class Producer:
@@ -96,20 +83,12 @@ class Producer:
 
 
 @pytest.mark.parametrize("round_", range(5))
-async def test_sigterm_acks_every_stored_batch(python, cli_env, tmp_path, free_port, round_):
+async def test_sigterm_acks_every_stored_batch(cli_env, tmp_path, free_port, round_):
     """SIGTERM amid a 1000-event batch and two other producers: stored <=> acknowledged."""
     db = tmp_path / "m.db"
-    proc = await asyncio.create_subprocess_exec(
-        python,
-        *("-m", "metrics_server", "--port", str(free_port), "--db", str(db)),
-        *("--interval", "3600"),
-        env=cli_env,
-        cwd=tmp_path,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        await wait_healthy(proc, free_port)
+    flags = ["--port", str(free_port), "--db", str(db), "--interval", "3600"]
+    with ServerProcess(free_port, *flags, env=cli_env, cwd=tmp_path) as server:
+        await server.ready()
         url = f"ws://127.0.0.1:{free_port}/ws/ingest"
         producers = [
             Producer(url, "big", 1000, 2),
@@ -119,15 +98,10 @@ async def test_sigterm_acks_every_stored_batch(python, cli_env, tmp_path, free_p
         tasks = [asyncio.create_task(p.run()) for p in producers]
         await asyncio.wait_for(producers[0].first_ack.wait(), 10)
         await asyncio.sleep(random.uniform(0, 0.2))  # somewhere in the stream of commits
-        proc.send_signal(signal.SIGTERM)
+        server.proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*tasks), 15)
-        assert await asyncio.wait_for(proc.wait(), 15) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.stderr is not None
-    assert "Traceback" not in (await proc.stderr.read()).decode()
+        assert server.stop(within=15) == 0
+    assert "Traceback" not in server.stderr
 
     stored = stored_batches(db)
     for p in producers:

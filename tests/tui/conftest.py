@@ -1,65 +1,50 @@
-"""Shared fixtures: a real metrics-server on a free port with a temporary SQLite store, and a
-throwaway self-signed certificate for TLS tests."""
+"""Fixtures of the monitor's tests: a real metrics-server on a free port with a temporary SQLite
+store, a fast interval, and a token or TLS where a test asks for them.
+
+``ServerHandle``, ``Cert``, ``free_port`` and ``wait_until`` come from ``bench/_common.py`` (the
+harness the benches share) and stay importable from here; the ``cert`` fixture is in
+tests/conftest.py."""
 
 from __future__ import annotations
 
-import asyncio
-import shlex
-import shutil
-import socket
+import fcntl
+import os
+import pty
+import select
+import signal
+import struct
 import subprocess
+import sys
+import termios
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.message import Message
 
-from metrics_server.app import MetricsServer, ServerConfig
+from bench._common import Cert, ServerHandle, free_port, wait_until
+from metrics_server.app import ServerConfig
+from metrics_tui.messages import ConnectionChanged, ConnState
+
+__all__ = [
+    "TOKEN",
+    "Cert",
+    "Pty",
+    "ServerHandle",
+    "connection_log",
+    "free_port",
+    "running",
+    "server_config",
+    "wait_until",
+]
 
 #: Short interval so history fills and charts move within a test's time budget.
 TEST_INTERVAL = 0.2
 #: The token of the ``token_server`` and ``tls_server`` fixtures.
 TOKEN = "s3cret"
-
-
-class ServerHandle:
-    """A real server that a test can stop and start again on the same port."""
-
-    def __init__(self, cfg: ServerConfig) -> None:
-        self.cfg = cfg
-        self.srv: MetricsServer | None = None
-        self.port = 0
-
-    async def start(self) -> MetricsServer:
-        cfg = replace(self.cfg, port=self.port)
-        srv = MetricsServer(cfg)
-        await srv.start()
-        self.srv, self.port = srv, srv.port
-        return srv
-
-    async def stop(self) -> None:
-        if self.srv is not None:
-            srv, self.srv = self.srv, None
-            await srv.stop()
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.cfg.certfile)
-
-    @property
-    def url(self) -> str:
-        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws/metrics"
-
-    @property
-    def http_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    @property
-    def service(self):  # type: ignore[no-untyped-def]
-        assert self.srv is not None and self.srv.service is not None
-        return self.srv.service
 
 
 def server_config(tmp_path: Path, **changes: Any) -> ServerConfig:
@@ -75,6 +60,17 @@ def server_config(tmp_path: Path, **changes: Any) -> ServerConfig:
         push_interval=0.05,
     )
     return replace(cfg, **changes)
+
+
+def connection_log() -> tuple[list[ConnState], Callable[[Message], None]]:
+    """The connection states the app is told of, and the message hook that records them."""
+    seen: list[ConnState] = []
+
+    def hook(message: Message) -> None:
+        if isinstance(message, ConnectionChanged):
+            seen.append(message.status.state)
+
+    return seen, hook
 
 
 async def running(handle: ServerHandle) -> AsyncIterator[ServerHandle]:
@@ -105,86 +101,91 @@ async def tls_server(tmp_path: Path, cert: Cert) -> AsyncIterator[ServerHandle]:
         yield handle
 
 
-@dataclass(frozen=True)
-class Cert:
-    """A self-signed certificate for 127.0.0.1 and localhost; it is its own CA."""
+class Pty:
+    """``metrics-tui *args`` in a pseudo-terminal of ``size``, read as a terminal would.
 
-    certfile: str
-    keyfile: str
+    The child gets a session of its own (no controlling terminal: it sees no SIGHUP or SIGWINCH
+    from the kernel, so ``resize`` sends SIGWINCH as the terminal's owner would).
+    """
 
-
-@pytest.fixture(scope="session")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> Cert:
-    """Made with the openssl CLI, else with ``cryptography``; skipped when neither exists."""
-    where = tmp_path_factory.mktemp("tls")
-    certfile, keyfile = where / "cert.pem", where / "key.pem"
-    if shutil.which("openssl"):
-        args = shlex.split(
-            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2"
-            " -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1"
+    def __init__(
+        self,
+        *args: str,
+        size: tuple[int, int] = (80, 24),
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> None:
+        self.master, slave = pty.openpty()
+        self.resize(size, signal_child=False, fd=slave)
+        # shutil.get_terminal_size() (which Textual's driver uses) prefers COLUMNS and LINES
+        # over the terminal's own size: with them set, a resize would never be seen.
+        base = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "metrics_tui", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**base, "TERM": "xterm-256color", **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
-        out = ["-keyout", str(keyfile), "-out", str(certfile)]
-        subprocess.run(["openssl", *args, *out], check=True, capture_output=True)
-        return Cert(str(certfile), str(keyfile))
-    try:
-        return _cert_with_cryptography(certfile, keyfile)
-    except ImportError:
-        pytest.skip("TLS tests need the openssl CLI or the cryptography package")
+        os.close(slave)
+        self.output = b""  # read since the last read_until
 
+    def resize(
+        self, size: tuple[int, int], *, signal_child: bool = True, fd: int | None = None
+    ) -> None:
+        width, height = size
+        winsize = struct.pack("HHHH", height, width, 0, 0)
+        fcntl.ioctl(self.master if fd is None else fd, termios.TIOCSWINSZ, winsize)
+        if signal_child:
+            self.proc.send_signal(signal.SIGWINCH)
 
-def _cert_with_cryptography(certfile: Path, keyfile: Path) -> Cert:
-    import datetime
-    import ipaddress
+    def _read(self, wait: float) -> bool:
+        """Read what is there within ``wait`` s; False once the child has closed the terminal."""
+        if select.select([self.master], [], [], wait)[0]:
+            try:
+                self.output += os.read(self.master, 65536)
+            except OSError:
+                return False
+        return True
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    def read_until(self, marker: bytes, within: float = 10.0, quiet: float = 0.0) -> bytes:
+        """Read until ``marker`` appears in what was drawn since the last call (and then until
+        the screen has been still for ``quiet`` s); returns all of that."""
+        deadline = time.monotonic() + within
+        while marker not in self.output and (left := deadline - time.monotonic()) > 0:
+            if not self._read(min(left, 0.1)):
+                break  # the child closed the terminal
+        assert marker in self.output, f"no {marker!r} within {within}s: {self.output[-300:]!r}"
+        while quiet and time.monotonic() < deadline:
+            before = len(self.output)
+            if not self._read(quiet) or len(self.output) == before:
+                break
+        seen, self.output = self.output, b""
+        return seen
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Cert(str(certfile), str(keyfile))
+    def press(self, key: bytes) -> None:
+        os.write(self.master, key)
 
+    def hang_up(self) -> None:
+        """Close the terminal, as an ssh drop or a killed tmux pane does."""
+        os.close(self.master)
+        self.master = -1
 
-def free_port() -> int:
-    """A port with nothing listening on it (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    def wait_exit(self, within: float = 10.0) -> int | None:
+        """Its exit code, or None if it still runs after ``within`` s; output is drained
+        meanwhile, or its last writes could block."""
+        deadline = time.monotonic() + within
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if self.master < 0 or not self._read(0.05):
+                time.sleep(0.05)
+        return self.proc.poll()
 
-
-async def wait_until(
-    predicate: Callable[[], bool], within: float = 10.0, what: str = "condition"
-) -> None:
-    """Wait for a condition, yielding to the event loop; fail loudly on timeout."""
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.02)
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1

@@ -4,18 +4,26 @@ and a refused token is not retried in a loop (neither over WebSocket nor over RE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from decimal import Decimal
 
 import httpx
 import pytest
-from textual.message import Message
 
 from metrics_tui.app import MetricsApp
-from metrics_tui.messages import ConnectionChanged, ConnState
-from metrics_tui.wire import fetch_rest, http_client, is_unauthorized, rest_url, tls_context
+from metrics_tui.client import MetricsClient
+from metrics_tui.messages import ConnState
+from metrics_tui.wire import (
+    fetch_rest,
+    http_client,
+    is_unauthorized,
+    redact,
+    rest_url,
+    tls_context,
+)
 
-from .conftest import TOKEN, Cert, ServerHandle, wait_until
+from .conftest import TOKEN, Cert, ServerHandle, connection_log, free_port, wait_until
 from .test_app_live import EVENTS, card_text
 from .test_fallback import UpgradeBlockingProxy
 
@@ -27,18 +35,23 @@ def status_text(app: MetricsApp) -> str:
     return str(app.status_line.render())
 
 
-class StateLog:
-    """Every connection state the app was told about, via the pilot's message hook."""
-
-    def __init__(self) -> None:
-        self.seen: list[ConnState] = []
-
-    def __call__(self, message: Message) -> None:
-        if isinstance(message, ConnectionChanged):
-            self.seen.append(message.status.state)
-
-
 # ---------------------------------------------------------------------- tokens
+
+
+async def test_a_failed_connection_is_logged_without_the_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client logs the URL of a failed connection; a ``?token=`` in it stays out."""
+    caplog.set_level(logging.INFO, logger="metrics_tui.client")
+    client = MetricsClient(f"ws://127.0.0.1:{free_port()}/ws/metrics?token={TOKEN}", print)
+    task = asyncio.create_task(client.run())
+    try:
+        await wait_until(lambda: "connection to ws://" in caplog.text, what="a failure logged")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert "/ws/metrics failed" in caplog.text and TOKEN not in caplog.text, caplog.text
 
 
 async def test_right_token_goes_live_with_the_figures(token_server: ServerHandle) -> None:
@@ -56,9 +69,9 @@ async def test_right_token_goes_live_with_the_figures(token_server: ServerHandle
 async def test_refused_token_says_unauthorized_and_waits_for_r(
     token_server: ServerHandle, token: str | None
 ) -> None:
-    log = StateLog()
+    seen, hook = connection_log()
     app = MetricsApp(token_server.url, token=token, animate=False)
-    async with app.run_test(size=(80, 24), message_hook=log) as pilot:
+    async with app.run_test(size=(80, 24), message_hook=hook) as pilot:
         await wait_until(lambda: app.status.state is ConnState.UNAUTHORIZED, what="unauthorized")
         line = status_text(app)
         assert "Unauthorized · check --token" in line
@@ -68,7 +81,7 @@ async def test_refused_token_says_unauthorized_and_waits_for_r(
         # An observation window, not a race: nothing should happen in it.
         await asyncio.sleep(QUIET_WINDOW)
         assert client.attempts == 1, "a refused token must not be retried in a loop"
-        assert ConnState.POLLING not in log.seen  # REST sits behind the same token
+        assert ConnState.POLLING not in seen  # REST sits behind the same token
         assert app.status.state is ConnState.UNAUTHORIZED
 
         await pilot.press("r")
@@ -98,15 +111,15 @@ async def test_rest_fallback_sends_the_token(token_server: ServerHandle) -> None
 async def test_rest_fallback_recognises_401(token_server: ServerHandle) -> None:
     proxy = UpgradeBlockingProxy(token_server.port)
     port = await proxy.start()
-    log = StateLog()
+    seen, hook = connection_log()
     try:
         app = MetricsApp(f"ws://127.0.0.1:{port}/ws/metrics", token="wrong", animate=False)
-        async with app.run_test(size=(80, 24), message_hook=log):
+        async with app.run_test(size=(80, 24), message_hook=hook):
             await wait_until(
                 lambda: app.status.state is ConnState.UNAUTHORIZED, what="unauthorized over REST"
             )
             assert "Unauthorized" in status_text(app)
-            assert ConnState.POLLING not in log.seen
+            assert ConnState.POLLING not in seen
             assert app.latest is None
     finally:
         await proxy.stop()
@@ -126,14 +139,14 @@ async def test_wss_with_cafile_is_live(tls_server: ServerHandle, cert: Cert) -> 
 
 
 async def test_wss_without_cafile_shows_the_certificate_error(tls_server: ServerHandle) -> None:
-    log = StateLog()
+    seen, hook = connection_log()
     app = MetricsApp(tls_server.url, token=TOKEN, tls=tls_context(tls_server.url), animate=False)
-    async with app.run_test(size=(80, 24), message_hook=log):
+    async with app.run_test(size=(80, 24), message_hook=hook):
         await wait_until(
             lambda: "certificate verify failed" in app.status.detail, what="certificate error"
         )
         assert "certificate verify failed" in status_text(app)
-        assert ConnState.LIVE not in log.seen and ConnState.POLLING not in log.seen
+        assert ConnState.LIVE not in seen and ConnState.POLLING not in seen
 
 
 async def test_wss_insecure_is_live_and_flagged(tls_server: ServerHandle) -> None:
@@ -165,24 +178,18 @@ async def test_https_rest_uses_the_same_token_and_ca(tls_server: ServerHandle, c
 async def test_no_log_line_carries_a_token_from_the_url(
     token_server: ServerHandle, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A ``?token=`` in --url is refused (401) or meets no server, and is never logged."""
-    from metrics_tui.wire import redact_url
-
-    from .conftest import free_port
+    """A refused ``?token=`` (401) is in no log line either, of any logger at INFO or above,
+    and the logged URL keeps no user or password."""
     from .test_status_truth import client_running
 
     secret = "query-secret-0123"
     caplog.set_level(logging.DEBUG)
-    urls = [
-        f"{token_server.url}?token={secret}",
-        f"ws://127.0.0.1:{free_port()}/ws/metrics?token={secret}",
-    ]
-    for url in urls:
-        async with client_running(url) as (client, _):
-            await wait_until(lambda: client.attempts >= 1 and client.status.detail != "")
+    async with client_running(f"{token_server.url}?token={secret}") as (client, _):
+        await wait_until(lambda: client.status.state is ConnState.UNAUTHORIZED)
     monitor = [r for r in caplog.records if r.name.startswith("metrics_tui")]
     assert any("connection to ws://127.0.0.1:" in r.getMessage() for r in monitor)
     # The libraries' own debug lines are off unless someone turns them on; the rest count.
     shown = [r for r in caplog.records if r in monitor or r.levelno >= logging.INFO]
     assert not [r.getMessage() for r in shown if secret in r.getMessage()]
-    assert redact_url("wss://u:pw@h:1/p/ws/metrics?token=x#f") == "wss://h:1/p/ws/metrics"
+    assert redact("wss://u:pw@h:1/p/ws/metrics?token=x#f") == "wss://h:1/p/ws/metrics"
+    assert redact("ws://[::1/ws?token=x") == "ws://[::1/ws"  # not even a URL

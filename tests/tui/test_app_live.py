@@ -11,12 +11,12 @@ from textual.widgets import Sparkline
 
 from metrics_protocol.wire import REST_METRICS_PATH, decode_data, loads
 from metrics_tui.app import CHART_POINTS, MetricsApp
-from metrics_tui.messages import ConnectionChanged, ConnState, HistoryReceived
+from metrics_tui.messages import ConnState, HistoryReceived
 from metrics_tui.screens.help import HelpScreen
 from metrics_tui.widgets.cards import MetricCard, card_values
 from metrics_tui.widgets.charts import TrendChart, TrendPlot
 
-from .conftest import ServerHandle, free_port, wait_until
+from .conftest import ServerHandle, connection_log, free_port, wait_until
 
 EVENTS = [
     {"type": "user_activity", "userId": "u1"},
@@ -41,6 +41,12 @@ def card_text(app: MetricsApp, card_id: str) -> str:
 
 def state(app: MetricsApp) -> ConnState:
     return app.status.state
+
+
+def revenue_total(app: MetricsApp) -> Decimal | None:
+    """The total revenue of the app's latest snapshot, if it has one."""
+    latest = app.latest
+    return None if latest is None or latest.revenue is None else latest.revenue.total
 
 
 async def test_cards_show_the_servers_figures(server: ServerHandle) -> None:
@@ -97,26 +103,14 @@ async def test_interval_updates_add_points_and_changes_do_not(server: ServerHand
         await pilot.pause()
         before = len(app.points)
         await server.service.ingest(EVENTS[:3])
-        await wait_until(
-            lambda: (
-                app.latest is not None
-                and app.latest.revenue is not None
-                and app.latest.revenue.total == Decimal("12.50")
-            ),
-            what="change update",
-        )
+        await wait_until(lambda: revenue_total(app) == Decimal("12.50"), what="change update")
         assert len(app.points) == before
         await server.service.tick()
         await wait_until(lambda: len(app.points) == min(before + 1, 20), what="interval point")
 
 
 async def test_status_follows_server_stop_and_restart(server: ServerHandle) -> None:
-    seen: list[ConnState] = []
-
-    def hook(message: Message) -> None:
-        if isinstance(message, ConnectionChanged):
-            seen.append(message.status.state)
-
+    seen, hook = connection_log()
     app = MetricsApp(server.url, animate=False)
     async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
         await wait_until(lambda: state(app) is ConnState.LIVE and app.latest is not None)
@@ -139,12 +133,7 @@ async def test_status_follows_server_stop_and_restart(server: ServerHandle) -> N
 
 async def test_max_retries_goes_offline_and_r_retries() -> None:
     url = f"ws://127.0.0.1:{free_port()}/ws/metrics"
-    seen: list[ConnState] = []
-
-    def hook(message: Message) -> None:
-        if isinstance(message, ConnectionChanged):
-            seen.append(message.status.state)
-
+    seen, hook = connection_log()
     app = MetricsApp(url, animate=False, max_retries=1)
     async with app.run_test(size=(80, 24), message_hook=hook) as pilot:
         await wait_until(lambda: state(app) is ConnState.OFFLINE, within=15, what="offline")
@@ -158,12 +147,7 @@ async def test_max_retries_goes_offline_and_r_retries() -> None:
 
 
 async def test_keys_q_r_p_help_and_palette(server: ServerHandle) -> None:
-    seen: list[ConnState] = []
-
-    def hook(message: Message) -> None:
-        if isinstance(message, ConnectionChanged):
-            seen.append(message.status.state)
-
+    seen, hook = connection_log()
     app = MetricsApp(server.url, animate=False)
     async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
         await wait_until(lambda: state(app) is ConnState.LIVE and app.latest is not None)
@@ -182,14 +166,7 @@ async def test_keys_q_r_p_help_and_palette(server: ServerHandle) -> None:
         assert app.screen_stack[0].query_one("#revenue", MetricCard).border_subtitle == "paused"
         shown = dict(app.screen_stack[0].query_one("#revenue", MetricCard).shown)
         await server.service.ingest(EVENTS[2:3])
-        await wait_until(
-            lambda: (
-                app.latest is not None
-                and app.latest.revenue is not None
-                and app.latest.revenue.total == Decimal("12.50")
-            ),
-            what="update while paused",
-        )
+        await wait_until(lambda: revenue_total(app) == Decimal("12.50"), what="update while paused")
         assert app.screen_stack[0].query_one("#revenue", MetricCard).shown == shown
         await pilot.press("p")
         assert not app.paused

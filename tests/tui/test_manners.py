@@ -6,10 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pty
 import re
-import select
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +24,7 @@ from textual.filter import Monochrome, NoColor
 from metrics_tui.app import MetricsApp
 from metrics_tui.colourless import Colourless
 
-from .conftest import Cert, ServerHandle, free_port, running, server_config
+from .conftest import Cert, Pty, ServerHandle, free_port, running, server_config
 from .test_fallback import UpgradeBlockingProxy
 
 # ---------------------------------------------------------------------- NO_COLOR
@@ -49,48 +46,13 @@ def colour_codes(output: bytes) -> list[str]:
 def run_in_pty(args: list[str], env: dict[str, str], cwd: Path, until: bytes) -> bytes:
     """The bytes the monitor writes to a real terminal of 80x24 until ``until`` has come and
     the screen has been quiet for a moment; then it is ended."""
-    master, slave = pty.openpty()
-    env = {**os.environ, "COLUMNS": "80", "LINES": "24", **env}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "metrics_tui", *args],
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
-    os.close(slave)
-    seen = b""
+    term = Pty(*args, env=env, cwd=cwd)
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.3)
-            if not ready:
-                if until in seen:
-                    break
-                continue
-            try:
-                seen += os.read(master, 65536)
-            except OSError:
-                break
-        assert until in seen, seen[-2000:]
-        return seen
+        return term.read_until(until, within=20, quiet=0.3)
     finally:
-        # q, so that --demo removes its temporary database; a kill only if that fails.
-        with contextlib.suppress(OSError):
-            os.write(master, b"q")
-        try:
-            while proc.poll() is None and select.select([master], [], [], 10)[0]:
-                os.read(master, 65536)  # keep draining, or its last writes could block
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        os.close(master)
+        term.press(b"q")  # so that --demo removes its temporary database; a kill only if not
+        term.wait_exit(10)
+        term.close()
 
 
 def test_no_color_draws_without_any_colour_code(tmp_path: Path) -> None:

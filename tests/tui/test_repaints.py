@@ -15,17 +15,13 @@ from textual.screen import Screen
 
 from metrics_tui.app import MetricsApp
 from metrics_tui.messages import (
-    ConnectionChanged,
-    ConnState,
-    HistoryReceived,
     MetricsUpdated,
-    Status,
 )
 from metrics_tui.widgets.cards import MetricCard
 from metrics_tui.widgets.charts import TrendChart, TrendPlot
 
 from .conftest import wait_until
-from .test_snapshots import HISTORY, LATEST, NOW, URL
+from .test_snapshots import LATEST, NOW, URL, feed_live
 
 NEXT = replace(
     LATEST,
@@ -43,11 +39,7 @@ def counting(calls: list[int], fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 async def feed(pilot: Pilot) -> None:
-    app = pilot.app
-    app.post_message(ConnectionChanged(Status(ConnState.LIVE)))
-    app.post_message(HistoryReceived(HISTORY, 5.0))
-    app.post_message(MetricsUpdated(LATEST, "change", 5.0))
-    await pilot.pause()
+    await feed_live(pilot)
     await pilot.pause(0.4)  # the line charts join after the first frame; count-ups end
 
 

@@ -6,30 +6,17 @@ driver (TIOCSWINSZ + SIGWINCH, as tmux's resize-window does), which Pilot bypass
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
-import pty
-import select
-import signal
-import struct
-import subprocess
-import sys
-import termios
-import time
-from collections.abc import Callable
-
+import pytest
 from textual.command import CommandPalette
-from textual.message import Message
 from textual.pilot import Pilot
 
 from metrics_tui.app import MetricsApp
 from metrics_tui.layout import MIN_HEIGHT, MIN_WIDTH
-from metrics_tui.messages import ConnectionChanged, ConnState
+from metrics_tui.messages import ConnState
 from metrics_tui.screens.help import HelpScreen
 from metrics_tui.widgets.status import StatusLine
 
-from .conftest import ServerHandle, free_port, wait_until
+from .conftest import Pty, ServerHandle, connection_log, free_port, wait_until
 
 BIG = (120, 40)
 SMALL = (30, 10)  # below MIN_WIDTH x MIN_HEIGHT both ways, as in the report
@@ -80,17 +67,6 @@ async def press_every_key(pilot: Pilot, seen: list[ConnState]) -> None:
     )
 
 
-def connection_log() -> tuple[list[ConnState], Callable[[Message], None]]:
-    """The connection states the app is told of, and the message hook that records them."""
-    seen: list[ConnState] = []
-
-    def hook(message: Message) -> None:
-        if isinstance(message, ConnectionChanged):
-            seen.append(message.status.state)
-
-    return seen, hook
-
-
 async def live_app(pilot: Pilot) -> None:
     app = pilot.app
     assert isinstance(app, MetricsApp)
@@ -120,33 +96,24 @@ async def test_keys_work_after_repeated_shrink_and_grow(server: ServerHandle) ->
     assert app.return_code == 0
 
 
-async def test_help_open_through_too_small_and_back(server: ServerHandle) -> None:
+@pytest.mark.parametrize(
+    ("key", "modal", "shrinks"), [("question_mark", HelpScreen, 2), ("ctrl+p", CommandPalette, 1)]
+)
+async def test_modal_open_through_too_small_and_back(
+    server: ServerHandle, key: str, modal: type, shrinks: int
+) -> None:
+    """Help (twice through, as in the report) and the command palette survive it, and close."""
     seen, hook = connection_log()
     app = MetricsApp(server.url, animate=False)
     async with app.run_test(size=BIG, message_hook=hook) as pilot:
         await live_app(pilot)
-        await pilot.press("question_mark")
-        await wait_until(lambda: isinstance(app.screen, HelpScreen), within=2, what="help")
-        await shrink_and_grow(pilot)
-        await shrink_and_grow(pilot)
-        assert isinstance(app.screen, HelpScreen)
+        await pilot.press(key)
+        await wait_until(lambda: isinstance(app.screen, modal), within=2, what="opened")
+        for _ in range(shrinks):
+            await shrink_and_grow(pilot)
+        assert isinstance(app.screen, modal)
         await pilot.press("escape")
-        await wait_until(lambda: not isinstance(app.screen, HelpScreen), within=2, what="closed")
-        await press_every_key(pilot, seen)
-    assert app.return_code == 0
-
-
-async def test_palette_open_through_too_small_and_back(server: ServerHandle) -> None:
-    seen, hook = connection_log()
-    app = MetricsApp(server.url, animate=False)
-    async with app.run_test(size=BIG, message_hook=hook) as pilot:
-        await live_app(pilot)
-        await pilot.press("ctrl+p")
-        await wait_until(lambda: isinstance(app.screen, CommandPalette), within=2, what="palette")
-        await shrink_and_grow(pilot)
-        assert isinstance(app.screen, CommandPalette)
-        await pilot.press("escape")
-        await wait_until(lambda: not isinstance(app.screen, CommandPalette), within=2, what="x")
+        await wait_until(lambda: not isinstance(app.screen, modal), within=2, what="closed")
         await press_every_key(pilot, seen)
     assert app.return_code == 0
 
@@ -177,76 +144,12 @@ async def test_keys_pressed_while_too_small(server: ServerHandle) -> None:
 # ---------------------------------------------------------------------- a real terminal
 
 
-class Pty:
-    """The real CLI in a pseudo-terminal of a given size, read as a terminal would."""
-
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.master, slave = pty.openpty()
-        self.resize(size, signal_child=False, fd=slave)
-        # shutil.get_terminal_size() (which Textual's driver uses) prefers COLUMNS and LINES
-        # over the terminal's own size: with them set, a resize would never be seen.
-        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-        env["TERM"] = "xterm-256color"
-        url = f"ws://127.0.0.1:{free_port()}/ws/metrics"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "metrics_tui", "--url", url],
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=env,
-            start_new_session=True,
-        )
-        os.close(slave)
-        self.output = b""
-
-    def resize(
-        self, size: tuple[int, int], *, signal_child: bool = True, fd: int | None = None
-    ) -> None:
-        width, height = size
-        winsize = struct.pack("HHHH", height, width, 0, 0)
-        fcntl.ioctl(self.master if fd is None else fd, termios.TIOCSWINSZ, winsize)
-        if signal_child:
-            # The child runs in its own session without a controlling terminal, so the kernel
-            # sends no SIGWINCH: send it as the terminal's owner would.
-            self.proc.send_signal(signal.SIGWINCH)
-
-    def read_until(self, marker: bytes, within: float = 10.0) -> None:
-        """Read output until ``marker`` appears in what was drawn since the last call."""
-        deadline = time.monotonic() + within
-        while marker not in self.output:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {marker!r} within {within}s: {self.output[-300:]!r}"
-            if select.select([self.master], [], [], min(left, 0.1))[0]:
-                try:
-                    self.output += os.read(self.master, 65536)
-                except OSError:  # the child closed the terminal
-                    break
-        self.output = b""
-
-    def press(self, key: bytes) -> None:
-        os.write(self.master, key)
-
-    def wait_exit(self, within: float = 10.0) -> int | None:
-        deadline = time.monotonic() + within
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            if select.select([self.master], [], [], 0.05)[0]:
-                with contextlib.suppress(OSError):
-                    os.read(self.master, 65536)
-        return self.proc.poll()
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.master)
-
-
 #: Drawn by the dashboard only: not in the help text, the status line or the footer.
 DASHBOARD = b"Transactions"
 
 
 def test_q_quits_after_too_small_and_back_in_a_real_terminal() -> None:
-    term = Pty(BIG)
+    term = Pty("--url", f"ws://127.0.0.1:{free_port()}/ws/metrics", size=BIG)
     try:
         term.read_until(b"econnecting", within=20)  # up, and the feed is retrying
         for _ in range(2):

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from metrics_tui import app as app_module
+from metrics_tui.app import MetricsApp
 from metrics_tui.cli import main
 from metrics_tui.settings import SETTINGS
 
@@ -17,6 +18,7 @@ class Recorder:
     """Stands in for MetricsApp to see what main() hands it; runs nothing."""
 
     seen: dict[str, Any] = {}
+    BINDINGS = MetricsApp.BINDINGS  # what a config file's [keys] may rebind
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         Recorder.seen = {"url": url, **kwargs}

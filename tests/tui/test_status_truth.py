@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,6 +20,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
+from bench._common import ServerProcess
 from metrics_tui import formatting
 from metrics_tui.app import MetricsApp
 from metrics_tui.client import MetricsClient
@@ -41,7 +39,16 @@ from .conftest import ServerHandle, running, server_config, wait_until
 from .test_fallback import UpgradeBlockingProxy
 from .test_snapshots import HISTORY, LATEST
 
-STARTUP = 15.0  # a cold interpreter on a loaded machine
+
+def fitted(parts: Sequence[Part], width: int) -> tuple[list[str], str]:
+    """What ``fit`` keeps of each part, and the line that makes (separators between)."""
+    chosen = fit(parts, width)
+    line = "".join(
+        (p.sep if any(chosen[:i]) else "") + c
+        for i, (p, c) in enumerate(zip(parts, chosen, strict=True))
+        if c
+    )
+    return chosen, line
 
 
 class Recorder:
@@ -85,41 +92,21 @@ async def client_running(url: str) -> AsyncIterator[tuple[MetricsClient, Recorde
 @pytest.fixture
 def server_process(
     tmp_path: Path, db_path: Path, free_port: int, cli_env: dict[str, str]
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+) -> Iterator[ServerProcess]:
     """``metrics-server --interval 1`` in a subprocess; resumed and killed after the test."""
-    args = ["--port", str(free_port), "--db", str(db_path), "--interval", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "metrics_server", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=cli_env,
-        cwd=tmp_path,
-    )
-    try:
-        yield proc, free_port
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.kill()
-        proc.wait(10)
-
-
-async def wait_healthy(proc: subprocess.Popen[bytes], port: int) -> None:
-    deadline = time.monotonic() + STARTUP
-    async with httpx.AsyncClient(timeout=1) as http:
-        while True:
-            assert proc.poll() is None, f"server exited {proc.returncode}"
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return
-            assert time.monotonic() < deadline, "server did not answer /healthz in time"
-            await asyncio.sleep(0.05)
+    flags = ["--port", str(free_port), "--db", str(db_path), "--interval", "1"]
+    with ServerProcess(free_port, *flags, env=cli_env, cwd=tmp_path) as server:
+        try:
+            yield server
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
 
 
 async def test_a_frozen_server_says_no_answer_within_two_intervals(
-    server_process: tuple[subprocess.Popen[bytes], int],
+    server_process: ServerProcess,
 ) -> None:
-    proc, port = server_process
-    await wait_healthy(proc, port)
+    proc, port = server_process.proc, server_process.port
+    await server_process.ready()
     async with client_running(f"ws://127.0.0.1:{port}/ws/metrics") as (client, rec):
         await wait_until(
             lambda: client.status.state is ConnState.LIVE and client.interval == 1.0,
@@ -338,12 +325,7 @@ def test_every_line_fits_and_keeps_the_age(
         shown_at=datetime(2025, 11, 4, 10, 30, tzinfo=UTC) if paused else None,
         insecure=insecure,
     )
-    chosen = fit(parts, width)
-    line = "".join(
-        (p.sep if any(chosen[:i]) else "") + c
-        for i, (p, c) in enumerate(zip(parts, chosen, strict=True))
-        if c
-    )
+    chosen, line = fitted(parts, width)
     assert cell_len(line) <= width, line
     assert formatting.age(age) in line, line
     assert chosen[0], line  # the state word

@@ -5,13 +5,17 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.keys import format_key
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-#: Compact on purpose: it fits a 60x20 pane without scrolling.
+#: Compact on purpose: it fits a 60x20 pane without scrolling. {keys} is the line of the app's
+#: bindings with the keys in use (the configuration file's [keys] may rebind them); those in
+#: SECOND_LINE lead the next line, so that the first fits 60 columns.
 HELP_TEXT = """\
-[b]q[/b] quit  [b]r[/b] reconnect now  [b]p[/b] pause/resume  [b]?[/b] help
-[b]ctrl+p[/b] commands and themes
+{keys}
+{second}[b]ctrl+p[/b] commands and themes
 
 [b]Status line[/b]
 [b]Live ●[/b]          streaming over WebSocket
@@ -27,16 +31,27 @@ HELP_TEXT = """\
                 data keeps arriving
 [b]⚠ insecure TLS[/b]  certificate not checked (--insecure)
 
-Charts: last 20 samples. escape, ? or q closes."""
+Charts: last 20 samples. {close} closes."""
+
+#: What the keys line says of an action, where the footer's word is too short.
+LONGER = {"reconnect": "reconnect now", "pause": "pause/resume", "alerts": "alert rules"}
+SECOND_LINE = ("alerts",)
+
+
+def key_label(key: str) -> str:
+    """A Textual key as a person writes it: "question_mark" -> "?", "ctrl+q" stays."""
+    *mods, base = key.split("+")
+    return "+".join([*mods, format_key(base)])
 
 
 class HelpScreen(ModalScreen[None]):
-    """Modal help; closes on escape, ? or q."""
+    """Modal help; closes on escape, or on the app's help and quit keys (the ids make the
+    app's keymap move these with the app's own bindings)."""
 
     BINDINGS = [
         Binding("escape", "dismiss", "Close"),
-        Binding("question_mark", "dismiss", "Close", show=False),
-        Binding("q", "dismiss", "Close", show=False),
+        Binding("question_mark", "dismiss", "Close", show=False, id="help"),
+        Binding("q", "dismiss", "Close", show=False, id="quit"),
     ]
 
     DEFAULT_CSS = """
@@ -57,7 +72,26 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll() as box:
             box.border_title = "metrics-tui help"
-            yield Static(HELP_TEXT)
+            yield Static(self.help_text())
+
+    def help_text(self) -> str:
+        app = self.app
+        keys_for = getattr(app, "keys_for", None)
+        if keys_for is None:  # not the monitor (a test app): the keys as declared
+            return HELP_TEXT.format(keys="", second="", close="escape, ? or q")
+        words = {
+            b.id: f"[b]{escape(keys_for(b.id)[0])}[/b] {LONGER.get(b.id, b.description.lower())}"
+            for b in app.BINDINGS
+            if isinstance(b, Binding) and b.id
+        }
+        line = "  ".join(w for i, w in words.items() if i not in SECOND_LINE)
+        second = "".join(f"{w}  " for i, w in words.items() if i in SECOND_LINE)
+        # The help and quit keys close this screen too, but ctrl+q and ctrl+c quit the app
+        # from anywhere (Textual's priority bindings), so they are not offered here.
+        quit_ = [k for k in keys_for("quit") if k not in ("ctrl+q", "ctrl+c")][:1]
+        *first, last = ["escape", keys_for("help")[0], *quit_]
+        close = escape(f"{', '.join(first)} or {last}")
+        return HELP_TEXT.format(keys=line, second=second, close=close)
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

@@ -4,10 +4,10 @@ A card renders its own rows so it can pick label lengths for the width it has (a
 is narrow) and so a changing figure can count up to its new value without re-mounting widgets.
 The count-up runs a short timer only while a figure is moving; at rest a card costs nothing.
 
-Repaints are kept to the rows that read differently: the figures on screen (``shown``) and the
-live dot (``pulsing``) are reactives whose watchers diff the rows against what is on screen and
-refresh only those lines, so a pulse of the live dot or one moving figure redraws one row of
-one card.
+Repaints are kept to the rows that read differently: the figures on screen (``shown``), the
+live dot (``pulsing``) and the alert marks (``alerts``) are reactives whose watchers diff the
+rows against what is on screen and refresh only those lines, so a pulse of the live dot or one
+moving figure redraws one row of one card.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ Number = Decimal | int
 #: A count-up is ~5 frames: enough to read as counting, few enough to cost little.
 COUNT_UP_SECONDS = 0.3
 COUNT_UP_FPS = 15
+#: Beside the value of a row whose alert rule fires: under NO_COLOR the colour goes, this stays.
+ALERT_MARKS = {"warning": " !", "critical": " !!"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class MetricCard(Widget):
         "card--alert",
         "card--pulse",
         "card--pulse-rest",
+        "card--warning",
+        "card--critical",
     }
 
     DEFAULT_CSS = """
@@ -83,12 +87,16 @@ class MetricCard(Widget):
     MetricCard > .card--alert { color: $text-error; text-style: bold; }
     MetricCard > .card--pulse { color: $text-success; text-style: bold; }
     MetricCard > .card--pulse-rest { color: $success-darken-1; }
+    MetricCard > .card--warning { color: $text-warning; text-style: bold; }
+    MetricCard > .card--critical { color: $text-error; text-style: bold reverse; }
     """
 
     #: The figures on screen (during a count-up, on their way to ``targets``).
     shown: var[dict[str, Number]] = var(dict, init=False)
     #: The live dot's phase: it swaps with each update.
     pulsing: var[bool] = var(False, init=False)
+    #: The rows whose alert rules fire: row key -> "warning" or "critical".
+    alerts: var[dict[str, str]] = var(dict, init=False)
 
     def __init__(
         self,
@@ -110,6 +118,7 @@ class MetricCard(Widget):
         self._tween: Timer | None = None
         #: The rows as last rendered, to repaint only those that change.
         self._drawn: list[Text] | None = None
+        #: Row key -> severity of the alert rule firing on it.
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[override]
         return len(self.rows)
@@ -131,6 +140,10 @@ class MetricCard(Widget):
                 self._tween = self.set_interval(1 / COUNT_UP_FPS, self._step)
         else:
             self._finish()  # the first figures are shown at once, never counted up to
+
+    def set_alerts(self, alerts: dict[str, str]) -> None:
+        """Mark the rows whose alert rules fire (row key -> "warning" or "critical")."""
+        self.alerts = dict(alerts)
 
     def _step(self) -> None:
         t = (time.monotonic() - self._tween_started) / COUNT_UP_SECONDS
@@ -164,6 +177,9 @@ class MetricCard(Widget):
             self.refresh(Region(0, row, self.content_size.width, 1))
 
     def watch_shown(self) -> None:
+        self._repaint()
+
+    def watch_alerts(self) -> None:
         self._repaint()
 
     def _repaint(self) -> None:
@@ -204,6 +220,9 @@ class MetricCard(Widget):
                 forms = (exact, row.compact(value) if row.compact else exact)
             style: Style = alert_style if row.alert and value else value_style
             tail = Text(" ●", style=pulse_style) if row.pulse and value is not None else Text()
+            if level := self.alerts.get(row.key):
+                style = self.get_component_rich_style(f"card--{level}")
+                tail = Text(ALERT_MARKS[level], style=style) + tail
             cells.append((row, forms, style, tail))
         tier, compact = self._fit(width, cells)
         lines: list[Text] = []
@@ -214,8 +233,10 @@ class MetricCard(Widget):
             if len(label) + 1 > room:
                 label = ""
             line = Text(no_wrap=True, overflow="crop", end="")
-            line.append(label, label_style)
-            line.append(" " * max(0, room - len(label)))
+            # A firing row is one bar of its colour, label to marker.
+            alerted = row.key in self.alerts
+            line.append(label, style if alerted else label_style)
+            line.append(" " * max(0, room - len(label)), style if alerted else None)
             line.append(shown, style)
             line.append_text(tail)
             lines.append(line)

@@ -60,6 +60,18 @@ def is_stale(status: Status, last_update: float | None, interval: float | None, 
     return now - last_update > 2 * (interval or DEFAULT_INTERVAL)
 
 
+@dataclass(frozen=True)
+class AlertNote:
+    """The alert the line names: the first of the firing rules (critical first)."""
+
+    name: str
+    severity: str
+    #: When it started firing, on the line's clock.
+    since: float
+    #: How many more rules fire.
+    more: int = 0
+
+
 #: The shortest a cut reason may get (with its ellipsis) before it is dropped instead.
 MIN_CUT = 12
 
@@ -123,6 +135,7 @@ def status_parts(
     paused: bool = False,
     shown_at: datetime | None = None,
     insecure: bool = False,
+    alert: AlertNote | None = None,
 ) -> list[Part]:
     """The pieces of the line in display order, each with its shorter forms and ranks.
 
@@ -130,8 +143,10 @@ def status_parts(
     "· ... ago" 80 and 45 (then "stale" plain, 12), "showing" 75 then 40, "retry in 30s" 72
     (after a 401 or a wrong URL), the reason 70 (cut, then dropped), "(attempt 8)" 65 then
     55, the TLS warning 50 then 20 ("⚠"), "in 16s" 35, the hint after the state (", press
-    r", "(REST)", "· check --token") 15. The state, PAUSED and the age itself never go: at 40
-    columns all of them fit in their shortest forms.
+    r", "(REST)", "· check --token") 15, a firing alert's time 30, its name 10, its count 5
+    and the word 3 (``ALERT payment failures 2m05s +2``, ``ALERT payment failures +2``,
+    ``ALERT (3)``, ``ALERT``, ``!!``). The state, PAUSED, the age itself and the alert's mark
+    never go: at 40 columns all of them fit in their shortest forms.
     """
     state = status.state
     busy = {
@@ -162,6 +177,17 @@ def status_parts(
         }.get(state, words)
         forms = (words, short) if short != words else (words,)
         parts.append(Part(forms, (15,)[: len(forms) - 1], busy))
+    if alert is not None:
+        more = f" +{alert.more}" if alert.more else ""
+        named = f"ALERT {alert.name}"
+        forms = (f"{named} {formatting.age(now - alert.since)}{more}", f"{named}{more}")
+        if alert.more:
+            forms += (f"ALERT ({alert.more + 1})",)
+        # The last resort is the mark on the card row: "!!" critical, "!" warning.
+        forms += ("ALERT", "!!" if alert.severity == "critical" else "!")
+        ranks = (30, 10, 5, 3) if alert.more else (30, 10, 3)
+        # In capitals and reverse video it needs no " · " (and 40 columns lack the room).
+        parts.append(Part(forms, ranks, f"status--{alert.severity}", sep=" "))
     if paused:
         parts.append(Part((" PAUSED ",), cls="status--paused", sep=" "))
         if shown_at is not None:
@@ -204,6 +230,8 @@ class StatusLine(Widget):
         "status--paused",
         "status--warn",
         "status--dim",
+        "status--warning",
+        "status--critical",
     }
 
     DEFAULT_CSS = """
@@ -215,6 +243,8 @@ class StatusLine(Widget):
     StatusLine > .status--paused { color: $text-accent; text-style: bold reverse; }
     StatusLine > .status--warn { color: $text-warning; text-style: bold; }
     StatusLine > .status--dim { color: $text-muted; }
+    StatusLine > .status--warning { color: $text-warning; text-style: bold reverse; }
+    StatusLine > .status--critical { color: $text-error; text-style: bold reverse; }
     """
 
     status: var[Status] = var(Status(ConnState.CONNECTING), init=False)
@@ -228,6 +258,8 @@ class StatusLine(Widget):
     shown_at: var[datetime | None] = var(None, init=False)
     #: The app's clock as of its last tick or message: ages and countdowns are drawn at it.
     now: var[float] = var(0.0, init=False)
+    #: The firing alert to name, if any.
+    alert: var[AlertNote | None] = var(None, init=False)
 
     def __init__(
         self,
@@ -253,7 +285,7 @@ class StatusLine(Widget):
 
     # Any input that changes may change the text; an input set to its old value calls nothing.
     watch_status = watch_last_update = watch_interval = _redraw
-    watch_paused = watch_shown_at = watch_now = _redraw
+    watch_paused = watch_shown_at = watch_now = watch_alert = _redraw
 
     def render(self) -> Text:
         self._drawn = self._pieces()
@@ -274,6 +306,7 @@ class StatusLine(Widget):
             paused=self.paused,
             shown_at=self.shown_at,
             insecure=self.insecure,
+            alert=self.alert,
         )
         width = self.content_size.width
         chosen = fit(parts, width)
