@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -26,7 +27,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
-from metrics_protocol.wire import Metrics
+from metrics_protocol.wire import Metrics, RangePoint
 from metrics_tui import formatting
 from metrics_tui.alerts import Evaluator, Rule, RuleState, State
 from metrics_tui.client import MetricsClient
@@ -40,6 +41,8 @@ from metrics_tui.messages import (
     ServerError,
     Status,
 )
+from metrics_tui.ranges import PRESETS, RangeSpec, stamp_format
+from metrics_tui.rangeview import RangeViews
 from metrics_tui.screens.alerts import AlertsScreen
 from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
@@ -48,6 +51,15 @@ from metrics_tui.widgets.status import AlertNote, StatusLine, is_stale
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
+#: The range keys and their binding ids (the configuration file's [keys] names).
+RANGE_KEYS = (
+    ("1", "live"),
+    ("2", "last_hour"),
+    ("3", "last_day"),
+    ("4", "last_week"),
+    ("5", "last_month"),
+    ("6", "last_year"),
+)
 #: The footer names ``a Alerts`` from this width (if there are rules): below it the compact
 #: footer's other keys take the whole line. ``a`` works at any width.
 ALERTS_KEY_WIDTH = 44
@@ -129,7 +141,9 @@ class Dashboard(Screen[None]):
             alert="alert",
         )
         self.watch(app, "shown", self._show_cards)
-        self.watch(app, "shown_points", self._show_charts)
+        self.watch(app, "shown_points", self._show_live_points)
+        self.watch(app, "range_drawn", self._show_charts)
+        self.watch(app, "loading", self._show_charts)
         self.watch(app, "paused", self._show_marks)
         self.watch(app, "stale", self._show_marks)
         self.watch(app, "alert_rows", self._show_alerts)
@@ -168,14 +182,44 @@ class Dashboard(Screen[None]):
             for card_id in PULSE_CARDS:
                 self.query_one(f"#{card_id}", MetricCard).pulse()
 
-    def _show_charts(self, points: tuple[Metrics, ...]) -> None:
-        rev = [(float(m.revenue.total), m.timestamp) for m in points if m.revenue is not None]
-        usr = [(float(m.active_users.current), m.timestamp) for m in points if m.active_users]
-        self.query_one("#revenue-chart", TrendChart).set_points(
-            [v for v, _ in rev], [t for _, t in rev]
+    def _show_live_points(self) -> None:
+        if self.monitor.range_drawn is None:  # a range view keeps its points meanwhile
+            self._show_charts()
+
+    def _show_charts(self) -> None:
+        """The live samples, or the range view the app holds; a view being fetched is named
+        "loading…" in the titles over what is shown until it comes."""
+        app = self.monitor
+        loading = app.loading
+
+        def title(metric: str) -> tuple[str, ...] | None:
+            return loading.titles(metric, " · loading…") if loading is not None else None
+
+        revenue = self.query_one("#revenue-chart", TrendChart)
+        users = self.query_one("#users-chart", TrendChart)
+        if app.range_drawn is None:
+            pts = app.shown_points
+            rev = [(float(m.revenue.total), m.timestamp) for m in pts if m.revenue is not None]
+            usr = [(float(m.active_users.current), m.timestamp) for m in pts if m.active_users]
+            revenue.set_points([v for v, _ in rev], [t for _, t in rev], title=title("Revenue"))
+            users.set_points([v for v, _ in usr], [t for _, t in usr], title=title("Active users"))
+            return
+        spec, points = app.range_drawn
+        stamps = [p.start for p in points]
+        label = stamp_format(spec.step, points)
+        revenue.set_points(
+            [float(p.revenue) for p in points],
+            stamps,
+            title=title("Revenue") or spec.titles("Revenue"),
+            kind="bars" if spec.bars else "line",
+            label=label,
         )
-        self.query_one("#users-chart", TrendChart).set_points(
-            [v for v, _ in usr], [t for _, t in usr]
+        users.set_points(
+            [float(p.active_users) for p in points],
+            stamps,
+            title=title("Active users") or spec.titles("Active users"),
+            kind="line",
+            label=label,
         )
 
     def _show_marks(self) -> None:
@@ -212,7 +256,7 @@ class Dashboard(Screen[None]):
         return narrow
 
 
-class MetricsApp(App[None]):
+class MetricsApp(RangeViews, App[None]):
     """Live monitor of a metrics-server.
 
     State (latest snapshot, chart points) lives here in reactives, not in widgets, so pausing
@@ -230,6 +274,13 @@ class MetricsApp(App[None]):
         Binding("p", "toggle_pause", "Pause", id="pause"),
         Binding("a", "alerts", "Alerts", id="alerts"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        # Range views (rangeview.py): named in the help and the command palette.
+        *(
+            Binding(key, f"range('{key}')", f"Range {key}", show=False, id=action)
+            for key, action in RANGE_KEYS
+        ),
+        Binding("slash", "range_input", "Range", key_display="/", show=False, id="range"),
+        Binding("e", "export", "Export CSV", show=False, id="export"),
     ]
 
     #: What the client said last about the connection.
@@ -256,6 +307,10 @@ class MetricsApp(App[None]):
     alert: var[AlertNote | None] = var(None, init=False)
     #: Per card id, the figures that firing rules name, with the severity (critical wins).
     alert_rows: var[dict[str, dict[str, str]]] = var(dict, init=False)
+    #: The range view the charts show and its points (None: the live ``shown_points``).
+    range_drawn: var[tuple[RangeSpec, Sequence[RangePoint]] | None] = var(None, init=False)
+    #: A range view asked for and not come yet: the chart titles say it is loading.
+    loading: var[RangeSpec | None] = var(None, init=False)
 
     def __init__(
         self,
@@ -271,8 +326,10 @@ class MetricsApp(App[None]):
         notice: str | None = None,
         keymap: Mapping[str, str] | None = None,
         alerts: Sequence[Rule] = (),
+        export_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.export_dir = export_dir
         #: Binding id -> keys, from the configuration file's [keys] (checked by config.py).
         self.keymap = dict(keymap or {})
         if self.keymap:
@@ -395,6 +452,8 @@ class MetricsApp(App[None]):
         if not paused:  # catch up with everything that arrived meanwhile
             self.shown = self.latest
             self.shown_points = self.points
+            if self.range is not None:  # a range view's refresh waited for the pause to end
+                self.range_drawn = (self.range, self.range_points)
 
     @property
     def animating(self) -> bool:
@@ -488,6 +547,23 @@ class MetricsApp(App[None]):
         )
         yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
         yield SystemCommand("Alert rules", "Every rule, its state and value", self.action_alerts)
+        for key, action in RANGE_KEYS:
+            name = PRESETS[key].label if key in PRESETS else "live figures"
+            yield SystemCommand(
+                f"Show {name}",
+                f"Charts over {name} (key {self.key_for(action)})",
+                functools.partial(self.action_range, key),
+            )
+        yield SystemCommand(
+            "Show a date range…",
+            f"2026-11-01..2026-11-15, yesterday, … (key {self.key_for('range')})",
+            self.action_range_input,
+        )
+        yield SystemCommand(
+            "Export the charts to CSV",
+            f"What the charts show, to a file (key {self.key_for('export')})",
+            self.action_export,
+        )
 
     def key_for(self, action: str) -> str:
         """The first key bound to a binding id, as the help writes it ("q", "ctrl+q", "?")."""

@@ -24,6 +24,14 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from metrics_protocol.wire import CHANNELS, ProtocolError, decode_data, encode, loads
+from metrics_tui.history import (
+    RANGE_TYPE,
+    RangeError,
+    error_text,
+    fetch_range_rest,
+    history_url,
+    range_message,
+)
 from metrics_tui.messages import (
     ConnectionChanged,
     HistoryReceived,
@@ -123,6 +131,9 @@ class MetricsClient:
         self._ws: ClientConnection | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._status = self.state.status
+        #: Range requests sent and not yet answered, by id.
+        self._ranges: dict[int, asyncio.Future[Any]] = {}
+        self._range_id = 0
 
     # ------------------------------------------------------------------ control
 
@@ -138,6 +149,29 @@ class MetricsClient:
     def reconnect_now(self) -> None:
         """Skip the current wait (or leave Offline); if connected, reconnect from scratch."""
         self._step(Reconnect())
+
+    async def request_range(self, start: str, end: str, step: str, wait: float = 10.0) -> Any:
+        """One range, as the server's JSON body: over the WebSocket while it is open (matched
+        by id), else over REST. Raises RangeError when the server refuses it, ConnectionError
+        when the socket closes first, TimeoutError after ``wait`` seconds, httpx's errors."""
+        ws = self._ws
+        if ws is None:
+            async with http_client(self._token, self._tls, wait) as http:
+                return await fetch_range_rest(http, history_url(self.url), start, end, step)
+        self._range_id += 1
+        rid = self._range_id
+        answer = self._ranges[rid] = asyncio.get_running_loop().create_future()
+        closed = asyncio.ensure_future(ws.wait_closed())
+        try:
+            async with asyncio.timeout(wait):  # sending may wait too, behind a full buffer
+                await ws.send(range_message(rid, start, end, step))
+                await asyncio.wait((answer, closed), return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done():
+                raise ConnectionError("connection lost before the range came")
+            return answer.result()
+        finally:
+            closed.cancel()
+            self._ranges.pop(rid, None)
 
     async def run(self) -> None:
         """Connect, consume, and reconnect as the policy says, until cancelled."""
@@ -277,12 +311,28 @@ class MetricsClient:
             snapshots = [decode_data(item) for item in data]
             self.interval = announced_interval(body)
             self._post(HistoryReceived(snapshots, self.interval))
+        elif kind == RANGE_TYPE:
+            self._answer_range(body.get("id"), body)
         elif kind == "ping":
             asyncio.get_running_loop().create_task(self._send(ws, PONG))
+        elif kind == "error" and self._range_waiting(body.get("id")):
+            self._answer_range(body["id"], RangeError(*reversed(error_text(body))))
         elif kind == "error":
             err = body.get("error")
             err = err if isinstance(err, dict) else {}
             self._post(ServerError(str(err.get("code", "")), str(err.get("message", ""))))
+
+    def _range_waiting(self, rid: Any) -> bool:
+        return type(rid) is int and rid in self._ranges
+
+    def _answer_range(self, rid: Any, answer: Any) -> None:
+        future = self._ranges.get(rid) if self._range_waiting(rid) else None
+        if future is None or future.done():
+            return  # a late answer to a request given up on
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
 
     @staticmethod
     async def _send(ws: ClientConnection, text: str) -> None:

@@ -21,12 +21,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import var
 from textual.widgets import Sparkline, Static
 
 from metrics_tui import formatting
+from metrics_tui.widgets.range_chart import Kind, RangeChart
 
 if TYPE_CHECKING:
     from metrics_tui.widgets.plot import TrendPlot
@@ -55,10 +57,13 @@ class TrendChart(Vertical):
     TrendChart > .chart-title { height: 1; text-style: bold; }
     TrendChart > Sparkline { height: 1fr; }
     TrendChart > TrendPlot { height: 1fr; }
+    TrendChart > RangeChart { display: none; }
     """
 
-    #: The plotted values and the server times of their samples.
+    #: The live view's plotted values and the server times of their samples.
     points: var[tuple[tuple[float, ...], tuple[datetime, ...]]] = var(((), ()), init=False)
+    #: The title's forms from long to short: the longest that fits is shown.
+    titles: var[tuple[str, ...]] = var((), init=False)
     #: The title line as shown.
     title_text: var[str] = var("", init=False)
 
@@ -78,11 +83,14 @@ class TrendChart(Vertical):
         self._color = color
         self._integer = integer
         self._plot: TrendPlot | None = None
-        self.set_reactive(TrendChart.title_text, chart_title(title, ()))
+        first = chart_title(title, ())
+        self.set_reactive(TrendChart.titles, (first,))
+        self.set_reactive(TrendChart.title_text, first)
 
     def compose(self) -> ComposeResult:
         yield Static(self.title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
+        yield RangeChart(self._fmt, integer=self._integer)
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._add_plot)
@@ -95,22 +103,53 @@ class TrendChart(Vertical):
         self._plot = plot
         self.mount(plot)
 
-    def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
-        """Replace the plotted points (the same ones again change nothing)."""
-        self.points = (tuple(values), tuple(stamps))
+    def set_points(
+        self,
+        values: Sequence[float],
+        stamps: Sequence[datetime],
+        *,
+        title: str | Sequence[str] | None = None,
+        kind: Kind | None = None,
+        label: Callable[[datetime], str] = str,
+    ) -> None:
+        """Replace the plotted points (the same ones again change nothing). Nothing here
+        changes a size: the title is one line of fixed width, updated without a layout pass.
 
-    def watch_points(self, points: tuple[tuple[float, ...], tuple[datetime, ...]]) -> None:
-        """Only what changed is redrawn, and nothing here changes a size."""
-        values, stamps = points
-        self.title_text = chart_title(self.title, stamps if values else ())
+        A range view names its own ``title`` and gives the ``kind`` of chart it wants where the
+        stylesheet shows a line chart ("bars", one per step, or "line": see range_chart.py),
+        naming its points with ``label``; the live view's plotext chart keeps its points."""
+        self.set_title(title or chart_title(self.title, stamps if values else ()))
         spark = self.query_one(TrendSpark)
-        data = list(values)  # a new list, so the sparkline sees a change
+        data = list(values)  # a new list, so the sparkline sees a change (an equal one: none)
         if spark.is_on_screen:
             spark.data = data
         else:
             spark.set_reactive(Sparkline.data, data)
+        self.set_class(kind is not None, "-range")
+        if kind is not None:
+            self.query_one(RangeChart).set_points(values, stamps, label, kind)
+            return
+        self.points = (tuple(values), tuple(stamps))
+
+    def watch_points(self, points: tuple[tuple[float, ...], tuple[datetime, ...]]) -> None:
         if self._plot is not None:
             self._plot.points = points
+
+    def set_title(self, title: str | Sequence[str]) -> None:
+        """The title, or its forms from long to short: the longest that fits is shown."""
+        self.titles = (title,) if isinstance(title, str) else tuple(title)
+
+    def watch_titles(self) -> None:
+        self._fit_title()
+
+    def on_resize(self) -> None:
+        if len(self.titles) > 1:
+            self._fit_title()
+
+    def _fit_title(self) -> None:
+        width = self.content_size.width
+        fits = (t for t in self.titles if cell_len(t) <= width)
+        self.title_text = next(fits, self.titles[-1]) if width else self.titles[0]
 
     def watch_title_text(self, title: str) -> None:
         # One line of fixed width: no layout pass.
