@@ -26,7 +26,7 @@ from metrics_protocol.configfile import ConfigFileError
 from metrics_tui import config as config_file
 from metrics_tui.alerts import UNKNOWN, Rule, RuleError, check_report, parse_rules, unknown_line
 from metrics_tui.settings import SETTINGS
-from metrics_tui.wire import redact, tls_context
+from metrics_tui.wire import redact, split_urls, tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -289,6 +289,7 @@ async def _watch(
 ) -> int:
     if args.once:
         within = args.timeout
+        url = split_urls(url)[0]  # one snapshot: from the first URL; failover is the monitor's
         if args.check:
             return await _check(url, token, tls, args.alerts, within=within)
         return await _once(url, token, tls, as_json=args.json, within=within)
