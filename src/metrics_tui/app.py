@@ -456,7 +456,7 @@ class MetricsApp(App[None]):
         self.status = message.status
         if message.url is not None:  # failed over: the status line names the URL it is on
             with contextlib.suppress(NoMatches):
-                self.status_line().where = where(message.url)
+                self.status_line.where = where(message.url)
 
     def on_server_error(self, message: ServerError) -> None:
         self.notify(f"{message.code}: {message.text}", title="Server error", severity="error")
