@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +37,14 @@ async def test_the_monitor_fails_over_to_the_next_url_and_names_it(tmp_path: Pat
             await wait_until(lambda: app.status.state is ConnState.LIVE, 5, "live on A")
             assert app.client is not None and app.client.url == a.url()
             assert line.where == f"127.0.0.1:{a.port}"
-            a.stop()
+            t0 = time.monotonic()
+            a.stop(signal.SIGKILL)  # gone at once, like a crashed instance
             await wait_until(
                 lambda: app.client.url == b.url() and app.status.state is ConnState.LIVE,  # type: ignore[union-attr]
                 5,
                 "live on B",
             )
+            assert time.monotonic() - t0 < 5
             await pilot.pause()
             assert line.where == f"127.0.0.1:{b.port}"
             assert f"127.0.0.1:{b.port}" in str(line.render())
