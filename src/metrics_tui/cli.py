@@ -25,7 +25,7 @@ from metrics_protocol import settings
 from metrics_protocol.configfile import ConfigFileError
 from metrics_tui import config as config_file
 from metrics_tui.alerts import UNKNOWN, Rule, RuleError, check_report, parse_rules, unknown_line
-from metrics_tui.settings import SETTINGS
+from metrics_tui.settings import SETTINGS, ws_url
 from metrics_tui.wire import redact, split_urls, tls_context
 
 EXIT_OK = 0
@@ -148,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.db is not None and not args.demo:
         parser.error("--db needs --demo")
     url, token = args.url, args.token
+    try:  # each --url was checked alone; together they must share a scheme (one TLS context)
+        url = ws_url(url)
+    except ValueError as exc:
+        settings.refuse(parser, args, "url", f"{args.source('url')}: {exc}")
     if token is not None and (why := token_problem(token)):
         message = f"{args.source('token')} {why}, which cannot be sent in an HTTP header"
         settings.refuse(parser, args, "token", message)

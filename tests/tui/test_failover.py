@@ -113,3 +113,16 @@ async def test_a_seq_gap_resyncs_once_and_shows_no_wrong_figure() -> None:
     assert [m.status.state for m in posted if isinstance(m, ConnectionChanged)][-1] is (
         ConnState.LIVE
     )
+
+
+def test_urls_of_two_schemes_are_refused() -> None:
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "metrics_tui", "--url", "ws://127.0.0.1:9/ws/metrics",
+         "--url", "wss://127.0.0.1:9/ws/metrics", "--once"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "same scheme" in run.stderr.splitlines()[-1]
