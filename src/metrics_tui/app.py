@@ -47,8 +47,8 @@ from metrics_tui.screens.alerts import AlertsScreen
 from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
-from metrics_tui.widgets.status import AlertNote, StatusLine, is_stale
-from metrics_tui.wire import is_insecure
+from metrics_tui.widgets.status import AlertNote, StatusLine, is_stale, where
+from metrics_tui.wire import is_insecure, split_urls
 
 CHART_POINTS = 20
 #: The range keys and their binding ids (the configuration file's [keys] names).
@@ -356,7 +356,7 @@ class MetricsApp(RangeViews, App[None]):
     # ------------------------------------------------------------------ lifecycle
 
     def get_default_screen(self) -> Screen[None]:
-        return Dashboard(self.url, self.clock, insecure=is_insecure(self._tls))
+        return Dashboard(split_urls(self.url)[0], self.clock, insecure=is_insecure(self._tls))
 
     def _match_no_color_filter(self) -> None:
         """Under NO_COLOR draw with no colour codes at all, whatever the theme.
@@ -513,6 +513,9 @@ class MetricsApp(RangeViews, App[None]):
     def on_connection_changed(self, message: ConnectionChanged) -> None:
         self.now = self.clock()
         self.status = message.status
+        if message.url is not None:  # failed over: the status line names the URL it is on
+            with contextlib.suppress(NoMatches):
+                self.status_line.where = where(message.url)
 
     def on_server_error(self, message: ServerError) -> None:
         self.notify(f"{message.code}: {message.text}", title="Server error", severity="error")

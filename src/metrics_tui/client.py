@@ -17,7 +17,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import websockets
@@ -53,14 +53,18 @@ from metrics_tui.policy import (
     PollFailed,
     PollOk,
     Reconnect,
+    SeqState,
     Start,
     StartPolling,
     StopPolling,
     Tick,
+    Verdict,
     Wait,
     after_failure,
     first_message_problem,
     keepalive,
+    on_history,
+    on_metrics,
 )
 from metrics_tui.wire import (
     DEFAULT_INTERVAL,
@@ -73,8 +77,10 @@ from metrics_tui.wire import (
     fetch_rest_body,
     http_client,
     is_unauthorized,
+    position,
     redact,
     rest_url,
+    split_urls,
     url_problem,
     ws_options,
 )
@@ -85,18 +91,22 @@ log = logging.getLogger(__name__)
 #: there; the producers' endpoint answers it with an ``unknown_type`` error, which tells at
 #: once that the URL is wrong (it would otherwise say nothing at all).
 SUBSCRIBE_ALL = encode({"type": "subscribe", "channels": list(CHANNELS)})
+#: Asks a server that numbers its snapshots (seq) for its greeting again: history, then the
+#: latest metrics. Only a server that sends seq is ever asked, and every such server answers it.
+RESYNC = encode({"type": "resync"})
 
 
 class MetricsClient:
     """Keeps one metrics feed alive and reports it.
 
     Its own connect loop (rather than ``websockets``' reconnecting iterator) so the status line
-    can say which attempt this is and how long until the next one.
+    can say which attempt this is and how long until the next one. Given several URLs (or
+    one comma-separated string of them), it fails over between them as the policy says.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         post: Callable[[Any], object],
         *,
         token: str | None = None,
@@ -106,20 +116,26 @@ class MetricsClient:
         clock: Callable[[], float] = time.monotonic,
         open_timeout: float = 10.0,
     ) -> None:
-        self.url = url
-        self.rest_url = rest_url(url)
+        self.urls = split_urls(url) if isinstance(url, str) else tuple(url)
+        if not self.urls:
+            raise ValueError("no URL to connect to")
         self._post = post
         self._token = token
         self._tls = tls
         #: Handshakes tried so far (for tests and diagnostics: proves there is no tight loop).
         self.attempts = 0
         self.policy = Policy(
-            url_problem=url_problem(url),
+            url_problem=next(filter(None, map(url_problem, self.urls)), None),
             has_token=bool(token),
             max_retries=max_retries,
             rng=rng or random.Random(),
+            servers=len(self.urls),
         )
         self.state = self.policy.initial()
+        #: Where the feed is in the server's sequence (seq/epoch), across connections.
+        self.seq = SeqState()
+        #: Resyncs asked for (for tests: a gap asks once).
+        self.resyncs = 0
         self._clock = clock
         self._open_timeout = open_timeout
         #: The interval the server has stated (in its history, or its REST answer); None
@@ -134,12 +150,22 @@ class MetricsClient:
         #: Range requests sent and not yet answered, by id.
         self._ranges: dict[int, asyncio.Future[Any]] = {}
         self._range_id = 0
+        self._shown_url = self.url
 
     # ------------------------------------------------------------------ control
 
     @property
     def status(self) -> Status:
         return self._status
+
+    @property
+    def url(self) -> str:
+        """The URL the client is on (or connecting to, or will try next)."""
+        return self.urls[self.state.index]
+
+    @property
+    def rest_url(self) -> str:
+        return rest_url(self.url)
 
     @property
     def period(self) -> float:
@@ -195,9 +221,9 @@ class MetricsClient:
         for action in actions:
             self._do(action)
         status = self.state.status
-        if status != self._status:
-            self._status = status
-            self._post(ConnectionChanged(status))
+        if status != self._status or self.url != self._shown_url:
+            self._status, self._shown_url = status, self.url
+            self._post(ConnectionChanged(status, self.url))
 
     def _do(self, action: Action) -> None:
         match action:
@@ -303,12 +329,20 @@ class MetricsClient:
         kind = body.get("type")
         if kind == "metrics":
             metrics, sample = decode_metrics_body(body)
+            self.seq, verdict = on_metrics(self.seq, position(body))
+            if verdict is Verdict.DROP:  # older than what is shown, or shown already
+                return
             self._post(MetricsUpdated(metrics, sample, self.interval))  # type: ignore[arg-type]
+            if verdict is Verdict.RESYNC:
+                self.resyncs += 1
+                log.info("seq gap or new epoch at %s: asking for the history again", self.seq)
+                asyncio.get_running_loop().create_task(self._send(ws, RESYNC))
         elif kind == "history":
             data = body.get("data")
             if not isinstance(data, list):
                 raise ProtocolError("'data' of history must be a list")
             snapshots = [decode_data(item) for item in data]
+            self.seq = on_history(self.seq, position(body))
             self.interval = announced_interval(body)
             self._post(HistoryReceived(snapshots, self.interval))
         elif kind == RANGE_TYPE:

@@ -240,6 +240,11 @@ class State:
     #: ``r`` during a handshake: should it fail, retry at once rather than back off.
     hurry: bool = False
     has_token: bool = False
+    #: Which of the URLs (``--url`` given more than once) the loop is on.
+    index: int = 0
+    #: URLs that failed one after the other since the last open link or the last wait: once
+    #: every URL has failed (a full round), the backoff applies.
+    tried: int = 0
 
     @property
     def status(self) -> Status:
@@ -291,6 +296,8 @@ class Policy:
     rng: random.Random = field(default_factory=random.Random, compare=False)
     #: How long a refused token or a wrong URL waits before it is tried again.
     slow_retry: float = CAP
+    #: How many URLs to fail over between (round robin, in the order given).
+    servers: int = 1
 
     def initial(self) -> State:
         return State(has_token=self.has_token)
@@ -312,6 +319,7 @@ class Policy:
                     polling_ok=False,
                     rest_refused=False,
                     hurry=False,
+                    tried=0,
                 )
                 return live, (StopPolling(),) if state.polling else ()
             case Ended(failure):
@@ -340,7 +348,8 @@ class Policy:
 
     def _reconnect(self, state: State) -> Step:
         """``r``: skip a wait and start counting again; leave Offline, Unauthorized or Wrong
-        URL at once; drop a live link and connect from scratch."""
+        URL at once; drop a live link and connect from scratch. Always to the URL it is on."""
+        state = replace(state, tried=0)
         match state.phase:
             case Phase.LIVE:
                 return replace(state, phase=Phase.RESTARTING, attempt=0), (Drop(),)
@@ -367,6 +376,12 @@ class Policy:
         state = replace(state, detail=detail)
         if state.hurry:  # ``r`` came during the handshake: no backoff, no polling
             return self._connect(state, attempt=state.attempt)
+        # Fail over: the next URL at once, until every URL has failed in a row; then back off
+        # once (the wait below) and start the next round with the URL after the last one.
+        state = replace(state, index=(state.index + 1) % self.servers, tried=state.tried + 1)
+        if state.tried < self.servers:
+            return self._connect(state, attempt=state.attempt)
+        state = replace(state, tried=0)
         if self.max_retries is not None and state.attempt >= self.max_retries:
             return self._stop(state, replace(state, phase=Phase.OFFLINE, retry_at=None), Wait(None))
         delay = draw(state.attempt, self.rng)
@@ -392,3 +407,61 @@ class Policy:
 
 #: The phases that end with a ``Tick`` (WRONG_URL and UNAUTHORIZED only when ``retry_at`` set).
 _WAITS = (Phase.WAITING, Phase.UNAUTHORIZED, Phase.WRONG_URL)
+
+
+# --------------------------------------------------------------------------- seq and epoch
+
+#: A snapshot's place in the server's sequence: ``(epoch, seq)`` (docs/protocol.md).
+Position = tuple[str, int]
+
+
+class Verdict(Enum):
+    """What to do with a ``metrics`` message, given its position."""
+
+    #: The next snapshot (or one from a server without seq): show it.
+    APPLY = "apply"
+    #: A snapshot already held or older than the one shown: showing it would go back in time.
+    DROP = "drop"
+    #: Show it (its figures are whole and exact), then ask for the history again: snapshots
+    #: were missed (a gap) or the sequence restarted (a new epoch), so the charts lack points.
+    RESYNC = "resync"
+
+
+@dataclass(frozen=True)
+class SeqState:
+    """Where the monitor is in the server's sequence, across connections and URLs."""
+
+    #: The position of the last snapshot shown (None: none yet, or a server without seq).
+    held: Position | None = None
+    #: A resync was asked for and its history has not come yet: a second gap meanwhile is
+    #: part of the same hole, not a reason to ask again.
+    asked: bool = False
+
+
+def on_metrics(seq: SeqState, pos: Position | None) -> tuple[SeqState, Verdict]:
+    """A ``metrics`` message at ``pos`` (None from an older server: shown, as before)."""
+    held = seq.held
+    if pos is None:
+        return seq, Verdict.APPLY
+    if held is None:
+        return replace(seq, held=pos), Verdict.APPLY
+    if pos[0] == held[0]:
+        if pos[1] <= held[1]:
+            return seq, Verdict.DROP
+        if pos[1] == held[1] + 1 or seq.asked:
+            return replace(seq, held=pos), Verdict.APPLY
+    elif seq.asked:  # the answer to our resync is on its way (or this is it): no second ask
+        return replace(seq, held=pos), Verdict.APPLY
+    return SeqState(held=pos, asked=True), Verdict.RESYNC
+
+
+def on_history(seq: SeqState, pos: Position | None) -> SeqState:
+    """A ``history`` message at ``pos``: the snapshot that follows it is ``pos`` itself, so it
+    is expected next. In the same epoch the sequence never goes back: a history that a lagging
+    server sends (after a failover) leaves the newer snapshot shown in place."""
+    if pos is None:
+        return SeqState(held=seq.held)
+    epoch, n = pos
+    if seq.held is not None and seq.held[0] == epoch and seq.held[1] >= n - 1:
+        return SeqState(held=seq.held)
+    return SeqState(held=(epoch, n - 1))

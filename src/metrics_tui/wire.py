@@ -279,3 +279,22 @@ async def fetch_once(
         if is_unauthorized(exc):
             raise Unauthorized(describe_error(exc)) from exc
         raise ConnectionError(describe_error(ws_error)) from ws_error
+
+
+def position(body: Any) -> tuple[str, int] | None:
+    """``(epoch, seq)`` of a decoded ``metrics`` or ``history`` message (docs/protocol.md), or
+    None from an older server that sends neither. ProtocolError when they are malformed: the
+    message is then ignored like any other bad frame, never shown out of order."""
+    if not isinstance(body, dict) or ("seq" not in body and "epoch" not in body):
+        return None
+    epoch, seq = body.get("epoch"), body.get("seq")
+    if not isinstance(epoch, str) or not 1 <= len(epoch) <= 64:
+        raise ProtocolError("'epoch' must be a string of 1 to 64 characters")
+    if type(seq) is not int or seq < 0:
+        raise ProtocolError("'seq' must be a non-negative integer")
+    return epoch, seq
+
+
+def split_urls(text: str) -> tuple[str, ...]:
+    """The URLs of ``--url`` given more than once, or of a comma-separated METRICS_WS_URL."""
+    return tuple(u.strip() for u in text.split(",") if u.strip())

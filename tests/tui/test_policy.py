@@ -32,13 +32,17 @@ from metrics_tui.policy import (
     PollFailed,
     PollOk,
     Reconnect,
+    SeqState,
     Start,
     StartPolling,
     State,
     StopPolling,
     Tick,
+    Verdict,
     Wait,
     after_failure,
+    on_history,
+    on_metrics,
 )
 from metrics_tui.widgets.status import state_text
 from metrics_tui.wire import INGEST_URL, NoAnswer, NotMetricsFeed, is_unauthorized
@@ -418,3 +422,101 @@ def test_any_sequence_keeps_the_invariants(
         if max_retries is not None:
             assert after.attempt <= max_retries
         assert state_text(after.status, NOW)
+
+
+# --------------------------------------------------------------------------- several URLs
+
+
+def test_a_drop_fails_over_to_the_next_url_at_once() -> None:
+    run = Run(Policy(servers=3, rng=MaxRandom()))
+    run(Opened())
+    assert run(CLOSED) == (Connect(),)  # no wait: the next server may be up
+    assert run.state.index == 1 and run.status == Status(ConnState.CONNECTING)
+    run(Opened())
+    assert run.state.index == 1 and run.state.tried == 0
+
+
+def test_the_backoff_comes_once_every_url_has_failed_in_a_row() -> None:
+    run = Run(Policy(servers=3, rng=MaxRandom()))
+    assert run(DOWN) == (Connect(),) and run.state.index == 1
+    assert run(DOWN) == (Connect(),) and run.state.index == 2
+    assert run(DOWN) == (StartPolling(), Wait(1.0))  # a full round: back off once
+    assert run.state.index == 0 and run.state.attempt == 1
+    run(Tick())
+    assert run(DOWN, DOWN) == (Connect(),)
+    assert run(DOWN) == (Wait(2.0),)  # the next round backs off longer
+    assert run.state.index == 0
+
+
+def test_r_reconnects_to_the_url_it_is_on() -> None:
+    run = Run(Policy(servers=2, rng=MaxRandom()))
+    run(DOWN, Opened())
+    assert run.state.index == 1
+    assert run(Reconnect()) == (Drop(),)
+    assert run(CLOSED) == (Connect(),)
+    assert run.state.index == 1
+
+
+def test_one_url_backs_off_as_before() -> None:
+    run = Run()
+    run(Opened())
+    assert run(CLOSED) == (Wait(1.0),)
+    assert run.state.index == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.sampled_from(EVENTS), max_size=60), servers=st.integers(1, 4))
+def test_failover_never_spins(events: list[Event], servers: int) -> None:
+    """However handshakes fail, at most ``servers - 1`` connects follow failures without a
+    wait in between (unless r asked), and the index stays on a URL."""
+    run = Run(Policy(servers=servers, rng=random.Random(1)))
+    in_a_row = 0
+    for event in events:
+        before = run.state
+        actions = run(event)
+        if any(isinstance(a, Wait) for a in actions) or isinstance(event, Reconnect | Opened):
+            in_a_row = 0
+        elif (
+            Connect() in actions
+            and isinstance(event, Ended)
+            and not before.hurry
+            and before.phase is not Phase.RESTARTING
+        ):
+            in_a_row += 1
+        assert in_a_row <= servers - 1
+        assert 0 <= run.state.index < servers
+
+
+# --------------------------------------------------------------------------- seq and epoch
+
+
+def feed(*positions: tuple[str, int] | None) -> list[Verdict]:
+    seq, out = SeqState(), []
+    for pos in positions:
+        seq, verdict = on_metrics(seq, pos)
+        out.append(verdict)
+    return out
+
+
+def test_seq_in_order_applies_and_a_gap_resyncs_once() -> None:
+    A, R, D = Verdict.APPLY, Verdict.RESYNC, Verdict.DROP
+    assert feed(("e", 1), ("e", 2), ("e", 5), ("e", 7)) == [A, A, R, A]  # asked already
+    assert feed(("e", 3), ("e", 2), ("e", 3), ("e", 4)) == [A, D, D, A]  # never back in time
+    assert feed(("e", 3), ("f", 1), ("f", 2)) == [A, R, A]  # a new epoch: resync
+    assert feed(None, None) == [A, A]  # an older server: as before
+
+
+def test_a_history_sets_what_comes_next_and_answers_the_resync() -> None:
+    seq = on_history(SeqState(), ("e", 10))
+    seq, verdict = on_metrics(seq, ("e", 10))  # the greeting's metrics follows the history
+    assert verdict is Verdict.APPLY
+    seq, verdict = on_metrics(seq, ("e", 12))
+    assert verdict is Verdict.RESYNC and seq.asked
+    seq = on_history(seq, ("e", 12))  # the answer, with the greeting's metrics repeated
+    assert not seq.asked
+    assert on_metrics(seq, ("e", 12))[1] is Verdict.DROP  # held already
+    assert on_metrics(seq, ("e", 13))[1] is Verdict.APPLY
+    # A lagging server's history (after a failover) does not move the sequence back.
+    lag = on_history(SeqState(held=("e", 20)), ("e", 15))
+    assert lag.held == ("e", 20) and on_metrics(lag, ("e", 15))[1] is Verdict.DROP
+    assert on_history(lag, ("f", 3)).held == ("f", 2)  # a new epoch starts over

@@ -29,6 +29,13 @@ from metrics_tui.messages import ConnState, Status
 from metrics_tui.wire import DEFAULT_INTERVAL
 
 
+def where(url: str) -> str:
+    """What the status line names a URL by: its host:port (without a user or password)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return host or url
+
+
 def state_text(status: Status, now: float) -> str:
     """The words for a connection state, e.g. ``Reconnecting in 4s (attempt 2)``."""
     match status.state:
@@ -260,6 +267,8 @@ class StatusLine(Widget):
     now: var[float] = var(0.0, init=False)
     #: The firing alert to name, if any.
     alert: var[AlertNote | None] = var(None, init=False)
+    #: host:port of the URL the monitor is on, at the right (it changes on a failover).
+    where: var[str] = var("", init=False)
 
     def __init__(
         self,
@@ -270,8 +279,7 @@ class StatusLine(Widget):
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
-        parts = urlsplit(url)
-        self.where = parts.netloc or url
+        self.set_reactive(StatusLine.where, where(url))
         #: TLS without certificate checks: flagged for as long as the monitor runs.
         self.insecure = insecure
         #: What the line read when it was last drawn.
@@ -286,6 +294,9 @@ class StatusLine(Widget):
     # Any input that changes may change the text; an input set to its old value calls nothing.
     watch_status = watch_last_update = watch_interval = _redraw
     watch_paused = watch_shown_at = watch_now = watch_alert = _redraw
+
+    def watch_where(self) -> None:
+        self.refresh()
 
     def render(self) -> Text:
         self._drawn = self._pieces()
