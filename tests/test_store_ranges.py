@@ -265,3 +265,35 @@ def test_pruning_keeps_every_range_row(stores: Stores) -> None:
     assert store.event_count() == 9
     assert {s: store.range_rows(s, 0, 2**40) for s in wire.RANGE_STEPS} == before
     store.close()
+
+
+def test_a_server_starting_next_to_a_long_backfill_waits_for_it(
+    postgres: Postgres, pg_url: str, pg_schema: str
+) -> None:
+    """Building the rows from a large schema's events holds the write lock for a while (about
+    a minute at 10M events); a server starting meanwhile waits past its usual lock timeout,
+    then finds them built, rather than failing its start."""
+    import psycopg
+
+    from metrics_server.store.postgres import LOCK_WRITE, PostgresStore, lock_key
+
+    name = f"mt-{secrets.token_hex(4)}"
+    store = PostgresStore(f"{pg_url}&application_name={name}", lock_timeout=0.2)
+    done: list[object] = []
+    with psycopg.connect(postgres.store_url(pg_schema), autocommit=True) as builder:
+        builder.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_WRITE, lock_key(pg_schema)))
+        other = threading.Thread(target=lambda: done.append(store.prepare_ranges(Calendar())))
+        other.start()
+        block_until(
+            lambda: postgres.query(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND wait_event_type"
+                " = 'Lock' AND clock_timestamp() - query_start > interval '1 second'",
+                (name,),
+            ),
+            10,
+            "a wait longer than five lock timeouts",
+        )
+        assert other.is_alive()
+    other.join(10)
+    assert done == [None]  # an empty schema: nothing to say
+    store.close()

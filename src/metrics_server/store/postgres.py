@@ -393,9 +393,13 @@ class PostgresStore:
             return f"PostgreSQL store {self.path} is unavailable: {_one_line(exc)}"
         return f"PostgreSQL store {self.path} refused a request: {_one_line(exc)}"
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
         """One transaction holding the schema's write lock (see the module's docstring)."""
+        return self._scope(self._lock_timeout)
+
+    @contextlib.contextmanager
+    def _scope(self, lock_timeout: str) -> Iterator[None]:
+        """atomic(), waiting at most ``lock_timeout`` for the lock ('0': as long as it takes)."""
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("atomic() scopes do not nest")
         try:
@@ -404,7 +408,7 @@ class PostgresStore:
                 conn.execute(
                     "SELECT set_config('synchronous_commit', 'on', true),"
                     " set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s, %s)",
-                    (self._lock_timeout, LOCK_WRITE, self._key),
+                    (lock_timeout, LOCK_WRITE, self._key),
                 )
                 self._local.conn = conn
                 self._local.added = {}
@@ -637,7 +641,9 @@ class PostgresStore:
                 rows[key] = [0, 0, 0, 0, 0, n]
             else:
                 acc[5] += n
-        self._local.added = fresh  # remembered once the scope commits
+        added = self._local.added  # remembered once the scope commits
+        for minute, us in fresh.items():
+            added.setdefault(minute, set()).update(us)
         return rows, [(u, m) for u, m, _, _ in probes]
 
     def _write_ranges(
@@ -748,7 +754,9 @@ class PostgresStore:
         from ..ranges import UTC_STEPS, ZONE_STEPS
 
         try:
-            with self.atomic():
+            # No time limit on the lock: a server starting next to one that is building the
+            # rows from 10M events (about a minute) waits for it, then finds them built.
+            with self._scope("0"):
                 conn = self._local.conn
                 row = conn.execute("SELECT value FROM meta WHERE key = 'ranges_tz'").fetchone()
                 zone = row[0] if row else None
