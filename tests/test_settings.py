@@ -68,6 +68,7 @@ GOOD = {
         "timeout": ("0.5", 0.5),
         "max_retries": ("3", 3),
         "theme": ("nord", "nord"),
+        "export_dir": ("/srv/exports", "/srv/exports"),
     },
 }
 
