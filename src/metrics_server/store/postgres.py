@@ -2,8 +2,9 @@
 
 The same tables as sqlite.py (raw events, transactions, counters, 15-minute revenue buckets,
 users' latest times, peak samples, interval snapshots, idempotency keys, and the date ranges'
-rows and (user, minute) pairs), plus a schema version table and an instance registry. psycopg 3 with psycopg_pool, sync API (the service calls the
-store from one worker thread), ``prepare_threshold=None`` and only transaction-scoped state
+rows and (user, minute) pairs), plus a schema version table and an instance registry.
+psycopg 3 with psycopg_pool, sync API (the service calls the store from one worker thread),
+``prepare_threshold=None`` and only transaction-scoped state
 (``SET LOCAL``, ``pg_advisory_xact_lock``), so it is safe behind PgBouncer in transaction
 pooling mode. An ack means committed: ``synchronous_commit`` is on in every write transaction.
 
