@@ -218,12 +218,13 @@ def test_a_live_older_server_keeps_the_schema_from_being_migrated(
 ) -> None:
     """A schema at version 2 (before the range rollups) with a live instance: that server
     stores batches without range rows, so the migration waits until it is stopped."""
-    from metrics_server.store.postgres import PostgresStore
+    from metrics_server.store.postgres import SCHEMA_VERSION, PostgresStore
 
     PostgresStore(pg_url).close()
     postgres.query(
-        "DROP TABLE range_buckets, user_minutes, meta; DELETE FROM schema_version WHERE"
-        " version = 3; INSERT INTO instances (id, broker, host, pid, expires_at)"
+        "DROP TABLE range_buckets, user_minutes, meta, deltas; DROP SEQUENCE leader_terms;"
+        " DELETE FROM schema_version WHERE version >= 3;"
+        " INSERT INTO instances (id, broker, host, pid, expires_at)"
         " VALUES ('old', NULL, 'h', 7, now() + interval '1 hour')",
         schema=pg_schema,
     )
@@ -233,7 +234,7 @@ def test_a_live_older_server_keeps_the_schema_from_being_migrated(
     assert postgres.query("SELECT max(version) FROM schema_version", schema=pg_schema) == [(2,)]
     postgres.query("DELETE FROM instances", schema=pg_schema)  # it stopped
     store = PostgresStore(pg_url)
-    assert store.schema_version() == 3
+    assert store.schema_version() == SCHEMA_VERSION
     store.close()
 
 

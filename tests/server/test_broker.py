@@ -277,3 +277,26 @@ async def test_a_leader_whose_figures_break_lets_go_of_the_lock(
             assert relay.cluster.leading or leader.cluster.leading
         finally:
             await feed.close()
+
+
+def test_a_live_server_from_before_the_deltas_log_keeps_the_schema_back(
+    postgres: Postgres, pg_url: str, pg_schema: str
+) -> None:
+    """A server of the version before the deltas log (schema 3) logs no deltas: a leader
+    would miss its commits, so the schema is not migrated while it is live."""
+    from metrics_server.store import StoreError
+    from metrics_server.store.postgres import SCHEMA_VERSION, PostgresStore
+
+    PostgresStore(pg_url).close()
+    postgres.query(
+        "DROP TABLE deltas; DROP SEQUENCE leader_terms; DELETE FROM schema_version WHERE"
+        " version = 4; INSERT INTO instances (id, broker, host, pid, expires_at)"
+        " VALUES ('old', 'redis://r:6379/0', 'h', 7, now() + interval '1 hour')",
+        schema=pg_schema,
+    )
+    with pytest.raises(StoreError, match=r"\(host h, pid 7\) of a version without the broker"):
+        PostgresStore(pg_url)
+    postgres.query("DELETE FROM instances", schema=pg_schema)  # it stopped
+    store = PostgresStore(pg_url)
+    assert store.schema_version() == SCHEMA_VERSION == 4
+    store.close()

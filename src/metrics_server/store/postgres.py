@@ -159,6 +159,9 @@ SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: The migration before which servers wrote no range rollups: one still running would leave
 #: its batches out of them, so a schema is not taken past it while one is live.
 RANGES_VERSION = 3
+#: The migration before which servers logged no deltas: with one of them live, a leader
+#: (cluster.py) would miss its commits, so a schema is not taken past it while one is live.
+DELTAS_VERSION = 4
 assert set(_COUNTERS) == {"views", "txn_total", "pending", "completed", "failed", "revenue_cents"}
 
 _COPY_EVENTS = (
@@ -382,6 +385,8 @@ class PostgresStore:
                 )
             if 2 <= have < RANGES_VERSION:
                 self._refuse_older_instances(conn)
+            elif RANGES_VERSION <= have < DELTAS_VERSION:
+                self._refuse_older_instances(conn, "without the broker's deltas log")
             for version, description, sql in MIGRATIONS:
                 if version > have:
                     conn.execute(sql)
@@ -391,9 +396,10 @@ class PostgresStore:
                     )
         return schema, key
 
-    def _refuse_older_instances(self, conn: Any) -> None:
-        """A live instance on a schema from before the range rollups is an older server: it
-        would go on storing batches without their range rows, so it must stop first."""
+    def _refuse_older_instances(self, conn: Any, lacking: str = "without date ranges") -> None:
+        """A live instance on a schema from before the range rollups (or the deltas log) is
+        an older server: it would go on storing batches without their range rows (or their
+        deltas), so it must stop first."""
         live = conn.execute(
             "SELECT host, pid FROM instances WHERE expires_at > clock_timestamp()"
             " ORDER BY started_at LIMIT 1"
@@ -401,7 +407,7 @@ class PostgresStore:
         if live is not None:
             raise StoreError(
                 f"PostgreSQL store {self.path} is in use by a live metrics-server (host"
-                f" {live[0]}, pid {live[1]}) of a version without date ranges, which would leave"
+                f" {live[0]}, pid {live[1]}) of a version {lacking}, which would leave"
                 " its batches out of them: stop the older instances, then start this one"
             )
 
