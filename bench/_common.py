@@ -426,7 +426,8 @@ def metrics_server(
     ``src``: run the package from another source tree (e.g. an export of an earlier commit's
     ``src/``) to measure before and after side by side.
     """
-    flags = ["--port", str(port), "--db", str(db)]
+    store = "--store" if "://" in str(db) else "--db"  # a store URL (postgresql://...)
+    flags = ["--port", str(port), store, str(db)]
     flags += ["--interval", str(interval), "--push-interval", str(push_interval)]
     env = {"PYTHONPATH": str(src)} if src else None
     with ServerProcess(port, *flags, env=env, cwd=ROOT) as server:

@@ -9,12 +9,18 @@ history differs. Targets: big/small <= 1.2 and big <= 1 ms per ``get_metrics()``
 
     python -m bench.snapshot            # 10,000 vs 1,000,000 events
     python -m bench.snapshot --full     # 10,000 vs 10,000,000 events (takes a minute or more)
+    python -m bench.snapshot --store postgresql://postgres@127.0.0.1:5432/test [--full]
+
+With ``--store``, both stores are PostgreSQL schemas (made, filled with ``generate_series``
+and dropped by the run), the services run on PostgresStore and the REST servers on
+``--store URL``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sqlite3
 import tempfile
 import time
@@ -75,10 +81,59 @@ def build(path: Path, n: int, now: float) -> None:
     con.close()
 
 
-async def _services(paths: dict[str, Path]) -> dict[str, MetricsService]:
+_BUILD_PG = """
+SET synchronous_commit = off;
+INSERT INTO events (seq, ts, type, user_id, content_id, txn_id, status, amount_cents)
+SELECT i, :now - (:n - i) * :step,
+       CASE WHEN i % 10 < 4 THEN 'content_view' WHEN i % 10 < 8 THEN 'user_activity'
+            ELSE 'transaction' END,
+       'u' || (i * 7919 % :users),
+       CASE WHEN i % 10 < 4 OR i % 10 = 8 THEN 'c' || (i % 997) END,
+       CASE WHEN i % 10 = 8 THEN 't' || i WHEN i % 10 = 9 THEN 't' || (i - 1) END,
+       CASE WHEN i % 10 = 8 THEN 'pending' WHEN i % 10 = 9 THEN 'completed' END,
+       CASE WHEN i % 10 = 8 THEN 100 + i % 10000 END
+FROM generate_series(1::bigint, :n) AS i;
+SELECT setval(pg_get_serial_sequence('events', 'seq'), :n);
+INSERT INTO transactions (id, status, amount_cents, user_id, content_id, created_ts)
+SELECT 't' || i, CASE WHEN i + 1 <= :n THEN 'completed' ELSE 'pending' END, 100 + i % 10000,
+       'u' || (i * 7919 % :users), 'c' || (i % 997), :now - (:n - i) * :step
+FROM generate_series(8::bigint, :n, 10) AS i;
+CREATE TEMP TABLE done AS
+SELECT :now - (:n - i) * :step AS ts, 100 + (i - 1) % 10000 AS cents
+FROM generate_series(9::bigint, :n, 10) AS i;
+UPDATE counters SET value = CASE name
+    WHEN 'views' THEN (SELECT count(*) FROM events WHERE type = 'content_view')
+    WHEN 'txn_total' THEN (SELECT count(*) FROM transactions)
+    WHEN 'pending' THEN (SELECT count(*) FROM transactions WHERE status = 'pending')
+    WHEN 'completed' THEN (SELECT count(*) FROM transactions WHERE status = 'completed')
+    WHEN 'failed' THEN 0
+    WHEN 'revenue_cents' THEN (SELECT coalesce(sum(cents), 0) FROM done) END;
+INSERT INTO revenue_buckets SELECT floor(ts / 900)::bigint AS b, sum(cents) FROM done GROUP BY b;
+INSERT INTO users SELECT user_id, max(ts) FROM events GROUP BY user_id;
+ANALYZE;
+"""
+
+
+def build_pg(url: str, n: int, now: float) -> None:
+    """The same database in a PostgreSQL schema (``url`` selects it), built with SQL."""
+    import psycopg
+
+    from metrics_server.store.postgres import PostgresStore
+
+    PostgresStore(url).close()  # the schema, exactly as the server makes it
+    script = _BUILD_PG
+    for k, v in {":now": now, ":step": STEP, ":users": USERS, ":n": n}.items():  # ":n" last
+        script = script.replace(k, repr(v))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(script)
+
+
+async def _services(paths: dict[str, Path | str]) -> dict[str, MetricsService]:
+    from metrics_server.store import open_store
+
     out = {}
     for name, path in paths.items():
-        svc = MetricsService(SQLiteStore(path))
+        svc = MetricsService(open_store(str(path)) if "://" in str(path) else SQLiteStore(path))
         await svc.start()
         out[name] = svc
     return out
@@ -98,15 +153,27 @@ def run(
     blocks: int = 30,
     calls: int = 300,
     rest_calls: int = 200,
+    store: str | None = None,
     verbose: bool = True,
 ) -> dict[str, float]:
-    """Returns per-call medians (microseconds) for both sizes and their ratios."""
+    """Returns per-call medians (microseconds) for both sizes and their ratios. ``store``: a
+    PostgreSQL URL to build both in (schemas of their own) instead of SQLite files."""
     now = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {"small": Path(tmp, "small.db"), "big": Path(tmp, "big.db")}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        paths: dict[str, Path | str]
         t0 = time.perf_counter()
-        for name, n in (("small", small), ("big", big)):
-            build(paths[name], n, now)
+        if store:
+            from bench.ingest import _Schemas
+
+            schemas = _Schemas(store)
+            stack.callback(schemas.close)
+            paths = {"small": schemas.new("small"), "big": schemas.new("big")}
+            for name, n in (("small", small), ("big", big)):
+                build_pg(str(paths[name]), n, now)
+        else:
+            paths = {"small": Path(tmp, "small.db"), "big": Path(tmp, "big.db")}
+            for name, n in (("small", small), ("big", big)):
+                build(Path(paths[name]), n, now)
         built = time.perf_counter() - t0
         loop = asyncio.new_event_loop()
         services = loop.run_until_complete(_services(paths))
@@ -166,9 +233,11 @@ def run(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="10,000,000 events")
+    ap.add_argument("--store", metavar="URL", help="a PostgreSQL server to build both stores in")
     args = ap.parse_args()
-    c.print_header("snapshot cost vs stored history")
-    run(big=10_000_000 if args.full else 1_000_000)
+    where = f" on PostgreSQL ({args.store.split('@')[-1]})" if args.store else ""
+    c.print_header(f"snapshot cost vs stored history{where}")
+    run(big=10_000_000 if args.full else 1_000_000, store=args.store)
 
 
 if __name__ == "__main__":

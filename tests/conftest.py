@@ -17,6 +17,9 @@ from bench import _common
 from bench._common import Cert, ServerHandle
 from metrics_server.app import MetricsServer, ServerConfig
 
+# PostgreSQL fixtures (postgres, pg_url, private_postgres) and the two-store ``stores``.
+from pg_service import pg_schema, pg_url, postgres, private_postgres, stores  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def no_user_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):

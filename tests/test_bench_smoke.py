@@ -13,6 +13,7 @@ import pytest
 from bench import (
     _common,
     fanout,
+    history,
     ingest,
     latency,
     memory,
@@ -71,6 +72,12 @@ def test_snapshot() -> None:
     assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0
 
 
+def test_history() -> None:
+    out = history.run(2_000, 20_000, blocks=2, calls=2, rounds=3, verbose=False)
+    assert out["30dat1d_big_us"] > 0 and out["24hat1m_http_big_us"] > 0
+    assert out["backfill_big_s"] > 0
+
+
 @pytest.mark.timeout(60)
 def test_slow_subscriber() -> None:
     out = slow_subscriber.run(subscribers=3, duration=0.5, rounds=1, verbose=False)
@@ -99,3 +106,16 @@ async def test_soak(capsys: pytest.CaptureFixture[str]) -> None:
     assert "errors: 0; server exit code 0" in lines, lines
     cut = re.search(r"(\d+) cut off by the server", lines)
     assert cut and int(cut[1]) > 0, lines  # the ping flooder was, at least once
+
+
+def test_ingest_on_postgres(postgres) -> None:
+    out = ingest.run_pg(postgres.url, duration=0.4, rounds=1, producers=2, verbose=False)
+    assert out["eps"] > 0 and out["copy_eps"] > 0 and out["many_eps"] > 0
+    assert out["stored"] == out["acked"] > 0  # every acknowledged event is committed
+
+
+def test_snapshot_on_postgres(postgres) -> None:
+    out = snapshot.run(
+        10_000, 30_000, blocks=2, calls=10, rest_calls=3, store=postgres.url, verbose=False
+    )
+    assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0

@@ -1,11 +1,15 @@
-"""The service over a real SQLite file: restarts keep every figure, store faults lose nothing."""
+"""The store contract: the service over each store (a real SQLite file, a PostgreSQL schema),
+restarts keep every figure, a blocked or failing store refuses and loses nothing. Tests taking
+``stores`` run once per store; the others are about one store's own faults."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from metrics_server.events import EventError
 from metrics_server.service import KEY_TTL, KeyReused, MetricsService, Receipt
 from metrics_server.store import SQLiteStore, StoreError
+from pg_service import Stores
 
 
 def figures(service: MetricsService) -> tuple:
@@ -20,8 +25,10 @@ def figures(service: MetricsService) -> tuple:
     return (m.revenue, m.active_users, m.transactions, m.content)
 
 
-async def open_service(db: Path, **kw: object) -> MetricsService:
-    service = MetricsService(SQLiteStore(db, busy_timeout_ms=50), **kw)  # type: ignore[arg-type]
+async def open_service(db: Path | Stores, name: str = "m", **kw: object) -> MetricsService:
+    """A started service over the SQLite file ``db``, or over the store ``name`` of a kit."""
+    store = db.open(name) if isinstance(db, Stores) else SQLiteStore(db, busy_timeout_ms=50)
+    service = MetricsService(store, **kw)  # type: ignore[arg-type]
     await service.start()
     return service
 
@@ -46,8 +53,8 @@ def batch(i: int, now: float) -> list[dict]:
     ]
 
 
-async def test_figures_identical_across_restart(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+async def test_figures_identical_across_restart(stores: Stores) -> None:
+    db = stores
     service = await open_service(db, tz="Europe/Berlin", history=5)
     now = time.time()
     for i in range(60):
@@ -68,16 +75,15 @@ async def test_figures_identical_across_restart(tmp_path: Path) -> None:
     await again.close()
 
 
-async def test_other_zone_after_restart_regroups_days(tmp_path: Path) -> None:
+async def test_other_zone_after_restart_regroups_days(stores: Stores) -> None:
     """Buckets are stored in UTC, so restarting with another --tz is still exact."""
-    db = tmp_path / "m.db"
+    db = stores
     service = await open_service(db, tz="UTC")
     now = time.time()
     for i in range(30):
         await service.ingest(batch(i, now))
     await service.close()
-    fresh = MetricsService(SQLiteStore(tmp_path / "other.db"), tz="Asia/Kathmandu")
-    await fresh.start()
+    fresh = await open_service(db, "other", tz="Asia/Kathmandu")
     for i in range(30):
         await fresh.ingest(batch(i, now))
     reopened = await open_service(db, tz="Asia/Kathmandu")
@@ -86,8 +92,8 @@ async def test_other_zone_after_restart_regroups_days(tmp_path: Path) -> None:
     await reopened.close()
 
 
-async def test_bad_batch_changes_nothing(tmp_path: Path) -> None:
-    service = await open_service(tmp_path / "m.db")
+async def test_bad_batch_changes_nothing(stores: Stores) -> None:
+    service = await open_service(stores)
     await service.ingest(
         [{"type": "transaction", "id": "t", "status": "completed", "amount": "5.00"}]
     )
@@ -105,23 +111,19 @@ async def test_bad_batch_changes_nothing(tmp_path: Path) -> None:
     await service.close()
 
 
-async def test_locked_store_refuses_then_recovers(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
-    service = await open_service(db)
+async def test_locked_store_refuses_then_recovers(stores: Stores) -> None:
+    service = await open_service(stores)
     await service.ingest([{"type": "user_activity", "userId": "a"}])
     before = figures(service)
 
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")  # another process holding the database
-    with pytest.raises(StoreError):
-        await service.ingest(
-            [{"type": "transaction", "id": "t", "status": "completed", "amount": "1.00"}]
-        )
-    assert figures(service) == before  # nothing counted that was not stored
-    assert service.store_error is not None
-    assert service.get_metrics() is not None  # still serving the last figures
-    other.execute("ROLLBACK")
-    other.close()
+    with stores.writes_blocked():  # another process holding the store
+        with pytest.raises(StoreError):
+            await service.ingest(
+                [{"type": "transaction", "id": "t", "status": "completed", "amount": "1.00"}]
+            )
+        assert figures(service) == before  # nothing counted that was not stored
+        assert service.store_error is not None
+        assert service.get_metrics() is not None  # still serving the last figures
 
     await service.ingest(
         [{"type": "transaction", "id": "t", "status": "completed", "amount": "1.00"}]
@@ -140,8 +142,8 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
         SQLiteStore(tmp_path)  # a directory
 
 
-async def test_seed_api_names(tmp_path: Path) -> None:
-    service = await open_service(tmp_path / "m.db", push_interval=0)
+async def test_seed_api_names(stores: Stores) -> None:
+    service = await open_service(stores, push_interval=0)
     seen: list[str] = []
     ticked = asyncio.Event()
 
@@ -174,8 +176,8 @@ async def _grouped(service: MetricsService, batches: list[list[dict]]) -> list[o
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_group_commit_validates_each_batch_in_order(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+async def test_group_commit_validates_each_batch_in_order(stores: Stores) -> None:
+    db = stores
     service = await open_service(db)
     results = await _grouped(
         service,
@@ -199,23 +201,19 @@ async def test_group_commit_validates_each_batch_in_order(tmp_path: Path) -> Non
     await service.close()
 
 
-async def test_group_commit_store_failure_refuses_the_whole_group(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
-    service = await open_service(db)
+async def test_group_commit_store_failure_refuses_the_whole_group(stores: Stores) -> None:
+    service = await open_service(stores)
     before = figures(service)
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    results = await _grouped(
-        service,
-        [
-            [{"type": "user_activity", "userId": "a"}],
-            [{"type": "transaction", "id": "x", "status": "pending", "amount": "1.00"}],
-        ],
-    )
+    with stores.writes_blocked():
+        results = await _grouped(
+            service,
+            [
+                [{"type": "user_activity", "userId": "a"}],
+                [{"type": "transaction", "id": "x", "status": "pending", "amount": "1.00"}],
+            ],
+        )
     assert all(isinstance(r, StoreError) for r in results)
     assert figures(service) == before and service.store_error is not None
-    other.execute("ROLLBACK")
-    other.close()
     assert service.store.event_count() == 0
     await service.close()
 
@@ -282,8 +280,8 @@ async def _grouped_keyed(
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_a_key_repeated_in_one_group_commits_once(tmp_path: Path) -> None:
-    service = await open_service(tmp_path / "m.db")
+async def test_a_key_repeated_in_one_group_commits_once(stores: Stores) -> None:
+    service = await open_service(stores)
     results = await _grouped_keyed(
         service, [(VIEW, "k"), (VIEW * 2, "other"), (VIEW, "k"), (VIEW * 3, "k")]
     )
@@ -294,24 +292,20 @@ async def test_a_key_repeated_in_one_group_commits_once(tmp_path: Path) -> None:
     await service.close()
 
 
-async def test_a_failed_group_forgets_its_keys(tmp_path: Path) -> None:
+async def test_a_failed_group_forgets_its_keys(stores: Stores) -> None:
     """A repeat of a batch whose commit fails fails too; the next try counts once."""
-    db = tmp_path / "m.db"
-    service = await open_service(db)
-    other = sqlite3.connect(db, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    results = await _grouped_keyed(service, [(VIEW, "k"), (VIEW, "k")])
+    service = await open_service(stores)
+    with stores.writes_blocked():
+        results = await _grouped_keyed(service, [(VIEW, "k"), (VIEW, "k")])
     assert all(isinstance(r, StoreError) for r in results), results
-    other.execute("ROLLBACK")
-    other.close()
     assert await service.submit(VIEW, "k") == Receipt(1)
     assert await service.submit(VIEW, "k") == Receipt(1, duplicate=True)
     assert figures(service)[3].total_views == 1  # type: ignore[union-attr]
     await service.close()
 
 
-async def test_keys_survive_a_restart(tmp_path: Path) -> None:
-    db = tmp_path / "m.db"
+async def test_keys_survive_a_restart(stores: Stores) -> None:
+    db = stores
     service = await open_service(db)
     assert await service.submit(VIEW * 4, "batch-1") == Receipt(4)
     await service.close()
@@ -321,9 +315,9 @@ async def test_keys_survive_a_restart(tmp_path: Path) -> None:
     await service.close()
 
 
-async def test_keys_are_remembered_for_a_day_then_forgotten(tmp_path: Path) -> None:
+async def test_keys_are_remembered_for_a_day_then_forgotten(stores: Stores) -> None:
     now = [time.time()]
-    service = await open_service(tmp_path / "m.db", clock=lambda: now[0])
+    service = await open_service(stores, clock=lambda: now[0])
     await service.submit(VIEW, "k")
     now[0] += KEY_TTL - 1
     await service.tick()  # pruning runs with the interval sample
@@ -346,4 +340,28 @@ async def test_a_database_from_before_keys_opens_and_takes_them(tmp_path: Path) 
     assert figures(service)[3].total_views == 1  # type: ignore[union-attr]
     await service.submit(VIEW, "k")
     assert (await service.submit(VIEW, "k")).duplicate
+    await service.close()
+
+
+async def test_a_commit_whose_answer_was_lost_counts_once(stores: Stores) -> None:
+    """The link to the store died after its COMMIT took effect: the batch is refused (its fate
+    is unknown), the producer's retry with the same key is a duplicate, and the live figures,
+    rebuilt from the store, count it once."""
+    service = await open_service(stores)
+    atomic = service.store.atomic
+
+    @contextlib.contextmanager
+    def atomic_losing_the_answer() -> Iterator[None]:
+        with atomic():
+            yield
+        raise StoreError("server closed the connection unexpectedly")
+
+    service.store.atomic = atomic_losing_the_answer  # type: ignore[method-assign]
+    with pytest.raises(StoreError):
+        await service.submit(VIEW * 2, "k")
+    service.store.atomic = atomic  # type: ignore[method-assign]
+    assert await service.submit(VIEW * 2, "k") == Receipt(2, duplicate=True)
+    assert figures(service)[3].total_views == 2  # type: ignore[union-attr]
+    await service.ingest(VIEW)
+    assert figures(service)[3].total_views == 3  # type: ignore[union-attr]
     await service.close()

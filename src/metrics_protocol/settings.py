@@ -147,6 +147,8 @@ class Setting:
     metavar: str | None = None
     #: What the help says the default is, when the value itself says too little ("any").
     shown_default: str | None = None
+    #: A one-letter flag as well as the long one ("-o").
+    short: str | None = None
 
     @property
     def flag(self) -> str:
@@ -267,11 +269,12 @@ def build_parser(settings: Iterable[Setting], **kwargs: Any) -> argparse.Argumen
                 exclusive[s.exclusive] = where.add_mutually_exclusive_group()
             where = exclusive[s.exclusive]
         common: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS}
+        flags = (s.short, s.flag) if s.short else (s.flag,)
         if s.switch:
-            where.add_argument(s.flag, action="store_true", help=s.help_line(), **common)
+            where.add_argument(*flags, action="store_true", help=s.help_line(), **common)
         else:
             where.add_argument(
-                s.flag,
+                *flags,
                 type=_for_argparse(s.parse),
                 metavar=s.metavar,
                 help=s.help_line(),

@@ -23,7 +23,7 @@ from .http import Access, make_router
 from .hub import Hub, Limits
 from .security import server_ssl_context, split_target
 from .service import MetricsService
-from .store import SQLiteStore
+from .store import SQLiteStore, open_store
 from .telemetry import Exposition, Gauges
 
 log = logging.getLogger("metrics_server")
@@ -52,11 +52,17 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 3000
     db: str = "metrics.db"
+    #: A store URL (sqlite:///PATH, postgresql://...); None: the SQLite file ``db``.
+    store: str | None = None
+    #: Cross-instance fan-out (coming): only recorded in a shared store's registry for now.
+    broker: str | None = None
     interval: float = 5.0
     tz: str = "UTC"
     history: int = 20
     demo: bool = False
     push_interval: float = 0.25
+    #: Days of raw events kept (None: all of them); rollups are kept whatever it is.
+    retention: float | None = None
     ping_interval: float = 30.0
     max_buffer: int = 64 * 1024
     token: str | None = None
@@ -86,16 +92,21 @@ class MetricsServer:
     async def start(self) -> MetricsServer:
         cfg = self.config
         loop = asyncio.get_running_loop()
-        store = await loop.run_in_executor(None, SQLiteStore, cfg.db)
+        if cfg.store:
+            store = await loop.run_in_executor(None, open_store, cfg.store)
+        else:
+            store = await loop.run_in_executor(None, SQLiteStore, cfg.db)
         service = MetricsService(
             store,
             tz=cfg.tz,
             interval=cfg.interval,
             history=cfg.history,
             push_interval=cfg.push_interval,
+            retention=cfg.retention,
         )
         traffic = DemoTraffic() if cfg.demo else None
         try:
+            await loop.run_in_executor(None, store.register, cfg.broker)
             await service.start()
             if traffic is not None:
                 await prepare_demo(service, traffic)
@@ -123,6 +134,7 @@ class MetricsServer:
                     interval=cfg.interval,
                     telemetry=service.telemetry,
                     exposition=exposition.render,
+                    history=service,
                 ),
                 ssl=server_ssl_context(cfg.certfile, cfg.keyfile) if cfg.certfile else None,
                 # Browsers send Origin; other clients (the monitor, producers) send none, and

@@ -21,7 +21,8 @@ from .app import MetricsServer, ServerConfig
 from .hub import Limits
 from .security import is_loopback, server_ssl_context
 from .settings import SETTINGS
-from .store import StoreError
+from .store import StoreError, parse_store_url
+from .store.postgres import redact
 
 log = logging.getLogger("metrics_server")
 
@@ -58,7 +59,23 @@ def parse_settings(argv: Sequence[str] | None = None) -> settings.Config:
         except (OSError, ValueError) as exc:
             message = f"cannot load the TLS certificate or key: {exc}"
             settings.refuse(parser, args, "certfile", message)
+    if args.origin("store") == args.origin("db") == "flag":
+        settings.refuse(parser, args, "store", "--store and --db both name the store: give one")
     return args
+
+
+#: Where a value came from, weakest first: the store is the --store or --db with the stronger.
+_RANK = ("default", "file", "env", "flag")
+
+
+def _store(args: settings.Config) -> tuple[str | None, str | None]:
+    """(SQLite path, or None; PostgreSQL URL, or None). ``--db PATH`` is ``--store
+    sqlite:///PATH``: of the two, the one set in the stronger place wins (flag > variable >
+    file), --store on a tie."""
+    if args.store is None or _RANK.index(args.origin("db")) > _RANK.index(args.origin("store")):
+        return args.db, None
+    kind, target = parse_store_url(args.store)
+    return (target, None) if kind == "sqlite" else (args.db, target)
 
 
 def print_config(args: settings.Config) -> str:
@@ -71,6 +88,8 @@ def print_config(args: settings.Config) -> str:
     instead = {}
     if args.demo and args.origin("db") == "default":  # a path here would keep the demo's data
         instead["db"] = "not set: --demo keeps its data in a temporary file, removed on exit"
+    if args.store and redact(args.store) != args.store:
+        instead["store"] = f"{redact(args.store)}, its password not printed"
     return settings.as_toml(SETTINGS, args, header=header, instead=instead)
 
 
@@ -90,11 +109,14 @@ def example_config() -> str:
             "wins over a key.",
         ],
         samples={
+            "store": "postgresql://metrics@db.example:5432/metrics",
+            "broker": "redis://redis.example:6379/0",
             "token": "/run/secrets/metrics-read-token",
             "ingest_token": "/run/secrets/metrics-ingest-token",
             "origins": "https://dashboard.example,https://admin.example",
             "certfile": "/etc/metrics-server/fullchain.pem",
             "keyfile": "/etc/metrics-server/privkey.pem",
+            "retention": 400.0,
         },
     )
 
@@ -107,7 +129,8 @@ def server_config(args: settings.Config) -> ServerConfig:
     values = {s.name: getattr(args, s.name) for s in SETTINGS if s.name in fields}
     if args.origins:
         values["origins"] = tuple(o.strip() for o in args.origins.split(",") if o.strip())
-    if args.demo and args.origin("db") == "default":
+    values["db"], values["store"] = _store(args)
+    if args.demo and args.origin("db") == args.origin("store") == "default":
         values["db"] = DEMO_DB
     rate = args.rate_limit
     limits = Limits(
@@ -128,17 +151,18 @@ async def serve(config: ServerConfig) -> None:
         logs.event(
             logging.INFO,
             "server_start",
-            "listening on %s (REST %s%s) db=%s interval=%gs tz=%s%s",
+            "listening on %s (REST %s%s) %s=%s interval=%gs tz=%s%s",
             server.url,
             server.http_url,
             "/api/v1/analytics/realtime-metrics",
-            config.db,
+            *(("store", redact(config.store)) if config.store else ("db", config.db)),
             config.interval,
             config.tz,
             " demo traffic on" if config.demo else "",
             url=server.url,
             http_url=server.http_url,
-            db=config.db,
+            db=None if config.store else config.db,
+            store=redact(config.store) if config.store else None,
             interval=config.interval,
             tz=config.tz,
             demo=config.demo,

@@ -79,6 +79,42 @@ class Counters:
 
 
 @dataclass(slots=True)
+class RangeDelta:
+    """A batch's share of the range rollups, in the server's zone (``ranges.Calendar.delta``)."""
+
+    #: (step, bucket start) -> [revenue_cents, completed, failed, started, views] to add.
+    sums: dict[tuple[str, int], list[int]]
+    #: UTC minute -> users with an event dated in it (the store counts the new ones).
+    presence: dict[int, set[str]]
+    #: UTC minute -> (step, bucket start, next bucket start) for every step.
+    spans: dict[int, tuple[tuple[str, int, int], ...]]
+
+
+def new_users(
+    probes: Iterable[tuple[str, int, int | None, int | None]],
+    spans: Mapping[int, tuple[tuple[str, int, int], ...]],
+) -> dict[tuple[str, int], int]:
+    """How many users each bucket gains from one write of (user, UTC minute) pairs.
+
+    ``probes``: each pair the store does not hold yet, with the user's nearest stored minutes
+    before and after it (None where there is none), all read before the write. A user is new
+    in a bucket when no stored minute of theirs falls inside it: the nearest ones either side
+    are outside; several new minutes of a user in one bucket count once.
+    """
+    counts: dict[tuple[str, int], int] = {}
+    seen: set[tuple[str, str, int]] = set()
+    for user, minute, before, after in probes:
+        for step, first, end in spans[minute]:
+            stored = (before is not None and before * 60 >= first) or (
+                after is not None and after * 60 < end
+            )
+            if not stored and (user, step, first) not in seen:
+                seen.add((user, step, first))
+                counts[(step, first)] = counts.get((step, first), 0) + 1
+    return counts
+
+
+@dataclass(slots=True)
 class Plan:
     """What one accepted batch changes. The store writes it in a single transaction."""
 
@@ -88,6 +124,13 @@ class Plan:
     counters: Counters = field(default_factory=Counters)
     revenue_buckets: dict[int, int] = field(default_factory=dict)  # bucket -> cents added
     users: dict[str, float] = field(default_factory=dict)  # user -> latest event time in batch
+    #: UTC minute (``int(ts) // 60``) -> [revenue_cents, completed, failed, started, views]:
+    #: what the batch adds to the range rollups, by the time of the event that did it.
+    minutes: dict[int, list[int]] = field(default_factory=dict)
+    #: UTC minute -> users with an event dated in it.
+    presence: dict[int, set[str]] = field(default_factory=dict)
+    #: The range rows in the server's zone, set by the service before the commit.
+    ranges: RangeDelta | None = None
 
 
 _COUNTER_NAMES = frozenset(Counters.__slots__)  # type: ignore[attr-defined]
@@ -114,15 +157,25 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
     """
     plan = Plan(events=list(events))
     c = plan.counters
+    minutes, presence = plan.minutes, plan.presence
     state: dict[str, TxnRecord] = {}
     for i, e in enumerate(events):
         if not MIN_TS <= e.ts <= LAST_TS:  # also NaN
             raise EventError(f"'ts' {e.ts!r} is outside the valid window", i)
         user = e.user_id
-        if user is not None and e.ts > plan.users.get(user, float("-inf")):
-            plan.users[user] = e.ts
+        # Exact: floor(ts) // 60 is floor(ts / 60), as ts // 900 is for the revenue buckets.
+        minute = int(e.ts) // 60
+        if user is not None:
+            if e.ts > plan.users.get(user, float("-inf")):
+                plan.users[user] = e.ts
+            seen = presence.get(minute)
+            if seen is None:
+                presence[minute] = {user}
+            else:
+                seen.add(user)
         if isinstance(e, ContentView):
             c.views += 1
+            _minute_row(minutes, minute)[4] += 1
         elif isinstance(e, TransactionEvent):
             prev = state.get(e.txn_id) or known.get(e.txn_id)
             if prev is None:
@@ -132,6 +185,7 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
                 c.txn_total += 1
                 setattr(c, e.status, getattr(c, e.status) + 1)
                 plan.txn_meta[e.txn_id] = (e.user_id, e.content_id, e.ts)
+                _minute_row(minutes, minute)[3] += 1
             else:
                 if e.amount_cents is not None and e.amount_cents != prev.amount_cents:
                     raise EventError(
@@ -151,6 +205,13 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
                 setattr(c, e.status, getattr(c, e.status) + 1)
             state[e.txn_id] = rec
             plan.txns[e.txn_id] = rec
+            if rec.status != "pending":
+                row = _minute_row(minutes, minute)
+                if rec.status == "failed":
+                    row[2] += 1
+                else:
+                    row[1] += 1
+                    row[0] += rec.amount_cents
             if rec.status == "completed":
                 c.revenue_cents += rec.amount_cents
                 if revenue + c.revenue_cents > MAX_SUM:
@@ -165,6 +226,13 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
         elif not isinstance(e, UserActivity):  # pragma: no cover - the union is closed
             raise TypeError(type(e).__name__)
     return plan
+
+
+def _minute_row(minutes: dict[int, list[int]], minute: int) -> list[int]:
+    row = minutes.get(minute)
+    if row is None:
+        row = minutes[minute] = [0, 0, 0, 0, 0]
+    return row
 
 
 def period_starts(now: float, tz: ZoneInfo) -> tuple[date, date, date]:

@@ -37,7 +37,8 @@ from metrics_protocol.wire import Kind, Metrics
 from .core import USER_HORIZON, Plan, Rollups, StoredStateError, TxnRecord, plan_batch, txn_ids
 from .events import ContentView, Event, EventError, TransactionEvent, UserActivity, parse_batch
 from .logs import event
-from .store import BatchKey, Store, StoreError
+from .ranges import Calendar, RangeQuery
+from .store import HEARTBEAT_SECONDS, BatchKey, Store, StoreError
 from .telemetry import Telemetry
 
 log = logging.getLogger("metrics_server")
@@ -49,6 +50,12 @@ Listener = Callable[[Metrics, Kind], None]
 KEY_MAX = 200
 #: How long a key is remembered: a retry within a day of the first try counts once.
 KEY_TTL = 24 * 3600.0
+#: Retention: raw events looked at per chunk, and chunks per interval sample. Each chunk is its
+#: own short transaction on the store's thread, between batches (about 5 ms for 5,000 rows), so
+#: pruning a large backlog never holds ingest up for long; the log is walked in seq order and
+#: the walk starts over at its end.
+PRUNE_CHUNK = 5000
+PRUNE_CHUNKS = 4
 #: The wire names of the event classes, for events_ingested_total{type}.
 EVENT_NAMES = {
     UserActivity: "user_activity",
@@ -96,8 +103,13 @@ class MetricsService:
         history: int = 20,
         push_interval: float = 0.25,
         clock: Callable[[], float] = time.time,
+        retention: float | None = None,
     ) -> None:
         self.store = store
+        #: Days of raw events to keep (None: all); the rollups are kept whatever it is.
+        self.retention = retention
+        self._prune_after = 0  # the seq the retention walk goes on from
+        self.calendar = Calendar(tz)
         self.interval = interval
         self.push_interval = push_interval
         self.clock = clock
@@ -108,6 +120,7 @@ class MetricsService:
         self._lock = asyncio.Lock()
         self._pending: list[_Batch] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._push_handle: asyncio.TimerHandle | None = None
         self._last_push = float("-inf")
         self._last_figures: tuple[Any, ...] | None = None
@@ -115,6 +128,11 @@ class MetricsService:
         self.telemetry = Telemetry(event_names=EVENT_NAMES)
         #: When the oldest commit not yet pushed to subscribers was applied (perf_counter).
         self._unpushed_since: float | None = None
+        # After a failed commit, whose outcome a lost connection leaves unknown, the rollups
+        # are rebuilt from the store before the next group (which the worker hands over here).
+        self._resync = False
+        self._fresh: Rollups | None = None
+        self._commit_started: float | None = None
 
     # ---- lifecycle
 
@@ -124,6 +142,9 @@ class MetricsService:
     async def start(self) -> None:
         """Rebuild the rollups and history from the store."""
         now = self.clock()
+        built = await self._run(self.store.prepare_ranges, self.calendar)
+        if built:
+            log.info("%s", built)
         state = await self._run(self.store.load, now, USER_HORIZON, self.history.maxlen)
         try:
             skipped = self.rollups.load(
@@ -151,7 +172,8 @@ class MetricsService:
             peaks = self.rollups.take_unsaved_peaks()
             if peaks:
                 try:
-                    await self._run(self.store.save_sample, peaks, None, None, 0)
+                    ranges = self.calendar.peaks(peaks)
+                    await self._run(self.store.save_sample, peaks, None, None, 0, ranges)
                 except StoreError as exc:
                     self._store_failed("save_peaks", exc)
             await self._run(self.store.close)
@@ -206,6 +228,12 @@ class MetricsService:
                 if not batch.done.done():
                     batch.done.set_exception(exc)
             raise
+        if self._fresh is not None:  # what the store holds, and this server's unsaved peaks
+            fresh, old = self._fresh, self.rollups
+            for minute in old.unsaved_peaks:
+                fresh.peaks[minute] = max(fresh.peaks.get(minute, 0), old.peaks.get(minute, 0))
+            fresh.unsaved_peaks = old.unsaved_peaks
+            self.rollups, self._fresh = fresh, None
         now = self.clock()
         applied = False
         for batch, result in zip(group, results, strict=True):
@@ -233,14 +261,46 @@ class MetricsService:
     def _plan_and_commit(self, batches: list[_Batch]) -> list[Plan | Receipt | Exception]:
         """Plan each batch in order (each sees the ones before it), then commit the valid ones
         and their keys in one transaction. Returns, per batch, its plan, the receipt of the
-        batch whose key it repeats, or the exception that refuses it."""
+        batch whose key it repeats, or the exception that refuses it.
+
+        Reads and commit share one ``store.atomic()`` scope: on a store shared by several
+        servers, none can change a transaction, a key or the revenue total in between."""
         results: list[Plan | Receipt | Exception] = []
+        repeats: set[int] = set()  # results that repeat a key of this group: its commit decides
+        try:
+            if self._resync:
+                now = self.clock()
+                state = self.store.load(now, USER_HORIZON, 0)
+                fresh = Rollups(self.rollups.tz)
+                try:
+                    fresh.load(state.counters, state.revenue_buckets, state.users, state.peaks, now)
+                except StoredStateError as exc:
+                    raise StoreError(f"cannot reload the figures: {exc}") from None
+                self._fresh, self._resync = fresh, False
+            self._commit_started = None
+            with self.store.atomic():
+                self._plan_group(batches, results, repeats)
+        except StoreError as exc:
+            self.store_error = str(exc)
+            self._resync = True
+            self._store_failed("commit", exc, batches=len(batches))
+            results += [exc] * (len(batches) - len(results))  # those not planned yet
+            return [
+                StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
+                for i, r in enumerate(results)
+            ]
+        if self._commit_started is not None:  # the writes and the COMMIT that ends the scope
+            self.telemetry.commit_seconds.observe(time.perf_counter() - self._commit_started)
+        return results
+
+    def _plan_group(
+        self, batches: list[_Batch], results: list[Plan | Receipt | Exception], repeats: set[int]
+    ) -> None:
         plans: list[Plan] = []
         planned: dict[str, TxnRecord] = {}  # states written by earlier batches of this group
-        # Read here, on the store's thread, while the loop holds the lock: nothing applies now.
-        revenue = self.rollups.counters.revenue_cents
+        # The stored total, not this server's: another one may have added to it.
+        revenue = self.store.revenue_total()
         keys: dict[str, BatchKey] = {}  # keys of this group's planned batches
-        repeats: set[int] = set()  # results that repeat a key of this group: its commit decides
         now = self.clock()
         for batch in batches:
             events, key = batch.events, batch.key
@@ -263,7 +323,8 @@ class MetricsService:
                 known = dict(self.store.get_transactions(ids.difference(planned)))
                 known.update((i, planned[i]) for i in ids if i in planned)
                 plan = plan_batch(events, known, revenue)
-            except (EventError, StoreError, KeyReused) as exc:
+                plan.ranges = self.calendar.delta(plan)
+            except (EventError, KeyReused) as exc:
                 repeats.discard(len(results))
                 results.append(exc)
                 continue
@@ -274,18 +335,8 @@ class MetricsService:
             if key is not None:
                 keys[key] = BatchKey(len(events), batch.digest, now)
         if plans:
-            started = time.perf_counter()
-            try:
-                self.store.commit_many(plans, keys)
-            except StoreError as exc:
-                self.store_error = str(exc)
-                self._store_failed("commit", exc, batches=len(plans))
-                return [
-                    StoreError(str(exc)) if isinstance(r, Plan) or i in repeats else r
-                    for i, r in enumerate(results)
-                ]
-            self.telemetry.commit_seconds.observe(time.perf_counter() - started)
-        return results
+            self._commit_started = time.perf_counter()
+            self.store.commit_many(plans, keys)
 
     async def track_user_activity(self, user_id: str, ts: Any = None) -> None:
         await self.ingest([_event("user_activity", userId=user_id, ts=ts)])
@@ -395,6 +446,7 @@ class MetricsService:
                 metrics.timestamp.timestamp(),
                 wire.encode_data(metrics),
                 self.history.maxlen,
+                self.calendar.peaks(peaks),
             )
         except StoreError as exc:  # the figures are still right; only the sample is not kept
             self.rollups.unsaved_peaks.update(m for m, _ in peaks)
@@ -403,18 +455,69 @@ class MetricsService:
             await self._run(self.store.forget_keys, metrics.timestamp.timestamp() - KEY_TTL)
         except StoreError as exc:
             self._store_failed("forget_keys", exc)
+        if self.retention is not None:
+            await self.prune(metrics.timestamp.timestamp() - self.retention * 86400)
         return metrics
+
+    async def prune(self, before: float, chunks: int = PRUNE_CHUNKS) -> int:
+        """Delete up to ``chunks`` chunks' worth of raw events dated before ``before``, going
+        on along the log from where the last call stopped; returns how many went."""
+        deleted = 0
+        for _ in range(chunks):
+            try:
+                n, self._prune_after = await self._run(
+                    self.store.prune_events, before, self._prune_after, PRUNE_CHUNK
+                )
+            except StoreError as exc:
+                self._store_failed("prune_events", exc)
+                break
+            deleted += n
+            if self._prune_after == 0:  # the end of the log: start over next time
+                break
+        return deleted
+
+    async def range(self, query: RangeQuery) -> wire.Range:
+        """The figures per step over a validated range (``calendar.parse``), from the range
+        rollups: never a scan of raw events. Raises StoreError (logged and counted here)."""
+        try:
+            rows = await self._run(
+                self.store.range_rows, query.step, query.starts[0], query.starts[-1]
+            )
+        except StoreError as exc:
+            self._store_failed("range_rows", exc)
+            raise
+        peaks = self.rollups.peaks  # samples the store may not have yet
+        live = [(m, peaks[m]) for m in self.rollups.unsaved_peaks if m in peaks]
+        return self.calendar.answer(query, rows, live)
 
     def start_metrics_updates(self) -> None:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick_loop(), name="metrics-ticker")
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name="metrics-heartbeat")
 
     async def stop_metrics_updates(self) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        for task in (self._ticker, self._heartbeat):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._heartbeat = None
+
+    async def _heartbeat_loop(self) -> None:
+        """Keep this server's entry in a shared store's registry live (not on the interval:
+        at --interval 3600 it would lapse)."""
+        failing = False
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._run(self.store.heartbeat)
+            except StoreError as exc:
+                if not failing:  # once per outage, not every 2 s
+                    log.warning("%s", exc)
+                failing = True
+            else:
+                failing = False
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()

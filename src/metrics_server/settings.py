@@ -7,6 +7,7 @@ against this table field for field.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from metrics_protocol.settings import (
@@ -18,6 +19,7 @@ from metrics_protocol.settings import (
 from metrics_protocol.wire import MAX_BATCH_BYTES
 
 from .logs import log_format, log_level
+from .store import parse_store_url
 
 ACCESS = "access and limits"
 LOGGING = "logging"
@@ -28,6 +30,25 @@ def time_zone(value: str) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {value!r}") from None
+    return value
+
+
+def store_url(value: str) -> str:
+    """sqlite:///PATH or postgresql://..., checked for shape only (no driver needed)."""
+    parse_store_url(value)  # ValueError says what is wrong
+    return value
+
+
+def broker_url(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError
+    except ValueError as exc:
+        raise ValueError(f"malformed broker URL: {exc}") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(
+            f"a broker URL is redis://host:6379/0 or rediss://host:6379/0 (TLS), not {value!r}"
+        )
     return value
 
 
@@ -62,6 +83,24 @@ SETTINGS: tuple[Setting, ...] = (
         shown_default="./metrics.db; with --demo a temporary file, removed on exit",
     ),
     Setting(
+        "store",
+        "where events and figures are kept: sqlite:///relative.db, sqlite:////absolute.db or "
+        "postgresql://user@host:5432/dbname, which several servers may share "
+        "(docs/SCALING.md); --db PATH is the same as sqlite:///PATH",
+        env="METRICS_STORE",
+        parse=store_url,
+        metavar="URL",
+        shown_default="sqlite:///metrics.db",
+    ),
+    Setting(
+        "broker",
+        "a Redis URL, redis://host:6379/0 (rediss:// for TLS), for cross-instance fan-out "
+        "(coming; for now recorded, so that servers sharing a PostgreSQL store agree on it)",
+        env="METRICS_BROKER",
+        parse=broker_url,
+        metavar="URL",
+    ),
+    Setting(
         "interval",
         "seconds between metrics snapshots",
         env="METRICS_INTERVAL",
@@ -92,6 +131,15 @@ SETTINGS: tuple[Setting, ...] = (
         parse=non_negative_float,
         default=0.25,
         metavar="SECONDS",
+    ),
+    Setting(
+        "retention",
+        "days of raw events to keep; older ones are pruned a few thousand at a time, and the "
+        "figures and date ranges (kept in rollups) stay as they were",
+        env="METRICS_RETENTION",
+        parse=positive_float,
+        metavar="DAYS",
+        shown_default="keep every event",
     ),
     Setting("demo", "generate synthetic traffic", env="METRICS_DEMO", default=False, switch=True),
     Setting(

@@ -39,6 +39,8 @@ from metrics_tui.messages import (
     ServerError,
     Status,
 )
+from metrics_tui.ranges import PRESETS
+from metrics_tui.rangeview import RangeViews
 from metrics_tui.screens.alerts import AlertsScreen
 from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
@@ -47,6 +49,15 @@ from metrics_tui.widgets.status import AlertNote, StatusLine
 from metrics_tui.wire import is_insecure
 
 CHART_POINTS = 20
+#: The range keys and their binding ids (the configuration file's [keys] names).
+RANGE_KEYS = (
+    ("1", "live"),
+    ("2", "last_hour"),
+    ("3", "last_day"),
+    ("4", "last_week"),
+    ("5", "last_month"),
+    ("6", "last_year"),
+)
 #: The footer names ``a Alerts`` from this width (if there are rules): below it the compact
 #: footer's other keys take the whole line. ``a`` works at any width.
 ALERTS_KEY_WIDTH = 44
@@ -142,7 +153,7 @@ class Dashboard(Screen[None]):
         return narrow
 
 
-class MetricsApp(App[None]):
+class MetricsApp(RangeViews, App[None]):
     """Live monitor of a metrics-server.
 
     State (latest snapshot, chart points) lives here, not in widgets, so pausing only stops
@@ -158,6 +169,13 @@ class MetricsApp(App[None]):
         Binding("p", "toggle_pause", "Pause", id="pause"),
         Binding("a", "alerts", "Alerts", id="alerts"),
         Binding("question_mark", "help", "Help", key_display="?", id="help"),
+        # Range views (rangeview.py): named in the help and the command palette.
+        *(
+            Binding(key, f"range('{key}')", f"Range {key}", show=False, id=action)
+            for key, action in RANGE_KEYS
+        ),
+        Binding("slash", "range_input", "Range", key_display="/", show=False, id="range"),
+        Binding("e", "export", "Export CSV", show=False, id="export"),
     ]
 
     def __init__(
@@ -174,8 +192,10 @@ class MetricsApp(App[None]):
         notice: str | None = None,
         keymap: Mapping[str, str] | None = None,
         alerts: Sequence[Rule] = (),
+        export_dir: str | None = None,
     ) -> None:
         super().__init__()
+        self.export_dir = export_dir
         #: Binding id -> keys, from the configuration file's [keys] (checked by config.py).
         self.keymap = dict(keymap or {})
         if self.keymap:
@@ -341,6 +361,9 @@ class MetricsApp(App[None]):
     def _show_charts(self) -> None:
         if not self._drawable:
             return
+        if self.range is not None:
+            self._show_range_charts()
+            return
         screen = self._dashboard()
         pts = [m for m in self.points]
         rev = [(float(m.revenue.total), m.timestamp) for m in pts if m.revenue is not None]
@@ -469,6 +492,23 @@ class MetricsApp(App[None]):
         )
         yield SystemCommand("Keys and status help", "Show the help screen", self.action_help)
         yield SystemCommand("Alert rules", "Every rule, its state and value", self.action_alerts)
+        for key, action in RANGE_KEYS:
+            name = PRESETS[key].label if key in PRESETS else "live figures"
+            yield SystemCommand(
+                f"Show {name}",
+                f"Charts over {name} (key {self.key_for(action)})",
+                functools.partial(self.action_range, key),
+            )
+        yield SystemCommand(
+            "Show a date range…",
+            f"2026-11-01..2026-11-15, yesterday, … (key {self.key_for('range')})",
+            self.action_range_input,
+        )
+        yield SystemCommand(
+            "Export the charts to CSV",
+            f"What the charts show, to a file (key {self.key_for('export')})",
+            self.action_export,
+        )
 
     def key_for(self, action: str) -> str:
         """The first key bound to a binding id, as the help writes it ("q", "ctrl+q", "?")."""

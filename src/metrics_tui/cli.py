@@ -1,5 +1,6 @@
 """Command line: ``metrics-tui [SERVER] [--url URL] [--token T] [--cafile F | --insecure]
 [--once] ...``; SERVER names a ``[servers.NAME]`` table of the configuration file (config.py).
+``metrics-tui export --from WHEN --to WHEN --step STEP [-o FILE]`` writes a range (export.py).
 
 Exit codes: 0 ok, 1 could not connect (``--once``), 2 usage error (also a terminal that cannot
 draw the monitor: TERM=dumb; or --demo without the server). ``--check`` speaks the
@@ -25,8 +26,8 @@ from metrics_protocol import settings
 from metrics_protocol.configfile import ConfigFileError
 from metrics_tui import config as config_file
 from metrics_tui.alerts import UNKNOWN, Rule, RuleError, check_report, parse_rules, unknown_line
-from metrics_tui.settings import SETTINGS
-from metrics_tui.wire import redact, tls_context
+from metrics_tui.settings import EXPORT_FLAGS, EXPORT_SETTINGS, SETTINGS
+from metrics_tui.wire import is_insecure, redact, tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="metrics-tui",
         description="Live terminal monitor for metrics-server.",
         epilog=f"{settings.ENV_NOTE} Keys: q quit, r reconnect, p pause, ? help, ctrl+p "
-        "commands and themes; the configuration file's [keys] can rebind them.",
+        "commands and themes, 1-6 and / ranges, e export; the configuration file's [keys] can "
+        "rebind them. 'metrics-tui export --help': a range of past figures as CSV or JSON.",
     )
     p.add_argument(
         "server",
@@ -118,6 +120,9 @@ def _alert_rules(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
     parser = build_parser()
     if "--check" in (sys.argv[1:] if argv is None else argv):
         _as_plugin(parser)
@@ -147,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--timeout needs --once")
     if args.db is not None and not args.demo:
         parser.error("--db needs --demo")
+    if args.export_dir is not None and not os.path.isdir(args.export_dir):
+        message = f"{args.source('export_dir')}: not a directory: {args.export_dir!r}"
+        settings.refuse(parser, args, "export_dir", message)
     url, token = args.url, args.token
     if token is not None and (why := token_problem(token)):
         message = f"{args.source('token')} {why}, which cannot be sent in an HTTP header"
@@ -303,6 +311,7 @@ async def _watch(
         notice=notice,
         keymap=keymap,
         alerts=args.alerts,
+        export_dir=args.export_dir,
     )
     await app.run_async()
     return app.return_code or 0
@@ -334,6 +343,83 @@ async def _once(
         )
         return EXIT_CONNECT
     print_snapshot(snapshot, as_json=as_json)
+    return EXIT_OK
+
+
+def export_main(argv: Sequence[str]) -> int:
+    """``metrics-tui export``: exit 0, 1 when the server cannot be reached or refuses the
+    token, 2 on bad arguments (ours, or the server's 400)."""
+    parser = settings.build_parser(
+        EXPORT_FLAGS,
+        prog="metrics-tui export",
+        description="Past figures over a range, one point per step, as CSV or JSON on "
+        "standard output (or -o FILE). Long ranges are fetched in pages, with a progress bar "
+        "on a terminal.",
+        epilog=f"{settings.ENV_NOTE} Example: metrics-tui export --from 2026-11-01 --to "
+        "2026-12-01 --step 1d -o november.csv",
+    )
+    args = settings.parse(
+        parser,
+        EXPORT_SETTINGS,
+        argv,
+        default_file=config_file.default_path(),
+        tables=config_file.TABLES,
+    )
+    start, end, step = getattr(args, "from"), args.to, args.step
+    missing = [f"--{n}" for n, v in (("from", start), ("to", end), ("step", step)) if v is None]
+    if missing:
+        parser.error(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
+    from metrics_tui.history import parse_endpoint
+
+    a, b = parse_endpoint(start), parse_endpoint(end)
+    if (a.tzinfo is None) == (b.tzinfo is None) and b <= a:
+        parser.error(f"--from must be before --to ({start} is not before {end})")
+    if args.output not in (None, "-") and not os.path.isdir(
+        os.path.dirname(os.path.abspath(args.output))
+    ):
+        parser.error(f"-o: no such directory for {args.output!r}")
+    token = args.token
+    if token is not None and (why := token_problem(token)):
+        message = f"{args.source('token')} {why}, which cannot be sent in an HTTP header"
+        settings.refuse(parser, args, "token", message)
+    tls = _tls(parser, args, args.url)
+    _quiet_logging()
+    try:
+        return asyncio.run(_export(args.url, token, tls, start, end, step, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _export(
+    url: str,
+    token: str | None,
+    tls: ssl.SSLContext | None,
+    start: str,
+    end: str,
+    step: str,
+    args: settings.Config,
+) -> int:
+    from metrics_tui import export
+
+    if is_insecure(tls):
+        print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
+    bar = sys.stderr.isatty() and export.pages_needed(start, end, step)
+    progress, stop = export.progress_bar(0) if bar else (None, None)
+    try:
+        answer = await export.fetch(url, token, tls, start, end, step, progress)
+    except export.ExportFailed as exc:
+        where, reason = redact(url), _reason(exc, token)
+        line = f"cannot get the range from {where}: {reason}" if exc.code == 1 else reason
+        print(f"metrics-tui export: {line}", file=sys.stderr)
+        return exc.code
+    finally:
+        if stop is not None:
+            stop()
+    try:
+        export.write(export.render(answer, args.format), args.output)
+    except OSError as exc:
+        print(f"metrics-tui export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return EXIT_CONNECT
     return EXIT_OK
 
 

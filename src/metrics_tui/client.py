@@ -22,6 +22,14 @@ from websockets.asyncio.client import ClientConnection
 
 from metrics_protocol.wire import CHANNELS, Metrics, ProtocolError, decode_data, encode, loads
 from metrics_tui.backoff import CAP, Backoff
+from metrics_tui.history import (
+    RANGE_TYPE,
+    RangeError,
+    error_text,
+    fetch_range_rest,
+    history_url,
+    range_message,
+)
 from metrics_tui.messages import (
     ConnectionChanged,
     ConnState,
@@ -108,6 +116,9 @@ class MetricsClient:
         self._polling_ok = False
         self._status = Status(ConnState.CONNECTING)
         self._phase = Status(ConnState.CONNECTING)
+        #: Range requests sent and not yet answered, by id.
+        self._ranges: dict[int, asyncio.Future[Any]] = {}
+        self._range_id = 0
 
     # ------------------------------------------------------------------ control
 
@@ -127,6 +138,29 @@ class MetricsClient:
             self._restart = True
             asyncio.get_running_loop().create_task(self._ws.close())
         self._wake.set()
+
+    async def request_range(self, start: str, end: str, step: str, wait: float = 10.0) -> Any:
+        """One range, as the server's JSON body: over the WebSocket while it is open (matched
+        by id), else over REST. Raises RangeError when the server refuses it, ConnectionError
+        when the socket closes first, TimeoutError after ``wait`` seconds, httpx's errors."""
+        ws = self._ws
+        if ws is None:
+            async with http_client(self._token, self._tls, wait) as http:
+                return await fetch_range_rest(http, history_url(self.url), start, end, step)
+        self._range_id += 1
+        rid = self._range_id
+        answer = self._ranges[rid] = asyncio.get_running_loop().create_future()
+        closed = asyncio.ensure_future(ws.wait_closed())
+        try:
+            async with asyncio.timeout(wait):  # sending may wait too, behind a full buffer
+                await ws.send(range_message(rid, start, end, step))
+                await asyncio.wait((answer, closed), return_when=asyncio.FIRST_COMPLETED)
+            if not answer.done():
+                raise ConnectionError("connection lost before the range came")
+            return answer.result()
+        finally:
+            closed.cancel()
+            self._ranges.pop(rid, None)
 
     async def run(self) -> None:
         """Connect, consume, and reconnect forever (or until retries run out, then wait)."""
@@ -289,12 +323,28 @@ class MetricsClient:
             if self.interval is None:  # an older server: pace the timers by the samples
                 self._inferred = infer_interval(self._samples, DEFAULT_INTERVAL)
             self._post(HistoryReceived(snapshots, self.interval))
+        elif kind == RANGE_TYPE:
+            self._answer_range(body.get("id"), body)
         elif kind == "ping":
             asyncio.get_running_loop().create_task(self._send(ws, PONG))
+        elif kind == "error" and self._range_waiting(body.get("id")):
+            self._answer_range(body["id"], RangeError(*reversed(error_text(body))))
         elif kind == "error":
             err = body.get("error")
             err = err if isinstance(err, dict) else {}
             self._post(ServerError(str(err.get("code", "")), str(err.get("message", ""))))
+
+    def _range_waiting(self, rid: Any) -> bool:
+        return type(rid) is int and rid in self._ranges
+
+    def _answer_range(self, rid: Any, answer: Any) -> None:
+        future = self._ranges.get(rid) if self._range_waiting(rid) else None
+        if future is None or future.done():
+            return  # a late answer to a request given up on
+        if isinstance(answer, BaseException):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
 
     def _learn_interval(self, metrics: Metrics) -> None:
         """Refine the interval from recent samples (history may have been short or empty)."""

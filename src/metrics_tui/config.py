@@ -211,7 +211,7 @@ def _check_clashes(file: ConfigFile, bound: dict[str, str], rebound: dict[str, s
 def normalise_key(key: str) -> tuple[str, str | None]:
     """A key as Textual names it ("?" -> "question_mark", "ctrl+Q" kept as written), or why
     it is not a key: an unknown modifier, an unknown key name."""
-    from textual.keys import Keys, _character_to_key, key_to_character
+    from textual.keys import KEY_NAME_REPLACEMENTS, Keys, _character_to_key, key_to_character
 
     if not key:
         return key, "an empty key name"
@@ -224,6 +224,9 @@ def normalise_key(key: str) -> tuple[str, str | None]:
             return key, f"{key!r} is not a key name (space is 'space')"
         return "+".join([*mods, _character_to_key(base)]), None
     names = {k.value.rpartition("+")[2] for k in Keys} | {"space", "tab", "enter", "backspace"}
+    # Textual's own names for some characters ("/" is "slash"), which key_to_character does
+    # not turn back into the character.
+    names |= set(KEY_NAME_REPLACEMENTS.values())
     if (base in names and not base.startswith("<")) or key_to_character(base) is not None:
         return key, None
     return key, f"unknown key name {base!r} in {key!r} (e.g. q, ctrl+q, f5, question_mark)"
@@ -258,7 +261,13 @@ def example(actions: Mapping[str, str] | None = None) -> str:
             "the environment variable that wins over a key. Modes of one run stay on the command",
             f"line: {', '.join(s.flag for s in SETTINGS if s.env is None)}.",
         ],
-        samples={"token": "token.txt", "cafile": "ca.pem", "max_retries": 10, "theme": "ansi-dark"},
+        samples={
+            "token": "token.txt",
+            "cafile": "ca.pem",
+            "max_retries": 10,
+            "theme": "ansi-dark",
+            "export_dir": "~/exports",
+        },
     )
     bound = key_actions() if actions is None else actions
     keys = "\n".join(f"#{action} = {toml_value(key)}" for action, key in bound.items())

@@ -12,7 +12,8 @@ from typing import Literal
 
 from textual.message import Message
 
-from metrics_protocol.wire import Metrics
+from metrics_protocol.wire import Metrics, Range
+from metrics_tui.ranges import RangeSpec
 
 #: Where a snapshot came from and what it means for the charts: ``interval`` and ``poll``
 #: snapshots are chart points; ``change`` snapshots only refresh the cards.
@@ -89,3 +90,19 @@ class ServerError(Message):
         super().__init__()
         self.code = code
         self.text = text
+
+
+@dataclass
+class RangeReceived(Message):
+    """The answer to a range view's request (``spec`` says which view asked)."""
+
+    spec: RangeSpec
+    answer: Range
+
+
+@dataclass
+class RangeFailed(Message):
+    """A range view's request failed; ``reason`` is a few words for the user."""
+
+    spec: RangeSpec
+    reason: str

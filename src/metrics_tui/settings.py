@@ -4,6 +4,8 @@ top-level keys of its configuration file (config.py reads the rest of that file)
 from __future__ import annotations
 
 from metrics_protocol.settings import Setting, positive_float, whole
+from metrics_protocol.wire import RANGE_STEPS as STEPS
+from metrics_tui.history import endpoint_text, parse_endpoint
 from metrics_tui.wire import DEFAULT_URL, validate_ws_url
 
 #: --once gives up after this many seconds; a server that accepts and never answers used to
@@ -106,4 +108,79 @@ SETTINGS: tuple[Setting, ...] = (
         env="METRICS_THEME",
         metavar="NAME",
     ),
+    Setting(
+        "export_dir",
+        "where e writes the charts' CSV files",
+        env="METRICS_EXPORT_DIR",
+        metavar="PATH",
+        shown_default="the current directory",
+    ),
+)
+
+
+def endpoint(value: str) -> str:
+    """A range end: a date or an ISO 8601 datetime, sent as written (normalised)."""
+    return endpoint_text(parse_endpoint(value))
+
+
+def step(value: str) -> str:
+    if value not in STEPS:
+        raise ValueError(f"not a step: {value!r} (use {', '.join(STEPS)})")
+    return value
+
+
+def export_format(value: str) -> str:
+    if value not in ("csv", "json"):
+        raise ValueError(f"not a format: {value!r} (use csv or json)")
+    return value
+
+
+#: The settings ``metrics-tui export`` takes as flags: the monitor's connection (``--url``,
+#: ``--token``, ``--cafile``, ``--insecure``, and ``--config`` for their defaults), then what to
+#: fetch. None of its own has a variable: a range is a choice of one run.
+EXPORT_FLAGS: tuple[Setting, ...] = (
+    *(s for s in SETTINGS if s.name in ("config", "url", "token", "cafile", "insecure")),
+    Setting(
+        "from",
+        "start of the range: 2026-11-01, or an ISO 8601 datetime; without an offset it is in "
+        "the server's --tz",
+        parse=endpoint,
+        metavar="WHEN",
+        group="range (required)",
+    ),
+    Setting(
+        "to",
+        "end of the range, not included",
+        parse=endpoint,
+        metavar="WHEN",
+        group="range (required)",
+    ),
+    Setting(
+        "step",
+        f"one point per STEP: {', '.join(STEPS)}",
+        parse=step,
+        metavar="STEP",
+        group="range (required)",
+    ),
+    Setting(
+        "format",
+        "csv (a header, then a row per point) or json (the server's range message)",
+        parse=export_format,
+        default="csv",
+        metavar="FORMAT",
+        group="output",
+    ),
+    Setting(
+        "output",
+        "write to FILE instead of standard output",
+        metavar="FILE",
+        group="output",
+        short="-o",
+    ),
+)
+#: What ``metrics-tui export`` resolves: its flags, and the rest of the monitor's settings so
+#: that a configuration file written for the monitor is read without complaint.
+EXPORT_SETTINGS: tuple[Setting, ...] = (
+    *EXPORT_FLAGS,
+    *(s for s in SETTINGS if s not in EXPORT_FLAGS),
 )

@@ -189,3 +189,50 @@ class Pty:
         if self.master >= 0:
             os.close(self.master)
             self.master = -1
+
+
+#: The zone of the ``range_server`` fixture: its days are Paris days.
+RANGE_ZONE = "Europe/Paris"
+
+
+def past_traffic(now: float) -> list[dict[str, Any]]:
+    """A sale and a visitor a day for 400 days, four an hour over the last 26 hours and one a
+    minute over the last two, dated in the past: every range key has something to draw."""
+    events: list[dict[str, Any]] = []
+    stamps = [now - 86400 * d - 3600 * (d % 9) for d in range(1, 400)]
+    stamps += [now - 900 * q - 60 * (q % 7) for q in range(1, 26 * 4)]
+    stamps += [now - 60 * m - 17 for m in range(1, 120)]
+    for n, ts in enumerate(stamps):
+        user = f"u{n % 37}"
+        cents = 500 + (n * 7919) % 40_000
+        events.append({"type": "user_activity", "userId": user, "ts": ts})
+        events.append(
+            {
+                "type": "transaction",
+                "id": f"t{n}",
+                "status": "failed" if n % 11 == 0 else "completed",
+                "amount": f"{cents // 100}.{cents % 100:02d}",
+                "userId": user,
+                "ts": ts,
+            }
+        )
+        events.append({"type": "content_view", "contentId": f"c{n % 5}", "ts": ts})
+    return events
+
+
+def history_requests(server: ServerHandle, status: int = 200) -> int:
+    """Answers of the REST range route so far with ``status`` (the server's own counter)."""
+    from metrics_protocol.wire import HISTORY_PATH
+
+    return server.service.telemetry.http.get((HISTORY_PATH, status), 0)
+
+
+@pytest.fixture
+async def range_server(tmp_path: Path) -> AsyncIterator[ServerHandle]:
+    """A real server in Paris time that answers range requests, with 400 days of traffic."""
+    cfg = server_config(tmp_path, tz=RANGE_ZONE)
+    async for handle in running(ServerHandle(cfg)):
+        events = past_traffic(time.time())
+        for i in range(0, len(events), 900):
+            await handle.service.ingest(events[i : i + 900])
+        yield handle

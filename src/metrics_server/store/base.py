@@ -1,19 +1,28 @@
-"""The interface every store implements (SQLite now; PostgreSQL plugs in here later).
+"""The interface every store implements: SQLite (one server) and PostgreSQL (any number).
 
-Methods are blocking; the service calls them from one worker thread, one at a time.
+Methods are blocking; the service calls them from one worker thread, one at a time. Every
+method raises StoreError, and only that, when the store cannot answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..core import Plan, TxnRecord
 
+if TYPE_CHECKING:
+    from ..ranges import Calendar
+
 
 class StoreError(RuntimeError):
-    """The store cannot be opened or written (unwritable path, disk full, locked)."""
+    """The store cannot be opened or written (unwritable path, disk full, locked, unreachable)."""
+
+
+#: Seconds between an instance's heartbeats in a shared store's registry (see register()).
+HEARTBEAT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +47,17 @@ class LoadedState:
 class Store(Protocol):
     def load(self, now: float, user_horizon: float, history: int) -> LoadedState: ...
 
+    def atomic(self) -> AbstractContextManager[None]:
+        """A write scope: ``with store.atomic(): ...`` reads (get_transactions, get_keys,
+        revenue_total) and commit_many inside it form one transaction that no other writer,
+        in this process or another, interleaves with; it commits at the end of the block and
+        writes nothing if the block raises. Planning a batch against stored states and
+        committing it is exact only inside one such scope. Raises StoreError."""
+
     def get_transactions(self, ids: Iterable[str]) -> Mapping[str, TxnRecord]: ...
+
+    def revenue_total(self) -> int:
+        """The stored revenue counter, in cents (the overflow guard reads it in a scope)."""
 
     def commit_many(
         self, plans: Sequence[Plan], keys: Mapping[str, BatchKey] | None = None
@@ -55,10 +74,42 @@ class Store(Protocol):
         Raises StoreError."""
 
     def save_sample(
-        self, peaks: list[tuple[int, int]], ts: float | None, data: str | None, keep: int
+        self,
+        peaks: list[tuple[int, int]],
+        ts: float | None,
+        data: str | None,
+        keep: int,
+        ranges: Sequence[tuple[str, int, int]] = (),
     ) -> None:
-        """Keep per-minute peak samples and, when ``data`` is given, one interval snapshot."""
+        """Keep per-minute peak samples and, when ``data`` is given, one interval snapshot;
+        ``ranges`` are the same samples as (step, bucket start, value) for the range rows,
+        whose peak only grows."""
+
+    def range_rows(self, step: str, first: int, last: int) -> list[tuple]:
+        """The range rows of ``step`` whose start is from ``first`` to ``last`` (both
+        included), by start: (start, revenue_cents, completed, failed, started, views, users,
+        peak or None). Raises StoreError."""
+
+    def prepare_ranges(self, calendar: Calendar) -> str | None:
+        """Make the range rows true for ``calendar``'s zone before serving: build them all
+        from the raw events once (a database from before them), or rebuild the zone's steps
+        (1h and longer) when the zone changed. Returns what was done, for the log, or None.
+        Raises StoreError (nothing changed)."""
+
+    def prune_events(self, before: float, after: int, limit: int) -> tuple[int, int]:
+        """Delete raw events dated before ``before`` among the ``limit`` that follow seq
+        ``after`` (rollups stay); returns (how many, the last seq looked at, 0 past the
+        end). Raises StoreError."""
+
+    def register(self, broker: str | None) -> None:
+        """Enter this server in the store's instance registry, or raise StoreError when
+        another live instance uses the store without a broker or with another one. A store
+        only one server can open (SQLite) has nothing to check."""
+
+    def heartbeat(self) -> None:
+        """Keep this server's registry entry live (every HEARTBEAT_SECONDS)."""
 
     def event_count(self) -> int: ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Flush, leave the registry, and let go of the store."""

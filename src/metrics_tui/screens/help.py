@@ -11,12 +11,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 #: Compact on purpose: it fits a 60x20 pane without scrolling. {keys} is the line of the app's
-#: bindings with the keys in use (the configuration file's [keys] may rebind them); those in
-#: SECOND_LINE lead the next line, so that the first fits 60 columns.
+#: footer bindings with the keys in use (the configuration file's [keys] may rebind them);
+#: those in SECOND_LINE lead the next line, so that the first fits 60 columns. {ranges} is the
+#: line of the range keys.
 HELP_TEXT = """\
 {keys}
-{second}[b]ctrl+p[/b] commands and themes
-
+{second}[b]ctrl+p[/b] commands and themes  {export} export CSV
+{ranges}
+{range} range: 2026-11-01..2026-11-15, yesterday, last week
 [b]Status line[/b]
 [b]Live ●[/b]          streaming over WebSocket
 [b]Connecting[/b]      opening the WebSocket
@@ -30,12 +32,20 @@ HELP_TEXT = """\
 [b]PAUSED[/b]          display frozen at the time shown;
                 data keeps arriving
 [b]⚠ insecure TLS[/b]  certificate not checked (--insecure)
-
-Charts: last 20 samples. {close} closes."""
+Live charts: last 20 samples. {close} closes."""
 
 #: What the keys line says of an action, where the footer's word is too short.
 LONGER = {"reconnect": "reconnect now", "pause": "pause/resume", "alerts": "alert rules"}
 SECOND_LINE = ("alerts",)
+#: The range keys' binding ids and their words in the help.
+RANGE_WORDS = {
+    "live": "live",
+    "last_hour": "hour",
+    "last_day": "24 h",
+    "last_week": "7 days",
+    "last_month": "30 days",
+    "last_year": "year",
+}
 
 
 def key_label(key: str) -> str:
@@ -78,12 +88,19 @@ class HelpScreen(ModalScreen[None]):
         app = self.app
         keys_for = getattr(app, "keys_for", None)
         if keys_for is None:  # not the monitor (a test app): the keys as declared
-            return HELP_TEXT.format(keys="", second="", close="escape, ? or q")
+            return HELP_TEXT.format(
+                keys="", second="", export="e", ranges="", range="/", close="escape, ? or q"
+            )
+
+        def key(action: str) -> str:
+            return f"[b]{escape(keys_for(action)[0])}[/b]"
+
         words = {
-            b.id: f"[b]{escape(keys_for(b.id)[0])}[/b] {LONGER.get(b.id, b.description.lower())}"
+            b.id: f"{key(b.id)} {LONGER.get(b.id, b.description.lower())}"
             for b in app.BINDINGS
-            if isinstance(b, Binding) and b.id
+            if isinstance(b, Binding) and b.id and b.show
         }
+        ranges = "  ".join(f"{key(action)} {word}" for action, word in RANGE_WORDS.items())
         line = "  ".join(w for i, w in words.items() if i not in SECOND_LINE)
         second = "".join(f"{w}  " for i, w in words.items() if i in SECOND_LINE)
         # The help and quit keys close this screen too, but ctrl+q and ctrl+c quit the app
@@ -91,7 +108,14 @@ class HelpScreen(ModalScreen[None]):
         quit_ = [k for k in keys_for("quit") if k not in ("ctrl+q", "ctrl+c")][:1]
         *first, last = ["escape", keys_for("help")[0], *quit_]
         close = escape(f"{', '.join(first)} or {last}")
-        return HELP_TEXT.format(keys=line, second=second, close=close)
+        return HELP_TEXT.format(
+            keys=line,
+            second=second,
+            export=key("export"),
+            ranges=ranges,
+            range=key("range"),
+            close=close,
+        )
 
     async def action_dismiss(self, result: None = None) -> None:
         self.dismiss(result)

@@ -19,11 +19,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Sparkline, Static
 
 from metrics_tui import formatting
+from metrics_tui.widgets.range_chart import Kind, RangeChart
 
 if TYPE_CHECKING:
     from metrics_tui.widgets.plot import TrendPlot
@@ -52,6 +54,7 @@ class TrendChart(Vertical):
     TrendChart > .chart-title { height: 1; text-style: bold; }
     TrendChart > Sparkline { height: 1fr; }
     TrendChart > TrendPlot { height: 1fr; }
+    TrendChart > RangeChart { display: none; }
     """
 
     def __init__(
@@ -70,12 +73,14 @@ class TrendChart(Vertical):
         self._color = color
         self._integer = integer
         self._title_text = f"{title} · waiting for data"
+        self._titles: tuple[str, ...] = (self._title_text,)
         self._points: tuple[Sequence[float], Sequence[datetime]] = ((), ())
         self._plot: TrendPlot | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(self._title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
+        yield RangeChart(self._fmt, integer=self._integer)
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._add_plot)
@@ -88,22 +93,52 @@ class TrendChart(Vertical):
         self._plot = plot
         self.mount(plot)
 
-    def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
+    def set_points(
+        self,
+        values: Sequence[float],
+        stamps: Sequence[datetime],
+        *,
+        title: str | Sequence[str] | None = None,
+        kind: Kind | None = None,
+        label: Callable[[datetime], str] = str,
+    ) -> None:
         """Replace the plotted points. Only what changed is redrawn, and nothing here changes a
-        size: the title is one line of fixed width, so it is updated without a layout pass."""
-        title = chart_title(self.title, stamps if values else ())
-        if title != self._title_text:
-            self._title_text = title
-            self.query_one(".chart-title", Static).update(title, layout=False)
+        size: the title is one line of fixed width, so it is updated without a layout pass.
+
+        A range view names its own ``title`` and gives the ``kind`` of chart it wants where the
+        stylesheet shows a line chart ("bars", one per step, or "line": see range_chart.py),
+        naming its points with ``label``; the live view's plotext chart keeps its points."""
+        self.set_title(title or chart_title(self.title, stamps if values else ()))
         spark = self.query_one(TrendSpark)
         if list(spark.data or []) != list(values):
             if spark.is_on_screen:
                 spark.data = list(values)  # a new list, so the sparkline redraws
             else:
                 spark.set_reactive(Sparkline.data, list(values))
+        self.set_class(kind is not None, "-range")
+        if kind is not None:
+            self.query_one(RangeChart).set_points(values, stamps, label, kind)
+            return
         self._points = (values, stamps)
         if self._plot is not None:
             self._plot.set_points(values, stamps)
+
+    def set_title(self, title: str | Sequence[str]) -> None:
+        """The title, or its forms from long to short: the longest that fits is shown."""
+        self._titles = (title,) if isinstance(title, str) else tuple(title)
+        self._fit_title()
+
+    def on_resize(self) -> None:
+        if len(self._titles) > 1:
+            self._fit_title()
+
+    def _fit_title(self) -> None:
+        width = self.content_size.width
+        fits = (t for t in self._titles if cell_len(t) <= width)
+        title = next(fits, self._titles[-1]) if width else self._titles[0]
+        if title != self._title_text:
+            self._title_text = title
+            self.query_one(".chart-title", Static).update(title, layout=False)
 
 
 def __getattr__(name: str) -> Any:
