@@ -66,8 +66,6 @@ class GuardedConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self.max_output = max_output
         self.output_stall = output_stall
-        #: A max_output below the write limit can be passed without a pause: check every write.
-        self._output_unpaused = max_output < self.write_limit_high
         self._http = True  # until the handshake is decided
         #: Set by the handler: control frames count against it, like messages.
         self.limiter: RateLimiter | None = None
@@ -114,8 +112,13 @@ class GuardedConnection(ServerConnection):
                 self.loop.call_soon(self._release)
         # Over max_output is over the write limit too, where the transport pauses writing
         # (pause_writing checks and guards again): until then the size is not worth reading.
-        if not (self._http or self._stalled is not None or self._output_unpaused):
+        if not (self._http or self._stalled is not None or self._below_write_limit()):
             self._guard(False)
+
+    def _below_write_limit(self) -> bool:
+        """A max_output below the write limit is passed without a pause: check every write.
+        (Read each time: the hub and the HTTP routes raise max_output for a large answer.)"""
+        return self.max_output < self.write_limit_high
 
     def _check_output(self) -> None:
         if not self._dropped and self.transport.get_write_buffer_size() > self.max_output:
@@ -136,7 +139,7 @@ class GuardedConnection(ServerConnection):
         if self._stalled is not None:
             self._stalled.cancel()
             self._stalled = None
-        self._guard(self._http or self._output_unpaused)
+        self._guard(self._http or self._below_write_limit())
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._stalled, self._grace):
