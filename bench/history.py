@@ -14,12 +14,18 @@ Targets: 30 days at 1d: big/small <= 1.5 and big <= 20 ms; 24 h at 1m: big/small
 
     python -m bench.history            # 10,000 vs 1,000,000 events
     python -m bench.history --full     # 10,000 vs 10,000,000 events (a few minutes)
+    python -m bench.history --store postgresql://postgres@127.0.0.1:5432/test [--full]
+
+With ``--store``, both stores are PostgreSQL schemas (``bench/snapshot.py``'s, made and dropped
+by the run), backfilled by PostgresStore's own ``prepare_ranges``, the services run on
+PostgresStore and the HTTP servers on ``--store URL``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
@@ -33,7 +39,7 @@ from bench import _common as c
 from bench import snapshot
 from metrics_protocol import wire
 from metrics_server.service import MetricsService
-from metrics_server.store import SQLiteStore
+from metrics_server.store import SQLiteStore, Store, open_store
 
 TZ = "Europe/Paris"
 
@@ -57,9 +63,14 @@ def queries(now: float) -> dict[str, dict[str, str]]:
     }
 
 
-def prepare(path: Path) -> float:
+def _open(path: Path | str) -> Store:
+    """A SQLite file, or a PostgreSQL store URL."""
+    return open_store(path) if isinstance(path, str) else SQLiteStore(path)
+
+
+def prepare(path: Path | str) -> float:
     """The store's one-time backfill of the range rollups; returns its seconds."""
-    store = SQLiteStore(path)
+    store = _open(path)
     t0 = time.perf_counter()
     svc = MetricsService(store, tz=TZ)
     what = store.prepare_ranges(svc.calendar)
@@ -70,13 +81,13 @@ def prepare(path: Path) -> float:
 
 
 def in_process(
-    paths: dict[str, Path], now: float, blocks: int, calls: int
+    paths: dict[str, Path | str], now: float, blocks: int, calls: int
 ) -> dict[str, dict[str, list[float]]]:
     """Per-request microseconds, in alternating blocks, for each query and size."""
     loop = asyncio.new_event_loop()
     services = {}
     for name, path in paths.items():
-        svc = MetricsService(SQLiteStore(path), tz=TZ)
+        svc = MetricsService(_open(path), tz=TZ)
         loop.run_until_complete(svc.start())
         services[name] = svc
 
@@ -103,13 +114,15 @@ def in_process(
     return per
 
 
-def over_http(paths: dict[str, Path], now: float, rounds: int) -> dict[str, dict[str, list[float]]]:
+def over_http(
+    paths: dict[str, Path | str], now: float, rounds: int
+) -> dict[str, dict[str, list[float]]]:
     ports = {name: c.free_port() for name in paths}
     per: dict[str, dict[str, list[float]]] = {}
     args = [sys.executable, "-m", "metrics_server", "--interval", "3600", "--tz", TZ]
+    where = {n: ("--store" if isinstance(p, str) else "--db", str(p)) for n, p in paths.items()}
     servers = [
-        c.spawn([*args, "--port", str(ports[name]), "--db", str(path)], ports[name])
-        for name, path in paths.items()
+        c.spawn([*args, "--port", str(ports[name]), *where[name]], ports[name]) for name in paths
     ]
     with servers[0], servers[1], httpx.Client(timeout=10) as http:
         for label, q in queries(now).items():
@@ -131,16 +144,28 @@ def run(
     blocks: int = 20,
     calls: int = 20,
     rounds: int = 100,
+    store: str | None = None,
     verbose: bool = True,
 ) -> dict[str, float]:
-    """Returns medians (microseconds) per query and size, and their ratios."""
+    """Returns medians (microseconds) per query and size, and their ratios. ``store``: a
+    PostgreSQL URL to build both in (schemas of their own) instead of SQLite files."""
     now = time.time()
     out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = {"small": Path(tmp, "small.db"), "big": Path(tmp, "big.db")}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        paths: dict[str, Path | str]
         t0 = time.perf_counter()
-        for name, n in (("small", small), ("big", big)):
-            snapshot.build(paths[name], n, now)
+        if store:
+            from bench.ingest import _Schemas
+
+            schemas = _Schemas(store)
+            stack.callback(schemas.close)
+            paths = {"small": schemas.new("hsmall"), "big": schemas.new("hbig")}
+            for name, n in (("small", small), ("big", big)):
+                snapshot.build_pg(str(paths[name]), n, now)
+        else:
+            paths = {"small": Path(tmp, "small.db"), "big": Path(tmp, "big.db")}
+            for name, n in (("small", small), ("big", big)):
+                snapshot.build(Path(paths[name]), n, now)
         built = time.perf_counter() - t0
         backfill = {name: prepare(path) for name, path in paths.items()}
         out["backfill_big_s"] = backfill["big"]
@@ -188,9 +213,11 @@ def run(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="10,000,000 events")
+    ap.add_argument("--store", metavar="URL", help="a PostgreSQL server to build both stores in")
     args = ap.parse_args()
-    c.print_header("date ranges vs stored history")
-    run(big=10_000_000 if args.full else 1_000_000)
+    where = f" on PostgreSQL ({args.store.split('@')[-1]})" if args.store else ""
+    c.print_header(f"date ranges vs stored history{where}")
+    run(big=10_000_000 if args.full else 1_000_000, store=args.store)
 
 
 if __name__ == "__main__":

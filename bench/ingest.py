@@ -11,7 +11,7 @@ the same pragmas (WAL, synchronous=FULL). Target: >= 20,000 events/s.
     python -m bench.ingest            # 2 rounds x 6 s
     python -m bench.ingest --full     # 3 rounds x 20 s
     python -m bench.ingest --baseline DIR   # also run the server from DIR (an older src/)
-    python -m bench.ingest --store postgresql://postgres@127.0.0.1:5432/test
+    python -m bench.ingest --store postgresql://postgres@127.0.0.1:5432/test [--baseline DIR]
 
 With ``--store``, the server keeps its events in PostgreSQL (a fresh schema per round, dropped
 afterwards; synchronous_commit on, so an ack is a durable commit), and the references are raw
@@ -215,16 +215,28 @@ def run_pg(
     rounds: int = 2,
     producers: int = 4,
     verbose: bool = True,
+    baseline: str | None = None,
 ) -> dict[str, float]:
-    """The server on PostgreSQL next to raw COPY and raw executemany (pipeline mode)."""
+    """The server on PostgreSQL next to raw COPY and raw executemany (pipeline mode), and
+    (``baseline``) the server from another src/ tree, on a fresh schema of its own."""
     each = int(duration * 40_000 / 500 / producers) + 10
     ref_batches = make_batches(99, int(duration * 200_000 / 500) + 10)
     res: dict[str, list[float]] = {
-        k: [] for k in ("srv", "srv1", "copy", "many", "cpu", "acked", "stored")
+        k: [] for k in ("srv", "srv1", "copy", "many", "cpu", "acked", "stored", "base")
     }
     schemas = _Schemas(url)
     try:
         for r in range(rounds):
+            if baseline:
+                b = server_round(schemas.new(f"b{r}"), producers, duration, each, baseline)
+                res["base"].append(b["eps"])
+                if verbose:
+                    print(
+                        f"round {r + 1}: baseline {b['eps']:,.0f} events/s with {producers}"
+                        f" producers ({b['cpu_per_kevent_ms']:.1f} ms server CPU per 1,000"
+                        " events)",
+                        flush=True,
+                    )
             s = server_round(schemas.new(f"s{r}"), producers, duration, each)
             s1 = server_round(schemas.new(f"o{r}"), 1, duration, each * producers)
             cp = pg_reference_round(schemas.new(f"c{r}"), duration, ref_batches, "copy")
@@ -256,7 +268,11 @@ def run_pg(
         "acked": sum(res["acked"]),
         "stored": sum(res["stored"]),
     }
+    if baseline:
+        out["baseline_eps"] = min(res["base"])
     if verbose:
+        if baseline:
+            print(f"baseline worst round: {out['baseline_eps']:,.0f} events/s")
         print(
             f"worst round: {out['eps']:,.0f} events/s (target >= 20,000:"
             f" {'met' if out['eps'] >= 20_000 else 'MISSED'}); vs raw COPY median ratio"
@@ -342,9 +358,9 @@ def main() -> None:
     c.print_header(f"durable ingest, batches of 500{where}")
     if args.store:
         if args.full:
-            run_pg(args.store, duration=20.0, rounds=3)
+            run_pg(args.store, duration=20.0, rounds=3, baseline=args.baseline)
         else:
-            run_pg(args.store)
+            run_pg(args.store, baseline=args.baseline)
     elif args.full:
         run(duration=20.0, rounds=3, baseline=args.baseline)
     else:

@@ -318,6 +318,12 @@ class Stores:
             )
             yield
 
+    def drop(self, name: str = "m") -> None:
+        """Drop store ``name``'s schema now (closed first), for tests that make many."""
+        schema = self._schemas.pop(name, None)
+        if self._pg is not None and schema is not None:
+            self._pg.drop(schema)
+
     def close(self) -> None:
         if self._pg is not None:
             for schema in self._schemas.values():

@@ -121,6 +121,12 @@ def test_snapshot_on_postgres(postgres) -> None:
     assert out["small_us"] > 0 and out["big_us"] > 0 and out["rest_big_p50_us"] > 0
 
 
+def test_history_on_postgres(postgres) -> None:
+    out = history.run(2_000, 20_000, blocks=2, calls=2, rounds=3, store=postgres.url, verbose=False)
+    assert out["30dat1d_big_us"] > 0 and out["24hat1m_http_big_us"] > 0
+    assert out["backfill_big_s"] > 0
+
+
 # ---- --baseline: the code of another src/ tree, driven by the same bench in the same run (here
 # this checkout's own src/, given as a path: the subprocesses take it from PYTHONPATH)
 

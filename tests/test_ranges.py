@@ -3,6 +3,9 @@ every field of every bucket, for every step, in zones with DST and with +05:45 a
 offsets, around DST changes, month ends and ISO-week year boundaries. The rollups go through the
 real path: plan_batch, the calendar's delta, the SQLite store's transaction, its rows read back.
 
+The store tests run on each store (the ``stores`` fixture: SQLite, and a PostgreSQL schema of
+their own), and PostgreSQL's rows must equal SQLite's.
+
 The oracle finds bucket boundaries on its own: by scanning the window quarter-hour by quarter-hour
 for the instants where the local date (1d), ISO week (1w) or month (1mo) changes or the local
 clock shows minute 0 (1h), and by UTC arithmetic for 1m, 5m and 15m.
@@ -11,10 +14,13 @@ clock shows minute 0 (1h), and by UTC arithmetic for 1m, 5m and 15m.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import itertools
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
@@ -32,6 +38,7 @@ from metrics_server.events import (
 )
 from metrics_server.ranges import Calendar, RangeError, RangeQuery, query_values
 from metrics_server.store import SQLiteStore
+from pg_service import Stores
 
 ZONES = [
     "Europe/Paris",
@@ -186,27 +193,57 @@ def as_rows(answer: wire.Range) -> list[dict[str, object]]:
 
 # --------------------------------------------------------------------------- the system
 
+_names = itertools.count()
 
-def ingest(store: SQLiteStore, calendar: Calendar, groups: list[list[list[Event]]]) -> list[Event]:
-    """Each group is committed in one transaction, as the service's group commit does; a batch
-    with a bad transition is refused alone. Returns the accepted events in order."""
+
+@contextlib.contextmanager
+def range_store(stores: Stores) -> Iterator[Any]:
+    """A new, empty store of the kit's kind (SQLite in memory; a PostgreSQL schema of its
+    own, dropped after), closed at the end."""
+    if stores.kind == "sqlite":
+        store: Any = SQLiteStore(":memory:")
+    else:
+        name = f"r{next(_names)}"
+        store = stores.open(name)
+    try:
+        yield store
+    finally:
+        store.close()
+        if stores.kind != "sqlite":
+            stores.drop(name)
+
+
+def execute(store: Any, sql: str) -> None:
+    """A statement on the store's database, beside the store (a test's surgery)."""
+    if isinstance(store, SQLiteStore):
+        store._db.execute(sql)
+        return
+    with store._conn() as conn:
+        conn.execute(sql)
+
+
+def ingest(store: Any, calendar: Calendar, groups: list[list[list[Event]]]) -> list[Event]:
+    """Each group is planned and committed in one atomic() scope, as the service's group
+    commit does; a batch with a bad transition is refused alone. Returns the accepted events
+    in order."""
     accepted: list[Event] = []
     for group in groups:
-        planned: dict = {}
-        plans = []
-        for events in group:
-            ids = txn_ids(events)
-            known = dict(store.get_transactions(ids.difference(planned)))
-            known.update((i, planned[i]) for i in ids if i in planned)
-            try:
-                plan = plan_batch(events, known)
-            except EventError:
-                continue
-            plan.ranges = calendar.delta(plan)
-            planned.update(plan.txns)
-            plans.append(plan)
-            accepted.extend(events)
-        store.commit_many(plans)
+        with store.atomic():
+            planned: dict = {}
+            plans = []
+            for events in group:
+                ids = txn_ids(events)
+                known = dict(store.get_transactions(ids.difference(planned)))
+                known.update((i, planned[i]) for i in ids if i in planned)
+                try:
+                    plan = plan_batch(events, known)
+                except EventError:
+                    continue
+                plan.ranges = calendar.delta(plan)
+                planned.update(plan.txns)
+                plans.append(plan)
+                accepted.extend(events)
+            store.commit_many(plans)
     return accepted
 
 
@@ -246,11 +283,34 @@ def iso(ts: float, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts, tz).isoformat()
 
 
+_BRUTE = given(data=st.data(), zone=st.sampled_from(ZONES), anchor=st.sampled_from(ANCHORS))
+_SLOW = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+
+
+@pytest.mark.parametrize("stores", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("step", wire.RANGE_STEPS)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), zone=st.sampled_from(ZONES), anchor=st.sampled_from(ANCHORS))
+@settings(max_examples=40, deadline=None, suppress_health_check=_SLOW)
+@_BRUTE
 def test_every_field_of_every_bucket_matches_brute_force(
-    step: str, data: st.DataObject, zone: str, anchor: datetime
+    stores: Stores, step: str, data: st.DataObject, zone: str, anchor: datetime
+) -> None:
+    every_field_of_every_bucket(stores, step, data, zone, anchor)
+
+
+@pytest.mark.parametrize("stores", ["postgres"], indirect=True)
+@pytest.mark.parametrize("step", wire.RANGE_STEPS)
+@settings(max_examples=25, deadline=None, suppress_health_check=_SLOW)
+@_BRUTE
+def test_every_field_of_every_bucket_matches_brute_force_on_postgres(
+    stores: Stores, step: str, data: st.DataObject, zone: str, anchor: datetime
+) -> None:
+    """The same on PostgreSQL, with fewer examples: each needs a schema of its own (its
+    migrations and connections take about as long as the rest of an example)."""
+    every_field_of_every_bucket(stores, step, data, zone, anchor)
+
+
+def every_field_of_every_bucket(
+    stores: Stores, step: str, data: st.DataObject, zone: str, anchor: datetime
 ) -> None:
     tz = ZoneInfo(zone)
     mid = int(anchor.replace(tzinfo=tz).timestamp())
@@ -272,31 +332,32 @@ def test_every_field_of_every_bucket_matches_brute_force(
         st.dictionaries(st.integers(lo // 60, hi // 60), st.integers(0, 50), max_size=6),
         label="peak samples",
     )
-    store = SQLiteStore(":memory:")
     calendar = Calendar(tz)
     built_for = Calendar("Asia/Kolkata") if mode == "other zone" else calendar
-    store.prepare_ranges(built_for)
-    accepted: list[Event] = []
-    for n, group in enumerate(groups):
-        accepted += ingest(store, built_for, [[[make_event(s) for s in b] for b in group]])
-        if mode == "cold cache" and n % 2:
-            store._recent.clear()  # as after a restart: the users are only in the table
-    peaks = sorted(samples.items())
-    store.save_sample(peaks, None, None, 0, built_for.peaks(peaks))
-    if mode == "other zone":  # --tz changed: the zone's steps are rebuilt
-        assert "rebuilt" in (store.prepare_ranges(calendar) or "")
-    elif mode == "from events":  # a database from before the range rollups
-        store._db.execute("DELETE FROM range_buckets")
-        store._db.execute("DELETE FROM user_minutes")
-        store._db.execute("DELETE FROM meta WHERE key = 'ranges_tz'")
-        store.prepare_ranges(calendar)
-        newest = max(samples, default=0)  # the peaks table keeps 24 h of samples
-        samples = {m: v for m, v in samples.items() if m > newest - 24 * 60}
+    with range_store(stores) as store:
+        store.prepare_ranges(built_for)
+        accepted: list[Event] = []
+        for n, group in enumerate(groups):
+            accepted += ingest(store, built_for, [[[make_event(s) for s in b] for b in group]])
+            if mode == "cold cache" and n % 2:
+                store._recent.clear()  # as after a restart: the users are only in the table
+        peaks = sorted(samples.items())
+        store.save_sample(peaks, None, None, 0, built_for.peaks(peaks))
+        if mode == "other zone":  # --tz changed: the zone's steps are rebuilt
+            assert "rebuilt" in (store.prepare_ranges(calendar) or "")
+        elif mode == "from events":  # a database from before the range rollups
+            execute(store, "DELETE FROM range_buckets")
+            execute(store, "DELETE FROM user_minutes")
+            execute(store, "DELETE FROM meta WHERE key = 'ranges_tz'")
+            store.prepare_ranges(calendar)
+            newest = max(samples, default=0)  # the peaks table keeps 24 h of samples
+            samples = {m: v for m, v in samples.items() if m > newest - 24 * 60}
 
-    start = data.draw(st.one_of(st.integers(lo, hi), st.sampled_from(near)), label="from")
-    end = data.draw(st.integers(start + 1, hi + LONGEST[step]), label="to")
-    query = calendar.parse({"from": iso(start, tz), "to": iso(end, tz), "step": step})
-    answer = calendar.answer(query, store.range_rows(step, query.starts[0], query.starts[-1]))
+        start = data.draw(st.one_of(st.integers(lo, hi), st.sampled_from(near)), label="from")
+        end = data.draw(st.integers(start + 1, hi + LONGEST[step]), label="to")
+        query = calendar.parse({"from": iso(start, tz), "to": iso(end, tz), "step": step})
+        rows = store.range_rows(step, query.starts[0], query.starts[-1])
+    answer = calendar.answer(query, rows)
 
     first = edges[bisect.bisect_right(edges, start) - 1]
     starts = [e for e in edges if first <= e < end]
@@ -307,20 +368,19 @@ def test_every_field_of_every_bucket_matches_brute_force(
         pt.start.utcoffset() == datetime.fromtimestamp(s, tz).utcoffset()
         for pt, s in zip(answer.points, starts, strict=True)
     )
-    store.close()
 
 
 # --------------------------------------------------------------------------- against live figures
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, suppress_health_check=_SLOW)
 @given(
     zone=st.sampled_from(ZONES),
     month=st.sampled_from([(2026, 3), (2026, 10), (2026, 11), (2024, 2), (2026, 12)]),
     sales=st.lists(st.tuples(st.floats(-2, 33), st.integers(1, 10**6)), min_size=1, max_size=30),
 )
 def test_daily_revenue_over_a_month_adds_up_to_the_live_month(
-    zone: str, month: tuple[int, int], sales: list[tuple[float, int]]
+    stores: Stores, zone: str, month: tuple[int, int], sales: list[tuple[float, int]]
 ) -> None:
     """The 1d points of a month sum to the snapshot's thisMonth at the month's last instant,
     and to the month's 1mo point."""
@@ -332,24 +392,28 @@ def test_daily_revenue_over_a_month_adds_up_to_the_live_month(
         TransactionEvent(f"t{i}", "completed", cents, None, None, first.timestamp() + day * 86400)
         for i, (day, cents) in enumerate(sales)
     ]
-    calendar, store, live = Calendar(tz), SQLiteStore(":memory:"), Rollups(tz)
-    store.prepare_ranges(calendar)
+    calendar, live = Calendar(tz), Rollups(tz)
     plan = plan_batch(events, {})
     plan.ranges = calendar.delta(plan)
-    store.commit_many([plan])
     now = after.timestamp() - 0.001
     live.apply(plan, now)
     snapshot = live.snapshot(now)
     assert snapshot.revenue is not None
 
-    def points(step: str) -> list[wire.RangePoint]:
-        q = calendar.parse({"from": first.isoformat(), "to": after.isoformat(), "step": step})
-        return list(calendar.answer(q, store.range_rows(step, q.starts[0], q.starts[-1])).points)
+    with range_store(stores) as store:
+        store.prepare_ranges(calendar)
+        store.commit_many([plan])
 
-    days = points("1d")
+        def points(step: str) -> list[wire.RangePoint]:
+            q = calendar.parse({"from": first.isoformat(), "to": after.isoformat(), "step": step})
+            rows = store.range_rows(step, q.starts[0], q.starts[-1])
+            return list(calendar.answer(q, rows).points)
+
+        days = points("1d")
+        months = points("1mo")
     assert len(days) == (after.date() - first.date()).days
     assert sum(p.revenue for p in days) == snapshot.revenue.this_month
-    assert [p.revenue for p in points("1mo")] == [snapshot.revenue.this_month]
+    assert [p.revenue for p in months] == [snapshot.revenue.this_month]
 
 
 # --------------------------------------------------------------------------- the calendar
@@ -560,32 +624,38 @@ def test_range_round_trips_through_json_and_csv() -> None:
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
-def test_a_user_counts_once_per_bucket_whatever_order_the_minutes_come_in(zone: str) -> None:
+def test_a_user_counts_once_per_bucket_whatever_order_the_minutes_come_in(
+    stores: Stores, zone: str
+) -> None:
     """One user seen in the last minute of a 15-minute bucket, the first, a middle one and the
     last of the next, and the first of the one after, in every order: one batch each with the
     memory of recent minutes dropped (so every pair goes through the stored neighbours), or
-    split into two batches (several new minutes of the user in one write)."""
+    split into two batches (several new minutes of the user in one write). A user of their own
+    per order, in one store: after n orders every bucket holds n times one user's count."""
     tz = ZoneInfo(zone)
     calendar = Calendar(tz)
     q = calendar.floor("1d", datetime(2026, 5, 4, 12, tzinfo=tz).timestamp())  # a midnight
     minutes = [q - 60, q, q + 420, q + 840, q + 900]
-    for n, order in enumerate(itertools.permutations(minutes)):
-        store = SQLiteStore(":memory:")
+    want = {}
+    for step in wire.RANGE_STEPS:
+        starts = calendar.starts(step, q - 3600, q + 3600)
+        after = calendar.following(step, starts[-1])
+        events = [UserActivity("u", float(t)) for t in minutes]
+        want[step] = [p["activeUsers"] for p in brute_force(events, {}, starts, after)]
+    with range_store(stores) as store:
         store.prepare_ranges(calendar)
-        events: list[Event] = [UserActivity("u", float(t)) for t in order]
-        split = n // 2 % 4 + 1  # 1 to 4 events in the first of two batches
-        batches = [[e] for e in events] if n % 2 else [events[:split], events[split:]]
-        for batch in batches:
-            store._recent.clear()
-            ingest(store, calendar, [[batch]])
-        for step in wire.RANGE_STEPS:
-            starts = calendar.starts(step, q - 3600, q + 3600)
-            after = calendar.following(step, starts[-1])
-            rows = store.range_rows(step, starts[0], starts[-1])
-            got = calendar.answer(RangeQuery(q - 3600, q + 3600, step, tuple(starts)), rows)
-            want = brute_force(events, {}, starts, after)
-            assert [p.active_users for p in got.points] == [p["activeUsers"] for p in want], (
-                step,
-                order,
-            )
-        store.close()
+        for n, order in enumerate(itertools.permutations(minutes)):
+            events = [UserActivity(f"u{n}", float(t)) for t in order]
+            split = n // 2 % 4 + 1  # 1 to 4 events in the first of two batches
+            batches = [[e] for e in events] if n % 2 else [events[:split], events[split:]]
+            for batch in batches:
+                store._recent.clear()
+                ingest(store, calendar, [[batch]])
+            for step in wire.RANGE_STEPS:
+                starts = calendar.starts(step, q - 3600, q + 3600)
+                rows = store.range_rows(step, starts[0], starts[-1])
+                got = calendar.answer(RangeQuery(q - 3600, q + 3600, step, tuple(starts)), rows)
+                assert [p.active_users for p in got.points] == [(n + 1) * w for w in want[step]], (
+                    step,
+                    order,
+                )

@@ -149,6 +149,9 @@ class Setting:
     shown_default: str | None = None
     #: A one-letter flag as well as the long one ("-o").
     short: str | None = None
+    #: A flag that may be given more than once: its values are joined with commas, as its
+    #: variable spells a list (``--url A --url B`` is ``METRICS_WS_URL=A,B``).
+    repeatable: bool = False
 
     @property
     def flag(self) -> str:
@@ -275,12 +278,21 @@ def build_parser(settings: Iterable[Setting], **kwargs: Any) -> argparse.Argumen
         else:
             where.add_argument(
                 *flags,
+                action=_Joined if s.repeatable else "store",
                 type=_for_argparse(s.parse),
                 metavar=s.metavar,
                 help=s.help_line(),
                 **common,
             )
     return parser
+
+
+class _Joined(argparse.Action):
+    """A repeatable flag's values, joined with commas in the order given."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        before = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, values if before is None else f"{before},{values}")
 
 
 def _for_argparse(parse: Parse) -> Parse:

@@ -204,6 +204,57 @@ class Calendar:
                         acc[i] += v
         return RangeDelta(sums, plan.presence, spans)
 
+    def regroup(
+        self,
+        steps: Iterable[str],
+        minute_rows: Iterable[Sequence[int | None]],
+        user_minutes: Iterable[tuple[str, int]],
+    ) -> tuple[dict[tuple[str, int], list], int]:
+        """The rows of ``steps`` rebuilt from the per-minute rows (start, revenue_cents,
+        completed, failed, started, views, peak) and the (user, UTC minute) pairs, which must
+        come grouped by user, each user's minutes in order (a table's key order): (step, start)
+        -> [revenue_cents, completed, failed, started, views, users, peak], and how many rows
+        were skipped, dated where the zone has no calendar day (events stored by versions that
+        let such times through; see core.Rollups.load). One pass over each; every store's
+        rebuild (a new --tz, a backfill) goes through here."""
+        wanted = set(steps)
+        skipped = 0
+
+        def spans(minute: int) -> tuple[tuple[str, int, int], ...]:
+            nonlocal skipped
+            try:
+                return self.spans(minute)
+            except (OverflowError, ValueError, OSError):  # datetime's ways of saying "no day"
+                skipped += 1
+                return ()
+
+        rows: dict[tuple[str, int], list] = {}
+        for start, *sums, peak in minute_rows:
+            for step, first, _ in spans(start // 60):  # type: ignore[operator]
+                if step not in wanted:
+                    continue
+                acc = rows.get((step, first))
+                if acc is None:
+                    rows[(step, first)] = [*sums, 0, peak]
+                    continue
+                for i, v in enumerate(sums):
+                    acc[i] += v
+                if peak is not None and (acc[6] is None or peak > acc[6]):
+                    acc[6] = peak
+        user = None
+        last: dict[str, int] = {}
+        for uid, minute in user_minutes:
+            if uid != user:
+                user, last = uid, {}
+            for step, first, _ in spans(minute):
+                if step in wanted and last.get(step) != first:
+                    last[step] = first
+                    acc = rows.get((step, first))
+                    if acc is None:
+                        acc = rows[(step, first)] = [0, 0, 0, 0, 0, 0, None]
+                    acc[5] += 1
+        return rows, skipped
+
     def peaks(self, samples: Iterable[tuple[int, int]]) -> list[tuple[str, int, int]]:
         """Per-minute peak samples as (step, first, value) for every step's bucket: the
         largest per bucket."""

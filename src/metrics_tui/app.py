@@ -12,9 +12,9 @@ import ssl
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TypeVar
+from datetime import datetime
+from typing import Any
 
 from textual import events
 from textual.app import App, ComposeResult, SystemCommand
@@ -22,10 +22,12 @@ from textual.binding import ActiveBinding, Binding
 from textual.containers import Container
 from textual.css.query import NoMatches
 from textual.filter import Monochrome, NoColor
+from textual.reactive import var
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 
-from metrics_protocol.wire import Metrics
+from metrics_protocol.wire import Metrics, RangePoint
 from metrics_tui import formatting
 from metrics_tui.alerts import Evaluator, Rule, RuleState, State
 from metrics_tui.client import MetricsClient
@@ -39,14 +41,14 @@ from metrics_tui.messages import (
     ServerError,
     Status,
 )
-from metrics_tui.ranges import PRESETS
+from metrics_tui.ranges import PRESETS, RangeSpec, stamp_format
 from metrics_tui.rangeview import RangeViews
 from metrics_tui.screens.alerts import AlertsScreen
 from metrics_tui.screens.help import HelpScreen, key_label
 from metrics_tui.widgets.cards import PULSE_CARDS, MetricCard, card_values, metric_cards
 from metrics_tui.widgets.charts import TrendChart
-from metrics_tui.widgets.status import AlertNote, StatusLine
-from metrics_tui.wire import is_insecure
+from metrics_tui.widgets.status import AlertNote, StatusLine, is_stale, where
+from metrics_tui.wire import is_insecure, split_urls
 
 CHART_POINTS = 20
 #: The range keys and their binding ids (the configuration file's [keys] names).
@@ -64,22 +66,34 @@ ALERTS_KEY_WIDTH = 44
 #: Seconds a hang-up leaves for a clean exit before the process is ended regardless.
 HANGUP_GRACE = 3.0
 
-_Draw = TypeVar("_Draw", bound=Callable[..., None])
+
+def follow(widget: Widget, source: App[Any], **names: str) -> None:
+    """Keep ``widget.<name>`` equal to ``source.<names[name]>`` from now on.
+
+    Textual's ``data_bind`` does this only from the node that composes the widget (here the
+    screen, not the app). Like it, this is a watch owned by the widget: it ends when the widget
+    is removed, so nothing is pushed into a widget that is gone.
+    """
+    for name, attr in names.items():
+        widget.watch(source, attr, _setter(widget, name))
 
 
-def _drawing(method: _Draw) -> _Draw:
-    """Drawing is best-effort: at shutdown widgets go before the last messages are handled."""
+def _setter(widget: Widget, name: str) -> Callable[[object], None]:
+    # One argument: Textual calls a two-argument watcher with (old, new).
+    def push(value: object) -> None:
+        setattr(widget, name, value)
 
-    @functools.wraps(method)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        with contextlib.suppress(NoMatches):
-            method(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+    return push
 
 
 class Dashboard(Screen[None]):
-    """The one screen: status line, cards, charts, footer. Picks a layout on every resize."""
+    """The one screen: status line, cards, charts, footer. Picks a layout on every resize.
+
+    It draws the app's state: its widgets follow the app's reactives (``follow``, or watches
+    owned by this screen), so a change is drawn when it happens, and only then. The watches end
+    with the screen, so nothing is drawn after it is gone; a widget it looks up by id and
+    cannot find raises ``NoMatches``, so a renamed id fails in tests rather than going blank.
+    """
 
     def __init__(self, url: str, clock: Callable[[], float], *, insecure: bool = False) -> None:
         super().__init__()
@@ -103,11 +117,36 @@ class Dashboard(Screen[None]):
         yield Static(id="too-small", markup=False)
         yield Footer(compact=narrow)
 
+    @property
+    def monitor(self) -> MetricsApp:
+        app = self.app
+        if not isinstance(app, MetricsApp):  # pragma: no cover
+            raise TypeError("the dashboard draws a MetricsApp")
+        return app
+
     def on_mount(self) -> None:
         self._apply_layout(self.size.width, self.size.height)
-        app = self.app
-        if isinstance(app, MetricsApp):
-            app.dashboard_ready()
+        app = self.monitor
+        # Each watch runs at once with the current value too: what arrived before the screen
+        # existed (the feed starts in on_load) is drawn now.
+        follow(
+            self.query_one(StatusLine),
+            app,
+            status="status",
+            last_update="last_update",
+            interval="interval",
+            paused="paused",
+            shown_at="shown_at",
+            now="now",
+            alert="alert",
+        )
+        self.watch(app, "shown", self._show_cards)
+        self.watch(app, "shown_points", self._show_live_points)
+        self.watch(app, "range_drawn", self._show_charts)
+        self.watch(app, "loading", self._show_charts)
+        self.watch(app, "paused", self._show_marks)
+        self.watch(app, "stale", self._show_marks)
+        self.watch(app, "alert_rows", self._show_alerts)
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_layout(event.size.width, event.size.height)
@@ -133,6 +172,70 @@ class Dashboard(Screen[None]):
                 f"{self._quit_key()} quits"
             )
 
+    def _show_cards(self, shown: Metrics | None) -> None:
+        if shown is None:
+            return
+        animate = self.monitor.animating
+        for card_id, values in card_values(shown).items():
+            self.query_one(f"#{card_id}", MetricCard).set_values(values, animate=animate)
+        if animate:
+            for card_id in PULSE_CARDS:
+                self.query_one(f"#{card_id}", MetricCard).pulse()
+
+    def _show_live_points(self) -> None:
+        if self.monitor.range_drawn is None:  # a range view keeps its points meanwhile
+            self._show_charts()
+
+    def _show_charts(self) -> None:
+        """The live samples, or the range view the app holds; a view being fetched is named
+        "loading…" in the titles over what is shown until it comes."""
+        app = self.monitor
+        loading = app.loading
+
+        def title(metric: str) -> tuple[str, ...] | None:
+            return loading.titles(metric, " · loading…") if loading is not None else None
+
+        revenue = self.query_one("#revenue-chart", TrendChart)
+        users = self.query_one("#users-chart", TrendChart)
+        if app.range_drawn is None:
+            pts = app.shown_points
+            rev = [(float(m.revenue.total), m.timestamp) for m in pts if m.revenue is not None]
+            usr = [(float(m.active_users.current), m.timestamp) for m in pts if m.active_users]
+            revenue.set_points([v for v, _ in rev], [t for _, t in rev], title=title("Revenue"))
+            users.set_points([v for v, _ in usr], [t for _, t in usr], title=title("Active users"))
+            return
+        spec, points = app.range_drawn
+        stamps = [p.start for p in points]
+        label = stamp_format(spec.step, points)
+        revenue.set_points(
+            [float(p.revenue) for p in points],
+            stamps,
+            title=title("Revenue") or spec.titles("Revenue"),
+            kind="bars" if spec.bars else "line",
+            label=label,
+        )
+        users.set_points(
+            [float(p.active_users) for p in points],
+            stamps,
+            title=title("Active users") or spec.titles("Active users"),
+            kind="line",
+            label=label,
+        )
+
+    def _show_marks(self) -> None:
+        """Dim the figures when stale, and say on every card why they do not move."""
+        app = self.monitor
+        self.query_one("#body").set_class(app.stale, "-stale")
+        marks = (("paused", app.paused), ("stale", app.stale))
+        subtitle = " · ".join(word for word, on in marks if on)
+        for card in self.query(MetricCard):
+            card.border_subtitle = subtitle
+
+    def _show_alerts(self, rows: dict[str, dict[str, str]]) -> None:
+        """Colour the card rows of the firing rules (the line's part follows ``alert``)."""
+        for card in self.query(MetricCard):
+            card.set_alerts(rows.get(card.id or "", {}))
+
     def _quit_key(self) -> str:
         app = self.app
         return app.key_for("quit") if isinstance(app, MetricsApp) else "q"
@@ -156,8 +259,10 @@ class Dashboard(Screen[None]):
 class MetricsApp(RangeViews, App[None]):
     """Live monitor of a metrics-server.
 
-    State (latest snapshot, chart points) lives here, not in widgets, so pausing only stops
-    drawing and resuming shows everything that arrived meanwhile.
+    State (latest snapshot, chart points) lives here in reactives, not in widgets, so pausing
+    only stops drawing and resuming shows everything that arrived meanwhile. The dashboard
+    draws it (see ``Dashboard``): setting a reactive to a new value is what redraws, and
+    setting it to the same value costs nothing.
     """
 
     CSS_PATH = "app.tcss"
@@ -177,6 +282,35 @@ class MetricsApp(RangeViews, App[None]):
         Binding("slash", "range_input", "Range", key_display="/", show=False, id="range"),
         Binding("e", "export", "Export CSV", show=False, id="export"),
     ]
+
+    #: What the client said last about the connection.
+    status: var[Status] = var(Status(ConnState.CONNECTING), init=False)
+    #: The newest snapshot.
+    latest: var[Metrics | None] = var(None, init=False)
+    #: The chart points (interval and REST snapshots), oldest first, at most ``CHART_POINTS``.
+    points: var[tuple[Metrics, ...]] = var((), init=False)
+    #: The server's interval once it has stated it (never a default guess).
+    interval: var[float | None] = var(None, init=False)
+    paused: var[bool] = var(False, init=False)
+    #: When the newest snapshot arrived, on ``clock``.
+    last_update: var[float | None] = var(None, init=False)
+    #: ``clock`` at the last tick (1 Hz) or message: what ages and countdowns are drawn at.
+    now: var[float] = var(0.0, init=False)
+    #: What the cards and charts show: ``latest`` and ``points``, or what they were at pause.
+    shown: var[Metrics | None] = var(None, init=False)
+    shown_points: var[tuple[Metrics, ...]] = var((), init=False)
+    #: While paused, the server time of the frozen snapshot (the status line names it).
+    shown_at: var[datetime | None] = var(None, init=False)
+    #: No update for two intervals, or figures held over from a lost connection.
+    stale: var[bool] = var(False, init=False)
+    #: The firing alert the status line names (None while no rule fires).
+    alert: var[AlertNote | None] = var(None, init=False)
+    #: Per card id, the figures that firing rules name, with the severity (critical wins).
+    alert_rows: var[dict[str, dict[str, str]]] = var(dict, init=False)
+    #: The range view the charts show and its points (None: the live ``shown_points``).
+    range_drawn: var[tuple[RangeSpec, Sequence[RangePoint]] | None] = var(None, init=False)
+    #: A range view asked for and not come yet: the chart titles say it is loading.
+    loading: var[RangeSpec | None] = var(None, init=False)
 
     def __init__(
         self,
@@ -212,19 +346,7 @@ class MetricsApp(RangeViews, App[None]):
             self.theme = theme
         self._match_no_color_filter()
         self.client: MetricsClient | None = None
-        self.latest: Metrics | None = None
-        #: The snapshot the cards show; behind ``latest`` while paused.
-        self.shown: Metrics | None = None
-        self.points: deque[Metrics] = deque(maxlen=CHART_POINTS)
-        #: The server's interval once it has stated it (never a default guess).
-        self.interval: float | None = None
-        self.paused = False
-        self._cards_dirty = False
-        self._charts_dirty = False
-        self._marks = (False, False)  # (paused, stale) as last drawn on the cards
-        self._drawable = False
-        self.status = Status(ConnState.CONNECTING)
-        self.last_update: float | None = None
+        self.now = clock()
         self._hup_poll: select.poll | None = None
         self._hangup_watchdog: threading.Timer | None = None
         #: The alert rules' states, evaluated on every snapshot and every tick.
@@ -234,7 +356,7 @@ class MetricsApp(RangeViews, App[None]):
     # ------------------------------------------------------------------ lifecycle
 
     def get_default_screen(self) -> Screen[None]:
-        return Dashboard(self.url, self.clock, insecure=is_insecure(self._tls))
+        return Dashboard(split_urls(self.url)[0], self.clock, insecure=is_insecure(self._tls))
 
     def _match_no_color_filter(self) -> None:
         """Under NO_COLOR draw with no colour codes at all, whatever the theme.
@@ -266,14 +388,6 @@ class MetricsApp(RangeViews, App[None]):
             self.notify(self._notice, timeout=8, markup=False)
         if not self.is_headless:
             self._watch_terminal()
-
-    def dashboard_ready(self) -> None:
-        """Draw whatever arrived before the widgets existed (the feed starts in on_load)."""
-        self._drawable = True
-        self._show_alerts()
-        self._sync_status()
-        self._show_cards()
-        self._show_charts()
 
     def _watch_terminal(self) -> None:
         """Exit when the terminal goes away (ssh drop, tmux kill) instead of spinning."""
@@ -311,25 +425,39 @@ class MetricsApp(RangeViews, App[None]):
         if self._terminal_gone():
             self._hangup()
             return
+        now = self.clock()
         if self.alerts.rules:
-            self._alert_states(self.alerts.evaluate(self.clock()))
-        self._sync_status()
+            self._alert_states(self.alerts.evaluate(now))
+        self.now = now
 
-    @_drawing
-    def _sync_status(self) -> None:
-        if not self._drawable:
-            return
-        line = self.status_line
-        line.status = self.status
-        line.last_update = self.last_update
-        line.interval = self.interval
-        line.paused = self.paused
-        line.shown_at = self.shown.timestamp if self.shown is not None else None
-        line.alert = self._alert_note()
-        self._update_marks()
-        line.refresh_if_changed()
+    # ------------------------------------------------------------------ derived state
 
-    # ------------------------------------------------------------------ widgets
+    def _check_stale(self) -> None:
+        self.stale = is_stale(self.status, self.last_update, self.interval, self.now)
+
+    # Staleness follows these four; the dashboard watches ``stale`` itself.
+    watch_status = watch_last_update = watch_interval = watch_now = _check_stale
+
+    def watch_latest(self, latest: Metrics | None) -> None:
+        if not self.paused:
+            self.shown = latest
+
+    def watch_points(self, points: tuple[Metrics, ...]) -> None:
+        if not self.paused:
+            self.shown_points = points
+
+    def watch_paused(self, paused: bool) -> None:
+        shown = self.shown
+        self.shown_at = shown.timestamp if paused and shown is not None else None
+        if not paused:  # catch up with everything that arrived meanwhile
+            self.shown = self.latest
+            self.shown_points = self.points
+            if self.range is not None:  # a range view's refresh waited for the pause to end
+                self.range_drawn = (self.range, self.range_points)
+
+    @property
+    def animating(self) -> bool:
+        return self._animate and self.animation_level != "none"
 
     @property
     def status_line(self) -> StatusLine:
@@ -340,80 +468,21 @@ class MetricsApp(RangeViews, App[None]):
             raise NoMatches("no dashboard")
         return self.screen_stack[0]
 
-    def _animating(self) -> bool:
-        return self._animate and self.animation_level != "none"
-
-    @_drawing
-    def _show_cards(self) -> None:
-        if self.latest is None or not self._drawable:
-            return
-        screen = self._dashboard()
-        animate = self._animating()
-        for card_id, values in card_values(self.latest).items():
-            screen.query_one(f"#{card_id}", MetricCard).set_values(values, animate=animate)
-        if animate:
-            for card_id in PULSE_CARDS:
-                screen.query_one(f"#{card_id}", MetricCard).pulse()
-        self.shown = self.latest
-        self._cards_dirty = False
-
-    @_drawing
-    def _show_charts(self) -> None:
-        if not self._drawable:
-            return
-        if self.range is not None:
-            self._show_range_charts()
-            return
-        screen = self._dashboard()
-        pts = [m for m in self.points]
-        rev = [(float(m.revenue.total), m.timestamp) for m in pts if m.revenue is not None]
-        usr = [(float(m.active_users.current), m.timestamp) for m in pts if m.active_users]
-        screen.query_one("#revenue-chart", TrendChart).set_points(
-            [v for v, _ in rev], [t for _, t in rev]
-        )
-        screen.query_one("#users-chart", TrendChart).set_points(
-            [v for v, _ in usr], [t for _, t in usr]
-        )
-        self._charts_dirty = False
-
-    @_drawing
-    def _update_marks(self) -> None:
-        if not self._drawable:
-            return
-        stale = self.status_line.is_stale()
-        marks = (self.paused, stale)
-        if marks == self._marks:
-            return
-        self._marks = marks
-        screen = self._dashboard()
-        screen.query_one("#body").set_class(stale, "-stale")
-        subtitle = " · ".join(w for w, on in (("paused", self.paused), ("stale", stale)) if on)
-        for card in screen.query(MetricCard):
-            card.border_subtitle = subtitle
-
     # ------------------------------------------------------------------ alerts
 
     def _alert_states(self, states: list[RuleState]) -> None:
-        """New states: ring for a rule that starts firing (with ``bell``), then redraw."""
+        """New states: ring for a rule that starts firing (with ``bell``), then show them."""
         firing = frozenset(s.rule.name for s in states if s.state is State.FIRING)
         if any(s.rule.bell and s.rule.name not in self._firing for s in states if s.active):
             self.bell()
-        if firing != self._firing:
-            self._firing = firing
-            self._show_alerts()
-        if isinstance(self.screen, AlertsScreen):
-            self.screen.redraw()
-
-    @_drawing
-    def _show_alerts(self) -> None:
-        """Colour the card rows of the firing rules (the line's part comes in _sync_status)."""
-        if not self._drawable:
-            return
+        self._firing = firing
         rows: dict[str, dict[str, str]] = {}
         for s in self.alerts.firing():  # critical first: it wins a row both rules name
             rows.setdefault(s.rule.figure.card, {}).setdefault(s.rule.figure.attr, s.rule.severity)
-        for card in self._dashboard().query(MetricCard):
-            card.set_alerts(rows.get(card.id or "", {}))
+        self.alert_rows = rows
+        self.alert = self._alert_note()
+        if isinstance(self.screen, AlertsScreen):
+            self.screen.redraw()
 
     def _alert_note(self) -> AlertNote | None:
         firing = self.alerts.firing()
@@ -427,32 +496,26 @@ class MetricsApp(RangeViews, App[None]):
     def on_metrics_updated(self, message: MetricsUpdated) -> None:
         if message.interval is not None:
             self.interval = message.interval
-        self.latest = message.metrics
-        self.last_update = self.clock()
+        # The age's two ends move together, the far one first: set the other way round, the line
+        # would read "updated 1s ago" in between and repaint for nothing.
+        self.last_update = self.now = self.clock()
         if self.alerts.rules:
             self._alert_states(self.alerts.observe(message.metrics, self.last_update))
-        self._cards_dirty = True
         if message.kind != "change":
-            self.points.append(message.metrics)
-            self._charts_dirty = True
-        if not self.paused:
-            self._show_cards()
-            if self._charts_dirty:
-                self._show_charts()
-        self._sync_status()
+            self.points = (*self.points, message.metrics)[-CHART_POINTS:]
+        self.latest = message.metrics
 
     def on_history_received(self, message: HistoryReceived) -> None:
+        self.now = self.clock()
         self.interval = message.interval
-        self.points.clear()
-        self.points.extend(message.snapshots[-CHART_POINTS:])
-        self._charts_dirty = True
-        if not self.paused:
-            self._show_charts()
-        self._sync_status()
+        self.points = tuple(message.snapshots[-CHART_POINTS:])
 
     def on_connection_changed(self, message: ConnectionChanged) -> None:
+        self.now = self.clock()
         self.status = message.status
-        self._sync_status()
+        if message.url is not None:  # failed over: the status line names the URL it is on
+            with contextlib.suppress(NoMatches):
+                self.status_line.where = where(message.url)
 
     def on_server_error(self, message: ServerError) -> None:
         self.notify(f"{message.code}: {message.text}", title="Server error", severity="error")
@@ -466,13 +529,8 @@ class MetricsApp(RangeViews, App[None]):
             self.notify("Reconnecting…", timeout=2)
 
     def action_toggle_pause(self) -> None:
+        self.now = self.clock()
         self.paused = not self.paused
-        if not self.paused:
-            if self._cards_dirty:
-                self._show_cards()
-            if self._charts_dirty:
-                self._show_charts()
-        self._sync_status()
 
     def action_alerts(self) -> None:
         if not isinstance(self.screen, AlertsScreen):

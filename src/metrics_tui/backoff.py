@@ -23,6 +23,17 @@ def ceiling(attempt: int, base: float = BASE, factor: float = FACTOR, cap: float
     return min(cap, base * factor ** min(attempt, 64))
 
 
+def draw(
+    attempt: int,
+    rng: random.Random,
+    base: float = BASE,
+    factor: float = FACTOR,
+    cap: float = CAP,
+) -> float:
+    """The delay before retry number ``attempt``: uniform between 0 and its ceiling."""
+    return rng.uniform(0, ceiling(attempt, base, factor, cap))
+
+
 @dataclass
 class Backoff:
     """Delay schedule for one connection.
@@ -50,7 +61,7 @@ class Backoff:
         """Draw the delay for the next retry and count it; None when out of retries."""
         if self.exhausted:
             return None
-        delay = self.rng.uniform(0, ceiling(self.attempt, self.base, self.factor, self.cap))
+        delay = draw(self.attempt, self.rng, self.base, self.factor, self.cap)
         self.attempt += 1
         return delay
 

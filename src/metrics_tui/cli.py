@@ -26,8 +26,8 @@ from metrics_protocol import settings
 from metrics_protocol.configfile import ConfigFileError
 from metrics_tui import config as config_file
 from metrics_tui.alerts import UNKNOWN, Rule, RuleError, check_report, parse_rules, unknown_line
-from metrics_tui.settings import EXPORT_FLAGS, EXPORT_SETTINGS, SETTINGS
-from metrics_tui.wire import is_insecure, redact, tls_context
+from metrics_tui.settings import EXPORT_FLAGS, EXPORT_SETTINGS, SETTINGS, ws_url
+from metrics_tui.wire import is_insecure, redact, split_urls, tls_context
 
 EXIT_OK = 0
 EXIT_CONNECT = 1
@@ -156,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = f"{args.source('export_dir')}: not a directory: {args.export_dir!r}"
         settings.refuse(parser, args, "export_dir", message)
     url, token = args.url, args.token
+    try:  # each --url was checked alone; together they must share a scheme (one TLS context)
+        url = ws_url(url)
+    except ValueError as exc:
+        settings.refuse(parser, args, "url", f"{args.source('url')}: {exc}")
     if token is not None and (why := token_problem(token)):
         message = f"{args.source('token')} {why}, which cannot be sent in an HTTP header"
         settings.refuse(parser, args, "token", message)
@@ -297,6 +301,7 @@ async def _watch(
 ) -> int:
     if args.once:
         within = args.timeout
+        url = split_urls(url)[0]  # one snapshot: from the first URL; failover is the monitor's
         if args.check:
             return await _check(url, token, tls, args.alerts, within=within)
         return await _once(url, token, tls, as_json=args.json, within=within)

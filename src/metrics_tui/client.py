@@ -3,6 +3,10 @@
 No widget touches a socket. The client runs as one task in the app's event loop and reports
 everything through ``post`` (normally ``App.post_message``), so it can be tested on its own
 and the app can be driven without a network.
+
+Like websockets' own split between its protocol and its I/O, every decision (when to retry,
+when to poll REST, when to give up, what the status line says) is made by ``policy.Policy``
+from what happened; this module only moves bytes, waits, and reports what happened.
 """
 
 from __future__ import annotations
@@ -13,15 +17,13 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from metrics_protocol.wire import CHANNELS, Metrics, ProtocolError, decode_data, encode, loads
-from metrics_tui.backoff import CAP, Backoff
+from metrics_protocol.wire import CHANNELS, ProtocolError, decode_data, encode, loads
 from metrics_tui.history import (
     RANGE_TYPE,
     RangeError,
@@ -32,19 +34,37 @@ from metrics_tui.history import (
 )
 from metrics_tui.messages import (
     ConnectionChanged,
-    ConnState,
     HistoryReceived,
     MetricsUpdated,
     ServerError,
     Status,
 )
 from metrics_tui.policy import (
+    Action,
+    Connect,
+    Drop,
+    Ended,
+    Event,
     Failure,
     Keepalive,
+    Opened,
     Outcome,
+    Policy,
+    PollFailed,
+    PollOk,
+    Reconnect,
+    SeqState,
+    Start,
+    StartPolling,
+    StopPolling,
+    Tick,
+    Verdict,
+    Wait,
     after_failure,
     first_message_problem,
     keepalive,
+    on_history,
+    on_metrics,
 )
 from metrics_tui.wire import (
     DEFAULT_INTERVAL,
@@ -56,10 +76,11 @@ from metrics_tui.wire import (
     describe_error,
     fetch_rest_body,
     http_client,
-    infer_interval,
     is_unauthorized,
+    position,
     redact,
     rest_url,
+    split_urls,
     url_problem,
     ws_options,
 )
@@ -70,18 +91,22 @@ log = logging.getLogger(__name__)
 #: there; the producers' endpoint answers it with an ``unknown_type`` error, which tells at
 #: once that the URL is wrong (it would otherwise say nothing at all).
 SUBSCRIBE_ALL = encode({"type": "subscribe", "channels": list(CHANNELS)})
+#: Asks a server that numbers its snapshots (seq) for its greeting again: history, then the
+#: latest metrics. Only a server that sends seq is ever asked, and every such server answers it.
+RESYNC = encode({"type": "resync"})
 
 
 class MetricsClient:
     """Keeps one metrics feed alive and reports it.
 
     Its own connect loop (rather than ``websockets``' reconnecting iterator) so the status line
-    can say which attempt this is and how long until the next one.
+    can say which attempt this is and how long until the next one. Given several URLs (or
+    one comma-separated string of them), it fails over between them as the policy says.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         post: Callable[[Any], object],
         *,
         token: str | None = None,
@@ -91,34 +116,41 @@ class MetricsClient:
         clock: Callable[[], float] = time.monotonic,
         open_timeout: float = 10.0,
     ) -> None:
-        self.url = url
-        self.rest_url = rest_url(url)
+        self.urls = split_urls(url) if isinstance(url, str) else tuple(url)
+        if not self.urls:
+            raise ValueError("no URL to connect to")
         self._post = post
         self._token = token
         self._tls = tls
         #: Handshakes tried so far (for tests and diagnostics: proves there is no tight loop).
         self.attempts = 0
-        self._rest_refused = False  # REST polling got a 401 (the socket failed otherwise)
-        self.backoff = Backoff(max_retries=max_retries, rng=rng or random.Random())
+        self.policy = Policy(
+            url_problem=next(filter(None, map(url_problem, self.urls)), None),
+            has_token=bool(token),
+            max_retries=max_retries,
+            rng=rng or random.Random(),
+            servers=len(self.urls),
+        )
+        self.state = self.policy.initial()
+        #: Where the feed is in the server's sequence (seq/epoch), across connections.
+        self.seq = SeqState()
+        #: Resyncs asked for (for tests: a gap asks once).
+        self.resyncs = 0
         self._clock = clock
         self._open_timeout = open_timeout
         #: The interval the server has stated (in its history, or its REST answer); None
         #: until it has. Only this is ever shown.
         self.interval: float | None = None
-        # Recent interval samples: from a server that states no interval, their median gap
-        # paces the keepalive and the polling instead.
-        self._samples: deque[Metrics] = deque(maxlen=20)
-        self._inferred: float | None = None
+        #: What the connect loop does next (``Connect`` or ``Wait``), as the policy said.
+        self._next: Connect | Wait = Connect()
         self._wake = asyncio.Event()
         self._ws: ClientConnection | None = None
-        self._restart = False
         self._poll_task: asyncio.Task[None] | None = None
-        self._polling_ok = False
-        self._status = Status(ConnState.CONNECTING)
-        self._phase = Status(ConnState.CONNECTING)
+        self._status = self.state.status
         #: Range requests sent and not yet answered, by id.
         self._ranges: dict[int, asyncio.Future[Any]] = {}
         self._range_id = 0
+        self._shown_url = self.url
 
     # ------------------------------------------------------------------ control
 
@@ -127,17 +159,22 @@ class MetricsClient:
         return self._status
 
     @property
+    def url(self) -> str:
+        """The URL the client is on (or connecting to, or will try next)."""
+        return self.urls[self.state.index]
+
+    @property
+    def rest_url(self) -> str:
+        return rest_url(self.url)
+
+    @property
     def period(self) -> float:
-        """The interval the timers go by: the stated one, else the inferred one, else 5 s."""
-        return self.interval or self._inferred or DEFAULT_INTERVAL
+        """The interval the timers go by: the stated one, else the default 5 s."""
+        return self.interval or DEFAULT_INTERVAL
 
     def reconnect_now(self) -> None:
         """Skip the current wait (or leave Offline); if connected, reconnect from scratch."""
-        self.backoff.reset()
-        if self._ws is not None:
-            self._restart = True
-            asyncio.get_running_loop().create_task(self._ws.close())
-        self._wake.set()
+        self._step(Reconnect())
 
     async def request_range(self, start: str, end: str, step: str, wait: float = 10.0) -> Any:
         """One range, as the server's JSON body: over the WebSocket while it is open (matched
@@ -163,99 +200,83 @@ class MetricsClient:
             self._ranges.pop(rid, None)
 
     async def run(self) -> None:
-        """Connect, consume, and reconnect forever (or until retries run out, then wait)."""
+        """Connect, consume, and reconnect as the policy says, until cancelled."""
         try:
-            await self._loop()
+            self._step(Start())
+            while True:
+                self._wake.clear()
+                action = self._next
+                if isinstance(action, Connect):
+                    self._step(await self._connect())
+                elif await self._wait(action.seconds):
+                    self._step(Tick())
         finally:
             await self._stop_polling()
 
-    # ------------------------------------------------------------------ the loop
+    # ------------------------------------------------------------------ the policy
 
-    async def _loop(self) -> None:
-        while True:
-            self._wake.clear()
-            problem = url_problem(self.url)
-            if problem is not None:  # no server can make this URL right: wait for ``r``
-                await self._stop_polling()
-                self._phase_to(Status(ConnState.WRONG_URL, detail=problem))
-                await self._wake.wait()
-                continue
-            self._phase_to(Status(ConnState.CONNECTING, attempt=self.backoff.attempt))
-            opened = False
-            failure = Failure(Outcome.RETRY, "connection closed")
-            self.attempts += 1
-            try:
-                async with websockets.connect(
-                    self.url,
-                    **ws_options(self._token, self._tls),
-                    open_timeout=self._open_timeout,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    close_timeout=2,
-                    max_size=2**22,
-                ) as ws:
-                    opened = True
-                    self._ws = ws
-                    self._rest_refused = False
-                    self.backoff.reset()
-                    await self._stop_polling()
-                    self._phase_to(Status(ConnState.LIVE))
-                    await self._consume(ws)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure means: reconnect (or tell what to fix)
-                failure = after_failure(exc)
-                log.info("connection to %s failed: %s", redact(self.url), failure.detail)
-            finally:
-                self._ws = None
+    def _step(self, event: Event) -> None:
+        """Tell the policy what happened, and do what it says."""
+        self.state, actions = self.policy.next(self.state, event, self._clock())
+        for action in actions:
+            self._do(action)
+        status = self.state.status
+        if status != self._status or self.url != self._shown_url:
+            self._status, self._shown_url = status, self.url
+            self._post(ConnectionChanged(status, self.url))
 
-            if self._restart:
-                self._restart = False
-                continue
-            detail = failure.detail
-            if failure.outcome is Outcome.WRONG_URL:
-                # REST beside a wrong path answers for another URL (it is derived from the
-                # host), so polling it would show figures from somewhere else.
-                await self._stop_polling()
-                self._phase_to(
-                    Status(ConnState.WRONG_URL, retry_at=self._clock() + CAP, detail=detail)
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), CAP)
-                continue
-            if failure.outcome is Outcome.UNAUTHORIZED:
-                await self._stop_polling()
-                self._phase_to(
-                    Status(
-                        ConnState.UNAUTHORIZED,
-                        retry_at=self._clock() + CAP,
-                        detail="token refused" if self._token else "no token sent",
-                    )
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), CAP)
-                continue
-            # REST sits behind the same certificate: polling helps only when the socket itself
-            # was refused (a proxy that blocks upgrades), not once it had opened.
-            if not opened and failure.outcome is Outcome.RETRY and self._poll_task is None:
-                self._poll_task = asyncio.create_task(self._poll_loop())
-            delay = self.backoff.next_delay()
-            if delay is None:
-                await self._stop_polling()
-                self._phase_to(Status(ConnState.OFFLINE, detail=detail))
+    def _do(self, action: Action) -> None:
+        match action:
+            case Connect() | Wait():
+                self._next = action
+                self._wake.set()  # ends a wait under way (``r``)
+            case Drop():
+                if self._ws is not None:
+                    asyncio.get_running_loop().create_task(self._ws.close())
+            case StartPolling():
+                if self._poll_task is None or self._poll_task.done():
+                    self._poll_task = asyncio.create_task(self._poll_loop())
+            case StopPolling():
+                task, self._poll_task = self._poll_task, None
+                if task is not None:
+                    task.cancel()
+
+    async def _wait(self, seconds: float | None) -> bool:
+        """Wait ``seconds`` (None: for good); False if the policy asked for something else."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
                 await self._wake.wait()
-                self.backoff.reset()
-                continue
-            self._phase_to(
-                Status(
-                    ConnState.RECONNECTING,
-                    attempt=self.backoff.attempt,
-                    retry_at=self._clock() + delay,
-                    detail=detail,
-                )
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                return False
+        return True
+
+    # ------------------------------------------------------------------ the socket
+
+    async def _connect(self) -> Ended:
+        """One connection, from the handshake until it ends; reports ``Opened`` on the way."""
+        failure = Failure(Outcome.RETRY, "connection closed")
+        self.attempts += 1
+        try:
+            async with websockets.connect(
+                self.url,
+                **ws_options(self._token, self._tls),
+                open_timeout=self._open_timeout,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                max_size=2**22,
+            ) as ws:
+                self._ws = ws
+                self._step(Opened())
+                await self._consume(ws)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure means: reconnect (or tell what to fix)
+            failure = after_failure(exc)
+            # The URL may carry ?token=: never log it as given.
+            log.info("connection to %s failed: %s", redact(self.url), failure.detail)
+        finally:
+            self._ws = None
+        return Ended(failure)
 
     async def _consume(self, ws: ClientConnection) -> None:
         await self._send(ws, SUBSCRIBE_ALL)
@@ -308,20 +329,21 @@ class MetricsClient:
         kind = body.get("type")
         if kind == "metrics":
             metrics, sample = decode_metrics_body(body)
-            if sample == "interval":
-                self._learn_interval(metrics)
+            self.seq, verdict = on_metrics(self.seq, position(body))
+            if verdict is Verdict.DROP:  # older than what is shown, or shown already
+                return
             self._post(MetricsUpdated(metrics, sample, self.interval))  # type: ignore[arg-type]
+            if verdict is Verdict.RESYNC:
+                self.resyncs += 1
+                log.info("seq gap or new epoch at %s: asking for the history again", self.seq)
+                asyncio.get_running_loop().create_task(self._send(ws, RESYNC))
         elif kind == "history":
             data = body.get("data")
             if not isinstance(data, list):
                 raise ProtocolError("'data' of history must be a list")
             snapshots = [decode_data(item) for item in data]
-            self._samples.clear()
-            self._samples.extend(snapshots)
+            self.seq = on_history(self.seq, position(body))
             self.interval = announced_interval(body)
-            self._inferred = None
-            if self.interval is None:  # an older server: pace the timers by the samples
-                self._inferred = infer_interval(self._samples, DEFAULT_INTERVAL)
             self._post(HistoryReceived(snapshots, self.interval))
         elif kind == RANGE_TYPE:
             self._answer_range(body.get("id"), body)
@@ -346,12 +368,6 @@ class MetricsClient:
         else:
             future.set_result(answer)
 
-    def _learn_interval(self, metrics: Metrics) -> None:
-        """Refine the interval from recent samples (history may have been short or empty)."""
-        self._samples.append(metrics)
-        if self.interval is None:
-            self._inferred = infer_interval(self._samples, self.period)
-
     @staticmethod
     async def _send(ws: ClientConnection, text: str) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -360,32 +376,27 @@ class MetricsClient:
     # ------------------------------------------------------------------ REST fallback
 
     async def _poll_loop(self) -> None:
-        """Poll the REST endpoint every interval while the WebSocket is retried behind it."""
+        """Poll the REST endpoint every interval while the WebSocket is retried behind it.
+
+        Ends after the first failed poll (the policy starts it again after the next refused
+        handshake), or when the policy stops it.
+        """
         import httpx  # only here: most sessions never poll, and it costs start-up time
 
-        try:
-            async with http_client(self._token, self._tls, self._open_timeout) as http:
-                while True:
-                    try:
-                        metrics, stated = await fetch_rest_body(http, self.rest_url)
-                    except (httpx.HTTPError, ProtocolError, OSError) as exc:
-                        log.info("REST poll failed: %s", describe_error(exc))
-                        refused = is_unauthorized(exc)
-                        if self._polling_ok or refused != self._rest_refused:
-                            self._polling_ok = False
-                            self._rest_refused = refused
-                            self._publish()
-                        return
-                    if not self._polling_ok or self._rest_refused:
-                        self._polling_ok = True
-                        self._rest_refused = False
-                        self._publish()
-                    if stated is not None:
-                        self.interval = stated
-                    self._post(MetricsUpdated(metrics, "poll", self.interval))
-                    await asyncio.sleep(self.period)
-        finally:
-            self._poll_task = None
+        async with http_client(self._token, self._tls, self._open_timeout) as http:
+            while True:
+                try:
+                    metrics, stated = await fetch_rest_body(http, self.rest_url)
+                except (httpx.HTTPError, ProtocolError, OSError) as exc:
+                    log.info("REST poll failed: %s", describe_error(exc))
+                    self._poll_task = None  # ending by itself: nothing to cancel
+                    self._step(PollFailed(refused=is_unauthorized(exc)))
+                    return
+                if stated is not None:
+                    self.interval = stated
+                self._step(PollOk())
+                self._post(MetricsUpdated(metrics, "poll", self.interval))
+                await asyncio.sleep(self.period)
 
     async def _stop_polling(self) -> None:
         task, self._poll_task = self._poll_task, None
@@ -393,33 +404,3 @@ class MetricsClient:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._polling_ok = False
-
-    # ------------------------------------------------------------------ status
-
-    def _phase_to(self, phase: Status) -> None:
-        self._phase = phase
-        self._publish()
-
-    def _publish(self) -> None:
-        status = self._phase
-        retrying = status.state in (ConnState.CONNECTING, ConnState.RECONNECTING)
-        if self._polling_ok and retrying:
-            status = Status(
-                ConnState.POLLING,
-                attempt=status.attempt,
-                retry_at=status.retry_at,
-                detail=status.detail,
-            )
-        elif self._rest_refused and retrying:
-            # The socket is refused by something else (a proxy) but REST said 401: the token
-            # is what the user has to fix, so say that rather than "Reconnecting".
-            status = Status(
-                ConnState.UNAUTHORIZED,
-                attempt=status.attempt,
-                retry_at=status.retry_at,
-                detail="token refused over REST" if self._token else "no token sent",
-            )
-        if status != self._status:
-            self._status = status
-            self._post(ConnectionChanged(status))

@@ -5,11 +5,11 @@ without the variable), or ``--config FILE`` / ``METRICS_TUI_CONFIG``. Its top-le
 settings' names (``url``, ``theme``, ``timeout``, ...), read by `metrics_protocol.settings`
 between the environment and the defaults. Besides them:
 
-* ``[servers.NAME]``: ``url``, one of ``token_env`` / ``token_file`` (``token`` itself only in
-  a file no one else can read), ``cafile`` or ``insecure``. ``metrics-tui NAME`` connects to
-  it: what the entry says wins over the environment and the top-level keys, and only flags
-  win over it; what it leaves out (a token) is not taken from elsewhere, so a token meant for
-  one server never goes to another.
+* ``[servers.NAME]``: ``url`` (or a list of URLs to fail over between), one of ``token_env``
+  / ``token_file`` (``token`` itself only in a file no one else can read), ``cafile`` or
+  ``insecure``. ``metrics-tui NAME`` connects to it: what the entry says wins over the
+  environment and the top-level keys, and only flags win over it; what it leaves out (a
+  token) is not taken from elsewhere, so a token meant for one server never goes to another.
 * ``[keys]``: binding id -> key(s), ``quit = "ctrl+q"`` (see `key_actions`).
 * ``[[alerts]]``: the alert rules, kept as written in `MonitorConfig.alerts_raw` (a list of
   tables) for the rules' parser; `alert_line` places a rule's key for its refusals.
@@ -139,6 +139,8 @@ def _server(file: ConfigFile, name: str, entry: Any, environ: Mapping[str, str] 
         if base == "token" and "token" in values:
             raise file.error(where, "give only one of token_env, token_file or token")
         setting = _BY_NAME[base if base == "token" else key]
+        if key == "url" and isinstance(raw, list) and all(isinstance(u, str) for u in raw):
+            raw = ",".join(raw)  # several URLs: the monitor fails over between them
         values[setting.name] = settings.file_value(
             file, where, setting, raw, form or "value", environ
         )
@@ -283,6 +285,7 @@ _SERVERS = """
 # flags win over them); a token it does not name is not sent. The token comes from token_env (an
 # environment variable) or token_file (a file's content, surrounding whitespace removed); token
 # = "..." itself is refused unless no one but this file's owner can read it (chmod 600).
+# A list of URLs fails over between them: url = ["wss://a.example/ws/metrics", "wss://b...."].
 #[servers.prod]
 #url = "wss://metrics.example:3000/ws/metrics"
 #token_env = "PROD_METRICS_TOKEN"

@@ -78,9 +78,11 @@ class HistoryReceived(Message):
 class ConnectionChanged(Message):
     """The connection state changed (connecting, live, reconnecting, polling, offline, ...)."""
 
-    def __init__(self, status: Status) -> None:
+    def __init__(self, status: Status, url: str | None = None) -> None:
         super().__init__()
         self.status = status
+        #: The URL the client is on now (several ``--url``: it fails over between them).
+        self.url = url
 
 
 class ServerError(Message):

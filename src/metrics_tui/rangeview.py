@@ -28,7 +28,6 @@ from metrics_tui.ranges import (
     PRESETS,
     RangeSpec,
     parse_range,
-    stamp_format,
 )
 from metrics_tui.screens.range_input import RangeInputScreen
 from metrics_tui.wire import describe_error
@@ -48,9 +47,9 @@ def local_now() -> datetime:
 class RangeViews:
     """Keys, fetches, refreshes and export of the range views.
 
-    Mixed into MetricsApp (app.py), whose state and drawing it uses: ``client``, ``points``,
-    ``paused``, ``_charts_dirty``, ``_drawable``, ``_dashboard()`` and ``_show_charts()``,
-    which draws a range view through ``_show_range_charts`` while ``range`` is set.
+    Mixed into MetricsApp (app.py), whose state it uses (``client``, ``points``, ``paused``)
+    and sets: ``range_drawn``, the view the dashboard's charts draw (None: live), and
+    ``loading``, the view on its way, named in the chart titles until it comes.
     """
 
     #: The view on screen; None is live (the last 20 samples).
@@ -65,7 +64,6 @@ class RangeViews:
     wall_clock: Callable[[], datetime] = staticmethod(local_now)
     _range_wanted: RangeSpec | None = None
     _range_timer: Timer | None = None
-    _range_drawn: tuple[RangeSpec, Sequence[RangePoint]] | None = None
 
     # ------------------------------------------------------------------ keys
 
@@ -129,13 +127,14 @@ class RangeViews:
         self.workers.cancel_group(self, "range")
         self.range, self._range_wanted, self.range_points = None, None, ()
         self.range_shown = None
-        self._show_charts()
+        self.loading = None
+        self.range_drawn = None
 
     def show_range(self, spec: RangeSpec) -> None:
         """Fetch ``spec`` and show it when it comes; until then the charts say it is loading,
         and if it fails the view stays as it was."""
         self._range_wanted = spec
-        self._range_titles(" · loading…")
+        self.loading = spec
         self.run_worker(self._load_range(spec), group="range", exclusive=True, exit_on_error=False)
 
     def _refresh_range(self) -> None:
@@ -182,9 +181,9 @@ class RangeViews:
         self.range = spec
         self.range_shown = spec.shown(message.answer)
         self.range_points = self.range_shown.points
-        self._charts_dirty = True
         if new_view or not self.paused:  # a refresh waits for the pause to end
-            self._show_charts()
+            self.range_drawn = (spec, self.range_points)
+        self.loading = None
 
     def on_range_failed(self, message: RangeFailed) -> None:
         if message.spec is not self._range_wanted:
@@ -193,8 +192,7 @@ class RangeViews:
         self._range_wanted = self.range
         if refresh:  # the view keeps its points; the next refresh tries again
             return
-        self._range_drawn = None  # the titles said "loading": put back what is shown
-        self._show_charts()
+        self.loading = None  # the titles said "loading": they name what is shown again
         self.notify(
             f"{message.spec.label}: {message.reason}",
             title="Range unavailable",
@@ -202,43 +200,7 @@ class RangeViews:
             markup=False,
         )
 
-    # ------------------------------------------------------------------ drawing
-
-    def _show_range_charts(self) -> None:
-        spec = self.range
-        assert spec is not None
-        screen = self._dashboard()
-        from metrics_tui.widgets.charts import TrendChart
-
-        points = self.range_points
-        if self._range_drawn == (spec, points):
-            return  # live samples arrive meanwhile; the range charts have not changed
-        self._range_drawn = (spec, points)
-        stamps = [p.start for p in points]
-        label = stamp_format(spec.step, points)
-        revenue = [float(p.revenue) for p in points]
-        users = [float(p.active_users) for p in points]
-        screen.query_one("#revenue-chart", TrendChart).set_points(
-            revenue,
-            stamps,
-            title=spec.titles("Revenue"),
-            kind="bars" if spec.bars else "line",
-            label=label,
-        )
-        screen.query_one("#users-chart", TrendChart).set_points(
-            users, stamps, title=spec.titles("Active users"), kind="line", label=label
-        )
-        self._charts_dirty = False
-
-    def _range_titles(self, suffix: str) -> None:
-        spec = self._range_wanted
-        if spec is None or not self._drawable:
-            return
-        from metrics_tui.widgets.charts import TrendChart
-
-        screen = self._dashboard()
-        for chart_id, metric in (("#revenue-chart", "Revenue"), ("#users-chart", "Active users")):
-            screen.query_one(chart_id, TrendChart).set_title(spec.titles(metric, suffix))
+    # ------------------------------------------------------------------ sizes
 
     def chart_columns(self) -> int:
         """Columns one chart has for its points, to fit a step to (the range input)."""

@@ -3,10 +3,12 @@ top-level keys of its configuration file (config.py reads the rest of that file)
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from metrics_protocol.settings import Setting, positive_float, whole
 from metrics_protocol.wire import RANGE_STEPS as STEPS
 from metrics_tui.history import endpoint_text, parse_endpoint
-from metrics_tui.wire import DEFAULT_URL, validate_ws_url
+from metrics_tui.wire import DEFAULT_URL, split_urls, validate_ws_url
 
 #: --once gives up after this many seconds; a server that accepts and never answers used to
 #: hold it for 20 s (10 s for the WebSocket handshake, then 10 s more over REST).
@@ -14,12 +16,20 @@ ONCE_TIMEOUT = 5.0
 
 
 def ws_url(value: str) -> str:
-    """A ws:// or wss:// URL; the refusal quotes it without its query, which may hold a token."""
-    try:
-        return validate_ws_url(value)
-    except ValueError as exc:
-        bare = value.partition("?")[0]
-        raise ValueError(str(exc).replace(repr(value), repr(bare))) from None
+    """A ws:// or wss:// URL, or several separated by commas (the monitor fails over between
+    them), all of one scheme; a refusal quotes a URL without its query, which may hold a token."""
+    urls = split_urls(value)
+    for url in urls:
+        try:
+            validate_ws_url(url)
+        except ValueError as exc:
+            bare = url.partition("?")[0]
+            raise ValueError(str(exc).replace(repr(url), repr(bare))) from None
+    if not urls:
+        raise ValueError("no URL given")
+    if len({urlsplit(u).scheme for u in urls}) > 1:
+        raise ValueError("give every URL with the same scheme, ws:// or wss://")
+    return ",".join(urls)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -38,8 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "url",
-        "WebSocket URL",
+        "WebSocket URL; give it more than once (or comma-separated) to fail over between them",
         env="METRICS_WS_URL",
+        repeatable=True,
         parse=ws_url,
         default=DEFAULT_URL,
         exclusive="where",

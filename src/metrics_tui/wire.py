@@ -7,11 +7,8 @@ where REST is used (polling, ``--once``): the monitor's first figures come over 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import ssl
-import statistics
 import sys
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -159,8 +156,14 @@ def validate_ws_url(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """``url`` fit for a log line or a message: no query string (``?token=`` may be in it)."""
-    return url.partition("?")[0]
+    """``url`` fit for a log line or a message: no query string (``?token=`` may be in it),
+    no fragment, and no user or password."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not even a URL (an unclosed IPv6 bracket): the query goes at least
+        return url.partition("?")[0]
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def rest_url(ws_url: str) -> str:
@@ -170,17 +173,6 @@ def rest_url(ws_url: str) -> str:
     path = parts.path
     prefix = path[: -len(WS_METRICS_PATH)] if path.endswith(WS_METRICS_PATH) else ""
     return urlunsplit((scheme, parts.netloc, prefix.rstrip("/") + REST_METRICS_PATH, "", ""))
-
-
-def infer_interval(snapshots: Sequence[Metrics], fallback: float = DEFAULT_INTERVAL) -> float:
-    """The sampling interval of a server that does not announce it (an older one), from the
-    spacing of its samples: it paces the monitor's timers only, the status never shows it."""
-    stamps = [m.timestamp for m in snapshots]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
-    gaps = [g for g in gaps if g > 0]
-    if not gaps:
-        return fallback
-    return min(3600.0, max(0.2, round(statistics.median(gaps), 1)))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -287,3 +279,22 @@ async def fetch_once(
         if is_unauthorized(exc):
             raise Unauthorized(describe_error(exc)) from exc
         raise ConnectionError(describe_error(ws_error)) from ws_error
+
+
+def position(body: Any) -> tuple[str, int] | None:
+    """``(epoch, seq)`` of a decoded ``metrics`` or ``history`` message (docs/protocol.md), or
+    None from an older server that sends neither. ProtocolError when they are malformed: the
+    message is then ignored like any other bad frame, never shown out of order."""
+    if not isinstance(body, dict) or ("seq" not in body and "epoch" not in body):
+        return None
+    epoch, seq = body.get("epoch"), body.get("seq")
+    if not isinstance(epoch, str) or not 1 <= len(epoch) <= 64:
+        raise ProtocolError("'epoch' must be a string of 1 to 64 characters")
+    if type(seq) is not int or seq < 0:
+        raise ProtocolError("'seq' must be a non-negative integer")
+    return epoch, seq
+
+
+def split_urls(text: str) -> tuple[str, ...]:
+    """The URLs of ``--url`` given more than once, or of a comma-separated METRICS_WS_URL."""
+    return tuple(u.strip() for u in text.split(",") if u.strip())

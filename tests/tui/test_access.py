@@ -14,7 +14,14 @@ import pytest
 from metrics_tui.app import MetricsApp
 from metrics_tui.client import MetricsClient
 from metrics_tui.messages import ConnState
-from metrics_tui.wire import fetch_rest, http_client, is_unauthorized, rest_url, tls_context
+from metrics_tui.wire import (
+    fetch_rest,
+    http_client,
+    is_unauthorized,
+    redact,
+    rest_url,
+    tls_context,
+)
 
 from .conftest import TOKEN, Cert, ServerHandle, connection_log, free_port, wait_until
 from .test_app_live import EVENTS, card_text
@@ -163,3 +170,26 @@ async def test_https_rest_uses_the_same_token_and_ca(tls_server: ServerHandle, c
         with pytest.raises(httpx.HTTPStatusError) as refused:
             await fetch_rest(http, url)
     assert is_unauthorized(refused.value)
+
+
+# ---------------------------------------------------------------------- logs
+
+
+async def test_no_log_line_carries_a_token_from_the_url(
+    token_server: ServerHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused ``?token=`` (401) is in no log line either, of any logger at INFO or above,
+    and the logged URL keeps no user or password."""
+    from .test_status_truth import client_running
+
+    secret = "query-secret-0123"
+    caplog.set_level(logging.DEBUG)
+    async with client_running(f"{token_server.url}?token={secret}") as (client, _):
+        await wait_until(lambda: client.status.state is ConnState.UNAUTHORIZED)
+    monitor = [r for r in caplog.records if r.name.startswith("metrics_tui")]
+    assert any("connection to ws://127.0.0.1:" in r.getMessage() for r in monitor)
+    # The libraries' own debug lines are off unless someone turns them on; the rest count.
+    shown = [r for r in caplog.records if r in monitor or r.levelno >= logging.INFO]
+    assert not [r.getMessage() for r in shown if secret in r.getMessage()]
+    assert redact("wss://u:pw@h:1/p/ws/metrics?token=x#f") == "wss://h:1/p/ws/metrics"
+    assert redact("ws://[::1/ws?token=x") == "ws://[::1/ws"  # not even a URL

@@ -73,7 +73,7 @@ def chart(app: MetricsApp, chart_id: str) -> TrendChart:
 
 
 def title(app: MetricsApp, chart_id: str) -> str:
-    return chart(app, chart_id)._title_text
+    return chart(app, chart_id).title_text
 
 
 @pytest.mark.parametrize("key", sorted(PRESETS))
@@ -371,7 +371,7 @@ async def test_keys_answer_within_100ms_with_1440_points(range_server: Any) -> N
             fresh = (*answer.points[:-1], replace(last, revenue=last.revenue + n + 1))
             app.post_message(RangeReceived(spec, replace(answer, points=fresh)))
             await timed("p behind a redraw", "p", lambda: app.paused)
-            assert app.range_points == fresh and app._range_drawn == (spec, fresh)  # redrawn
+            assert app.range_points == fresh and app.range_drawn == (spec, fresh)  # redrawn
             await timed("p after it", "p", lambda: not app.paused)
         medians = {name: statistics.median(times) for name, times in rounds.items()}
         assert max(medians.values()) < 0.1, rounds

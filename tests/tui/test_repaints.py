@@ -115,3 +115,22 @@ async def test_status_line_repaints_only_when_its_text_changes(
         assert repaints == [1]
         await pilot.pause()
         assert "updated 1s ago" in str(line.render())
+
+
+async def test_an_update_a_second_later_does_not_repaint_an_unchanged_status_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both ends of the age move on an update: the line still reads "updated 0s ago"."""
+    now = [NOW]
+    app = MetricsApp(URL, clock=lambda: now[0], animate=False, connect=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await feed(pilot)
+        line = app.status_line
+        repaints: list[int] = []
+        monkeypatch.setattr(line, "refresh", counting(repaints, line.refresh))
+        now[0] += 1.0
+        app.post_message(MetricsUpdated(NEXT, "interval", 5.0))
+        await pilot.pause()
+        assert app.latest is NEXT
+        assert repaints == []
+        assert "updated 0s ago" in str(line.render())

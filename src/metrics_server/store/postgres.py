@@ -1,9 +1,10 @@
 """PostgreSQL store: the SQLite store's rows in a shared database, for any number of servers.
 
 The same tables as sqlite.py (raw events, transactions, counters, 15-minute revenue buckets,
-users' latest times, peak samples, interval snapshots, idempotency keys), plus a schema version
-table and an instance registry. psycopg 3 with psycopg_pool, sync API (the service calls the
-store from one worker thread), ``prepare_threshold=None`` and only transaction-scoped state
+users' latest times, peak samples, interval snapshots, idempotency keys, and the date ranges'
+rows and (user, minute) pairs), plus a schema version table and an instance registry.
+psycopg 3 with psycopg_pool, sync API (the service calls the store from one worker thread),
+``prepare_threshold=None`` and only transaction-scoped state
 (``SET LOCAL``, ``pg_advisory_xact_lock``), so it is safe behind PgBouncer in transaction
 pooling mode. An ack means committed: ``synchronous_commit`` is on in every write transaction.
 
@@ -30,18 +31,22 @@ import threading
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..core import Plan, TxnRecord
+from ..core import Plan, RangeDelta, TxnRecord, new_users
 from .base import HEARTBEAT_SECONDS, BatchKey, LoadedState, StoreError
-from .sqlite import _COUNTERS, _event_row
+from .sqlite import _COUNTERS, _RECENT_MINUTES, _event_row
+
+if TYPE_CHECKING:
+    from ..ranges import Calendar
 
 #: Advisory lock classes (the first int of pg_advisory_xact_lock(int, int)); the second int is
 #: a hash of the schema's name, so that stores in other schemas of the database do not wait.
 LOCK_WRITE = 0x4D540001
 LOCK_MIGRATE = 0x4D540002
 LOCK_REGISTRY = 0x4D540003
+LOCK_PRUNE = 0x4D540004
 
 #: An instance is live while its registry row is younger than 3 heartbeats (and a second of
 #: slack for a busy machine); a killed instance's row goes stale by itself.
@@ -111,12 +116,100 @@ CREATE TABLE instances (
 );
 """,
     ),
+    (
+        3,
+        "range rollups",
+        """
+CREATE TABLE meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE range_buckets (
+    step text NOT NULL,
+    start bigint NOT NULL,
+    revenue_cents bigint NOT NULL DEFAULT 0,
+    completed bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    started bigint NOT NULL DEFAULT 0,
+    views bigint NOT NULL DEFAULT 0,
+    users bigint NOT NULL DEFAULT 0,
+    peak bigint,
+    PRIMARY KEY (step, start)
+);
+CREATE TABLE user_minutes (
+    user_id text NOT NULL,
+    minute bigint NOT NULL,
+    PRIMARY KEY (user_id, minute)
+);
+""",
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: The migration before which servers wrote no range rollups: one still running would leave
+#: its batches out of them, so a schema is not taken past it while one is live.
+RANGES_VERSION = 3
 assert set(_COUNTERS) == {"views", "txn_total", "pending", "completed", "failed", "revenue_cents"}
 
 _COPY_EVENTS = (
     "COPY events (ts, type, user_id, content_id, txn_id, status, amount_cents) FROM STDIN"
+)
+_COPY_RANGES = (
+    "COPY range_buckets (step, start, revenue_cents, completed, failed, started, views, users,"
+    " peak) FROM STDIN"
+)
+_RANGE_COLUMNS = "start, revenue_cents, completed, failed, started, views, users, peak"
+#: Each new (user, minute) pair's nearest stored minutes at or before it (itself when stored)
+#: and after it, for a whole group in one statement (two index probes a pair; see
+#: core.new_users), in the order given.
+_NEIGHBOURS = (
+    "SELECT (SELECT max(minute) FROM user_minutes AS m WHERE m.user_id = p.u AND m.minute <= p.m),"
+    " (SELECT min(minute) FROM user_minutes AS m WHERE m.user_id = p.u AND m.minute > p.m)"
+    " FROM unnest(%s::text[], %s::bigint[]) WITH ORDINALITY AS p(u, m, i) ORDER BY p.i"
+)
+#: The range sums and the users a group adds, summed per bucket, upserted once per bucket.
+_ADD_RANGES = (
+    "INSERT INTO range_buckets AS t (step, start, revenue_cents, completed, failed, started,"
+    " views, users) SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bigint[],"
+    " %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) ON CONFLICT (step, start) DO UPDATE"
+    " SET revenue_cents = t.revenue_cents + EXCLUDED.revenue_cents,"
+    " completed = t.completed + EXCLUDED.completed, failed = t.failed + EXCLUDED.failed,"
+    " started = t.started + EXCLUDED.started, views = t.views + EXCLUDED.views,"
+    " users = t.users + EXCLUDED.users"
+)
+#: The 1m rows and user_minutes from the raw log, for a schema from before the range rollups
+#: (sqlite.py's _MINUTES_FROM_EVENTS in PostgreSQL's words). A minute is floor(ts) / 60, as
+#: core.plan_batch counts it (a cast of a float to bigint would round). A transaction starts
+#: at its first event (created_ts) and completes or fails at the first stored event with its
+#: final status.
+_MINUTES_FROM_EVENTS = (
+    "INSERT INTO user_minutes SELECT DISTINCT user_id, floor(ts)::bigint / 60 FROM events"
+    " WHERE user_id IS NOT NULL",
+    """
+INSERT INTO range_buckets (step, start, revenue_cents, completed, failed, started, views, users,
+    peak)
+SELECT '1m', minute * 60, sum(revenue), sum(completed), sum(failed), sum(started), sum(views),
+       sum(users), max(peak)
+FROM (
+    SELECT floor(ts)::bigint / 60 AS minute, 0::bigint AS revenue, 0::bigint AS completed,
+           0::bigint AS failed, 0::bigint AS started, count(*) AS views, 0::bigint AS users,
+           NULL::bigint AS peak
+    FROM events WHERE type = 'content_view' GROUP BY 1
+    UNION ALL
+    SELECT floor(created_ts)::bigint / 60, 0, 0, 0, count(*), 0, 0, NULL
+    FROM transactions GROUP BY 1
+    UNION ALL
+    SELECT floor(f.ts)::bigint / 60,
+           sum(CASE WHEN t.status = 'completed' THEN t.amount_cents ELSE 0 END),
+           count(*) FILTER (WHERE t.status = 'completed'),
+           count(*) FILTER (WHERE t.status = 'failed'), 0, 0, 0, NULL
+    FROM (SELECT DISTINCT ON (txn_id) txn_id, ts FROM events
+          WHERE type = 'transaction' AND status IN ('completed', 'failed')
+          ORDER BY txn_id, seq) AS f
+    JOIN transactions AS t ON t.id = f.txn_id GROUP BY 1
+    UNION ALL
+    SELECT minute, 0, 0, 0, 0, 0, count(*), NULL FROM user_minutes GROUP BY 1
+    UNION ALL
+    SELECT minute, 0, 0, 0, 0, 0, 0, value FROM peaks
+) AS parts
+GROUP BY minute
+""",
 )
 
 
@@ -170,6 +263,13 @@ class PostgresStore:
         self._lock_timeout = f"{max(1, round(lock_timeout * 1000))}ms"
         self._local = threading.local()  # the connection of an atomic() scope, per thread
         self._instance: str | None = None
+        #: The zone the range rollups are kept in, once prepare_ranges has checked it.
+        self._zone: str | None = None
+        #: UTC minute -> users known to be in user_minutes (committed), for the newest
+        #: minutes: a user seen again in a minute costs no probe (as in sqlite.py). Rows of
+        #: user_minutes are never deleted while servers run, so what it says stays true
+        #: whichever instance stored them.
+        self._recent: dict[int, set[str]] = {}
         try:
             info = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.Error as exc:
@@ -239,6 +339,8 @@ class PostgresStore:
                     f"PostgreSQL store {self.path} has schema version {have}; this server knows"
                     f" versions up to {SCHEMA_VERSION} (upgrade it)"
                 )
+            if 2 <= have < RANGES_VERSION:
+                self._refuse_older_instances(conn)
             for version, description, sql in MIGRATIONS:
                 if version > have:
                     conn.execute(sql)
@@ -247,6 +349,20 @@ class PostgresStore:
                         (version, description),
                     )
         return schema, key
+
+    def _refuse_older_instances(self, conn: Any) -> None:
+        """A live instance on a schema from before the range rollups is an older server: it
+        would go on storing batches without their range rows, so it must stop first."""
+        live = conn.execute(
+            "SELECT host, pid FROM instances WHERE expires_at > clock_timestamp()"
+            " ORDER BY started_at LIMIT 1"
+        ).fetchone()
+        if live is not None:
+            raise StoreError(
+                f"PostgreSQL store {self.path} is in use by a live metrics-server (host"
+                f" {live[0]}, pid {live[1]}) of a version without date ranges, which would leave"
+                " its batches out of them: stop the older instances, then start this one"
+            )
 
     def schema_version(self) -> int:
         return self._scalar("SELECT max(version) FROM schema_version")
@@ -278,9 +394,13 @@ class PostgresStore:
             return f"PostgreSQL store {self.path} is unavailable: {_one_line(exc)}"
         return f"PostgreSQL store {self.path} refused a request: {_one_line(exc)}"
 
-    @contextlib.contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> contextlib.AbstractContextManager[None]:
         """One transaction holding the schema's write lock (see the module's docstring)."""
+        return self._scope(self._lock_timeout)
+
+    @contextlib.contextmanager
+    def _scope(self, lock_timeout: str) -> Iterator[None]:
+        """atomic(), waiting at most ``lock_timeout`` for the lock ('0': as long as it takes)."""
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("atomic() scopes do not nest")
         try:
@@ -289,15 +409,20 @@ class PostgresStore:
                 conn.execute(
                     "SELECT set_config('synchronous_commit', 'on', true),"
                     " set_config('lock_timeout', %s, true), pg_advisory_xact_lock(%s, %s)",
-                    (self._lock_timeout, LOCK_WRITE, self._key),
+                    (lock_timeout, LOCK_WRITE, self._key),
                 )
                 self._local.conn = conn
+                self._local.added = {}
                 try:
                     yield
                 finally:
                     self._local.conn = None
         except self._pg.Error as exc:
             raise StoreError(self._failure(exc)) from None
+        finally:
+            added, self._local.added = getattr(self._local, "added", None), None
+        if added:  # committed: only now are its pairs known to be stored
+            self._remember(added)
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
@@ -400,9 +525,12 @@ class PostgresStore:
             for user, ts in plan.users.items():
                 if ts > users.get(user, float("-inf")):
                     users[user] = ts
+        ranged = [plan.ranges for plan in plans if plan.ranges is not None]
         with self._write() as conn:
             try:
                 with conn.cursor() as cur:
+                    if ranged:  # the reads first: every write of the group comes after them
+                        rows, pairs = self._range_rows(cur, ranged)
                     with cur.copy(_COPY_EVENTS) as copy:
                         for plan in plans:
                             for e in plan.events:
@@ -451,6 +579,9 @@ class PostgresStore:
                                 " greatest(t.last_seen, EXCLUDED.last_seen)",
                                 (us, [users[u] for u in us]),
                             )
+                        if ranged:
+                            zone = conn.execute("SELECT value FROM meta WHERE key = 'ranges_tz'")
+                            self._write_ranges(cur, rows, pairs)
                         if keys:  # a key already stored is a unique violation: nothing written
                             ks = sorted(keys)
                             cur.execute(
@@ -464,8 +595,96 @@ class PostgresStore:
                                     [keys[k].ts for k in ks],
                                 ),
                             )
+                    if ranged:
+                        self._check_zone(zone.fetchone())
             except self._pg.Error as exc:
                 raise StoreError(self._failure(exc)) from None
+
+    def _range_rows(
+        self, cur: Any, deltas: Sequence[RangeDelta]
+    ) -> tuple[dict[tuple[str, int], list[int]], list[tuple[str, int]]]:
+        """The group's range rows, summed per bucket, with the users it adds (core.new_users,
+        from the stored neighbours of its new (user, minute) pairs, read in one statement),
+        and the pairs to store. Runs under the write lock: no other instance stores a pair
+        between this read and the commit, so the distinct counts are exact across instances."""
+        rows: dict[tuple[str, int], list[int]] = {}
+        spans: dict[int, tuple[tuple[str, int, int], ...]] = {}
+        fresh: dict[int, set[str]] = {}
+        recent = self._recent
+        for delta in deltas:
+            for key, sums in delta.sums.items():
+                acc = rows.get(key)
+                if acc is None:
+                    rows[key] = [*sums, 0]
+                else:
+                    for i, v in enumerate(sums):
+                        acc[i] += v
+            spans.update(delta.spans)
+            for minute, present in delta.presence.items():
+                known = recent.get(minute)
+                new = present - known if known else present
+                if new:
+                    got = fresh.get(minute)
+                    if got is None:
+                        fresh[minute] = set(new)
+                    else:
+                        got.update(new)
+        pairs = sorted((user, minute) for minute, us in fresh.items() for user in us)
+        probes = []
+        if pairs:
+            cur.execute(_NEIGHBOURS, ([u for u, _ in pairs], [m for _, m in pairs]))
+            for (user, minute), (before, after) in zip(pairs, cur.fetchall(), strict=True):
+                if before != minute:  # not stored yet
+                    probes.append((user, minute, before, after))
+        for key, n in new_users(probes, spans).items():
+            acc = rows.get(key)
+            if acc is None:
+                rows[key] = [0, 0, 0, 0, 0, n]
+            else:
+                acc[5] += n
+        added = self._local.added  # remembered once the scope commits
+        for minute, us in fresh.items():
+            added.setdefault(minute, set()).update(us)
+        return rows, [(u, m) for u, m, _, _ in probes]
+
+    def _write_ranges(
+        self, cur: Any, rows: dict[tuple[str, int], list[int]], pairs: list[tuple[str, int]]
+    ) -> None:
+        """Upsert the range rows (sorted: one lock order for every writer) and store the new
+        pairs, in the caller's pipeline."""
+        if pairs:
+            cur.execute(
+                "INSERT INTO user_minutes (user_id, minute) SELECT * FROM"
+                " unnest(%s::text[], %s::bigint[])",
+                ([u for u, _ in pairs], [m for _, m in pairs]),
+            )
+        if rows:
+            order = sorted(rows)
+            columns = [[rows[k][i] for k in order] for i in range(6)]
+            cur.execute(_ADD_RANGES, ([k[0] for k in order], [k[1] for k in order], *columns))
+
+    def _check_zone(self, row: tuple[str] | None) -> None:
+        """Refuse a group (the scope rolls back) whose hours and days are for another zone
+        than the store's rows: another instance rebuilt them for its --tz."""
+        if self._zone is not None and (row is None or row[0] != self._zone):
+            raise StoreError(
+                f"PostgreSQL store {self.path} keeps its date ranges for --tz"
+                f" {row[0] if row else 'none'}, and this server runs with --tz {self._zone}:"
+                " restart it with the store's zone"
+            )
+
+    def _remember(self, added: dict[int, set[str]]) -> None:
+        """After a commit: its users are stored; keep the newest minutes' in memory."""
+        recent = self._recent
+        for minute, users in added.items():
+            if minute in recent:
+                recent[minute].update(users)
+            else:
+                recent[minute] = users
+        if len(recent) > _RECENT_MINUTES:
+            newest = max(recent)
+            for minute in [m for m in recent if m <= newest - _RECENT_MINUTES]:
+                del recent[minute]
 
     def forget_keys(self, before: float) -> int:
         with self._write() as conn:  # under the write lock: no planner sees a key half-gone
@@ -475,11 +694,27 @@ class PostgresStore:
                 raise StoreError(self._failure(exc)) from None
 
     def save_sample(
-        self, peaks: list[tuple[int, int]], ts: float | None, data: str | None, keep: int
+        self,
+        peaks: list[tuple[int, int]],
+        ts: float | None,
+        data: str | None,
+        keep: int,
+        ranges: Sequence[tuple[str, int, int]] = (),
     ) -> None:
+        """Outside the write lock: a peak only grows (greatest() is the same whichever order
+        instances write in), and the range rows are upserted in the sorted order every writer
+        uses, so this waits at most for one commit's row locks and never deadlocks with one."""
         with self._conn() as conn:
             try:
                 with conn.transaction(), conn.cursor() as cur:
+                    if ranges:
+                        rs = sorted(ranges)
+                        cur.execute(  # greatest() ignores NULL: a first sample is taken
+                            "INSERT INTO range_buckets AS t (step, start, peak) SELECT * FROM"
+                            " unnest(%s::text[], %s::bigint[], %s::bigint[]) ON CONFLICT"
+                            " (step, start) DO UPDATE SET peak = greatest(t.peak, EXCLUDED.peak)",
+                            ([r[0] for r in rs], [r[1] for r in rs], [r[2] for r in rs]),
+                        )
                     if peaks:
                         ps = sorted(peaks)
                         cur.execute(
@@ -497,6 +732,122 @@ class PostgresStore:
                         cur.execute("DELETE FROM history WHERE seq <= %s", (seq - keep,))
             except self._pg.Error as exc:
                 raise StoreError(self._failure(exc)) from None
+
+    # ---- date ranges
+
+    def range_rows(self, step: str, first: int, last: int) -> list[tuple]:
+        with self._conn() as conn:
+            try:
+                return conn.execute(
+                    f"SELECT {_RANGE_COLUMNS} FROM range_buckets"
+                    " WHERE step = %s AND start >= %s AND start <= %s ORDER BY start",
+                    (step, first, last),
+                ).fetchall()
+            except self._pg.Error as exc:
+                raise StoreError(self._failure(exc)) from None
+
+    def prepare_ranges(self, calendar: Calendar) -> str | None:
+        """As in sqlite.py, under the write lock (instances starting at once take turns: one
+        builds, the others find it done). The rows of hours, days, weeks and months are for
+        one zone: a server whose --tz differs from the store's rebuilds them only when no
+        other instance is live, and is refused otherwise (docs/SCALING.md): a rebuild under a
+        running instance would leave it adding its batches to another zone's buckets."""
+        from ..ranges import UTC_STEPS, ZONE_STEPS
+
+        try:
+            # No time limit on the lock: a server starting next to one that is building the
+            # rows from 10M events (about a minute) waits for it, then finds them built.
+            with self._scope("0"):
+                conn = self._local.conn
+                row = conn.execute("SELECT value FROM meta WHERE key = 'ranges_tz'").fetchone()
+                zone = row[0] if row else None
+                if zone == calendar.name:
+                    self._zone = zone
+                    return None
+                if zone is None:
+                    events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+                    conn.execute("DELETE FROM range_buckets")
+                    conn.execute("DELETE FROM user_minutes")
+                    for statement in _MINUTES_FROM_EVENTS:
+                        conn.execute(statement)
+                    steps: Sequence[str] = (*list(UTC_STEPS)[1:], *ZONE_STEPS)
+                    what = (
+                        f"built the range rollups from {events:,} stored events" if events else None
+                    )
+                else:
+                    self._refuse_other_zone(conn, zone, calendar.name)
+                    steps = ZONE_STEPS
+                    what = f"rebuilt the hour, day, week and month rollups for {calendar.name}"
+                    what += f" (they were for {zone})"
+                skipped = self._rebuild_ranges(conn, calendar, steps)
+                if skipped:
+                    what = f"{what or 'built the range rollups'}; skipped {skipped:,} rows dated"
+                    what += f" where {calendar.name} has no calendar day"
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('ranges_tz', %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    (calendar.name,),
+                )
+        except self._pg.Error as exc:
+            raise StoreError(
+                f"cannot build the range rollups in {self.path}: {_one_line(exc)}"
+            ) from None
+        self._zone = calendar.name
+        self._recent.clear()
+        return what
+
+    def _refuse_other_zone(self, conn: Any, zone: str, mine: str) -> None:
+        live = conn.execute(
+            "SELECT host, pid FROM instances WHERE expires_at > clock_timestamp()"
+            " AND id IS DISTINCT FROM %s ORDER BY started_at LIMIT 1",
+            (self._instance,),
+        ).fetchone()
+        if live is not None:
+            raise StoreError(
+                f"PostgreSQL store {self.path} keeps its date ranges for --tz {zone}, which a"
+                f" live metrics-server (host {live[0]}, pid {live[1]}) uses: start this one"
+                f" with --tz {zone}, not {mine} (to change the zone, stop every instance)"
+            )
+
+    def _rebuild_ranges(self, conn: Any, calendar: Calendar, steps: Sequence[str]) -> int:
+        """The rows of ``steps`` from the 1m rows and user_minutes (Calendar.regroup, as
+        sqlite.py does), read through server-side cursors and written back by COPY."""
+        conn.execute("DELETE FROM range_buckets WHERE step = ANY(%s)", (list(steps),))
+        with (
+            conn.cursor(name="range_minutes") as minutes,
+            conn.cursor(name="range_users") as users,
+        ):
+            minutes.itersize = users.itersize = 10_000
+            minutes.execute(
+                "SELECT start, revenue_cents, completed, failed, started, views, peak"
+                " FROM range_buckets WHERE step = '1m'"
+            )
+            users.execute("SELECT user_id, minute FROM user_minutes ORDER BY user_id, minute")
+            rows, skipped = calendar.regroup(steps, minutes, users)
+        with conn.cursor() as cur, cur.copy(_COPY_RANGES) as copy:
+            for (step, first), acc in rows.items():
+                copy.write_row((step, first, *acc))
+        return skipped
+
+    def prune_events(self, before: float, after: int, limit: int) -> tuple[int, int]:
+        """Delete the events dated before ``before`` among the ``limit`` that follow seq
+        ``after``; returns (deleted, the last seq looked at, or 0 at the end of the log).
+        Instances prune in turns (an advisory lock of its own, not the write lock: ingest
+        goes on meanwhile), so two deletes never wait on each other's rows."""
+        with self._conn() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_PRUNE, self._key))
+                    deleted, last = conn.execute(
+                        "WITH chunk AS (SELECT seq, ts FROM events WHERE seq > %s ORDER BY seq"
+                        " LIMIT %s), gone AS (DELETE FROM events AS e USING chunk AS c"
+                        " WHERE e.seq = c.seq AND c.ts < %s RETURNING 1)"
+                        " SELECT (SELECT count(*) FROM gone), (SELECT max(seq) FROM chunk)",
+                        (after, limit, before),
+                    ).fetchone()
+            except self._pg.Error as exc:
+                raise StoreError(self._failure(exc)) from None
+        return (deleted, last) if last is not None else (0, 0)
 
     # ---- instance registry
 

@@ -434,46 +434,15 @@ class SQLiteStore:
         Returns how many rows were skipped: dated where the zone has no calendar day (events
         stored by versions that let such times through; see core.Rollups.load)."""
         db = self._db
-        wanted = set(steps)
-        skipped = 0
-
-        def spans(minute: int) -> tuple[tuple[str, int, int], ...]:
-            nonlocal skipped
-            try:
-                return calendar.spans(minute)
-            except (OverflowError, ValueError, OSError):  # datetime's ways of saying "no day"
-                skipped += 1
-                return ()
-
         db.executemany("DELETE FROM range_buckets WHERE step = ?", [(s,) for s in steps])
-        rows: dict[tuple[str, int], list] = {}
-        for start, *sums, peak in db.execute(
-            "SELECT start, revenue_cents, completed, failed, started, views, peak"
-            " FROM range_buckets WHERE step = '1m'"
-        ):
-            for step, first, _ in spans(start // 60):
-                if step not in wanted:
-                    continue
-                acc = rows.get((step, first))
-                if acc is None:
-                    rows[(step, first)] = [*sums, 0, peak]
-                    continue
-                for i, v in enumerate(sums):
-                    acc[i] += v
-                if peak is not None and (acc[6] is None or peak > acc[6]):
-                    acc[6] = peak
-        user = None
-        last: dict[str, int] = {}
-        for uid, minute in db.execute("SELECT user_id, minute FROM user_minutes"):  # key order
-            if uid != user:
-                user, last = uid, {}
-            for step, first, _ in spans(minute):
-                if step in wanted and last.get(step) != first:
-                    last[step] = first
-                    acc = rows.get((step, first))
-                    if acc is None:
-                        acc = rows[(step, first)] = [0, 0, 0, 0, 0, 0, None]
-                    acc[5] += 1
+        rows, skipped = calendar.regroup(
+            steps,
+            db.execute(
+                "SELECT start, revenue_cents, completed, failed, started, views, peak"
+                " FROM range_buckets WHERE step = '1m'"
+            ),
+            db.execute("SELECT user_id, minute FROM user_minutes"),  # key order
+        )
         db.executemany(
             "INSERT INTO range_buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(step, first, *acc) for (step, first), acc in rows.items()],

@@ -4,9 +4,10 @@ A card renders its own rows so it can pick label lengths for the width it has (a
 is narrow) and so a changing figure can count up to its new value without re-mounting widgets.
 The count-up runs a short timer only while a figure is moving; at rest a card costs nothing.
 
-Repaints are kept to the rows that read differently: a card diffs its rows against what is on
-screen and refreshes only those lines, so a pulse of the live dot or one moving figure redraws
-one row of one card.
+Repaints are kept to the rows that read differently: the figures on screen (``shown``), the
+live dot (``pulsing``) and the alert marks (``alerts``) are reactives whose watchers diff the
+rows against what is on screen and refresh only those lines, so a pulse of the live dot or one
+moving figure redraws one row of one card.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from decimal import Decimal
 from rich.style import Style
 from rich.text import Text
 from textual.geometry import Region
+from textual.reactive import var
 from textual.timer import Timer
 from textual.widget import Widget
 
@@ -89,6 +91,13 @@ class MetricCard(Widget):
     MetricCard > .card--critical { color: $text-error; text-style: bold reverse; }
     """
 
+    #: The figures on screen (during a count-up, on their way to ``targets``).
+    shown: var[dict[str, Number]] = var(dict, init=False)
+    #: The live dot's phase: it swaps with each update.
+    pulsing: var[bool] = var(False, init=False)
+    #: The rows whose alert rules fire: row key -> "warning" or "critical".
+    alerts: var[dict[str, str]] = var(dict, init=False)
+
     def __init__(
         self,
         title: str,
@@ -104,15 +113,12 @@ class MetricCard(Widget):
         self.count_up = count_up
         self.rows = tuple(rows)
         self.targets: dict[str, Number] = {}
-        self.shown: dict[str, Number] = {}
         self._from: dict[str, Number] = {}
         self._tween_started = 0.0
         self._tween: Timer | None = None
-        self._pulsing = False
         #: The rows as last rendered, to repaint only those that change.
         self._drawn: list[Text] | None = None
         #: Row key -> severity of the alert rule firing on it.
-        self.alerts: dict[str, str] = {}
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[override]
         return len(self.rows)
@@ -134,13 +140,10 @@ class MetricCard(Widget):
                 self._tween = self.set_interval(1 / COUNT_UP_FPS, self._step)
         else:
             self._finish()  # the first figures are shown at once, never counted up to
-            self._repaint()
 
     def set_alerts(self, alerts: dict[str, str]) -> None:
         """Mark the rows whose alert rules fire (row key -> "warning" or "critical")."""
-        if alerts != self.alerts:
-            self.alerts = dict(alerts)
-            self._repaint()
+        self.alerts = dict(alerts)
 
     def _step(self) -> None:
         t = (time.monotonic() - self._tween_started) / COUNT_UP_SECONDS
@@ -152,7 +155,6 @@ class MetricCard(Widget):
                 k: _between(self._from.get(k, v), v, e) if k in self._from else v
                 for k, v in self.targets.items()
             }
-        self._repaint()
 
     def _finish(self) -> None:
         self.shown = dict(self.targets)
@@ -166,12 +168,19 @@ class MetricCard(Widget):
         A swap is one row repainted in the frame that draws the update anyway. A flash that
         goes out by itself would cost a frame of its own for every update.
         """
-        row = next((y for y, r in enumerate(self.rows) if r.pulse), None)
-        if row is None:
-            return
-        self._pulsing = not self._pulsing
+        if any(r.pulse for r in self.rows):
+            self.pulsing = not self.pulsing
+
+    def watch_pulsing(self) -> None:
+        row = next(y for y, r in enumerate(self.rows) if r.pulse)
         if self.shown.get(self.rows[row].key) is not None and self.is_mounted:
             self.refresh(Region(0, row, self.content_size.width, 1))
+
+    def watch_shown(self) -> None:
+        self._repaint()
+
+    def watch_alerts(self) -> None:
+        self._repaint()
 
     def _repaint(self) -> None:
         """Refresh only the rows that now read differently from what is on screen."""
@@ -199,7 +208,7 @@ class MetricCard(Widget):
         value_style = self.get_component_rich_style("card--value")
         alert_style = self.get_component_rich_style("card--alert")
         pulse_style = self.get_component_rich_style(
-            "card--pulse" if self._pulsing else "card--pulse-rest"
+            "card--pulse" if self.pulsing else "card--pulse-rest"
         )
         cells: list[tuple[Row, tuple[str, str], Style, Text]] = []
         for row in self.rows:

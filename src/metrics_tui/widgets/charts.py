@@ -1,6 +1,8 @@
 """Trend charts: a sparkline where space is short, a plotext line chart with axes where not.
 
-Both views live in one widget and the stylesheet shows one of them. The hidden one takes its
+Both views live in one widget and the stylesheet shows one of them. New points go into the
+``points`` reactive, and its watcher hands them on only when they differ from the last ones;
+the title too is a reactive, redrawn only when its text changes. The hidden view takes its
 new data without asking for a repaint: Textual answers a repaint request from a widget that is
 not on screen by rebuilding the whole screen map, once a second here. It repaints when shown.
 
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.reactive import var
 from textual.widgets import Sparkline, Static
 
 from metrics_tui import formatting
@@ -57,6 +60,13 @@ class TrendChart(Vertical):
     TrendChart > RangeChart { display: none; }
     """
 
+    #: The live view's plotted values and the server times of their samples.
+    points: var[tuple[tuple[float, ...], tuple[datetime, ...]]] = var(((), ()), init=False)
+    #: The title's forms from long to short: the longest that fits is shown.
+    titles: var[tuple[str, ...]] = var((), init=False)
+    #: The title line as shown.
+    title_text: var[str] = var("", init=False)
+
     def __init__(
         self,
         title: str,
@@ -72,13 +82,13 @@ class TrendChart(Vertical):
         self._fmt = fmt
         self._color = color
         self._integer = integer
-        self._title_text = f"{title} · waiting for data"
-        self._titles: tuple[str, ...] = (self._title_text,)
-        self._points: tuple[Sequence[float], Sequence[datetime]] = ((), ())
         self._plot: TrendPlot | None = None
+        first = chart_title(title, ())
+        self.set_reactive(TrendChart.titles, (first,))
+        self.set_reactive(TrendChart.title_text, first)
 
     def compose(self) -> ComposeResult:
-        yield Static(self._title_text, classes="chart-title", markup=False)
+        yield Static(self.title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
         yield RangeChart(self._fmt, integer=self._integer)
 
@@ -89,7 +99,7 @@ class TrendChart(Vertical):
         from metrics_tui.widgets.plot import TrendPlot
 
         plot = TrendPlot(self._color, self._fmt, integer=self._integer)
-        plot.set_points(*self._points)
+        plot.points = self.points
         self._plot = plot
         self.mount(plot)
 
@@ -102,43 +112,48 @@ class TrendChart(Vertical):
         kind: Kind | None = None,
         label: Callable[[datetime], str] = str,
     ) -> None:
-        """Replace the plotted points. Only what changed is redrawn, and nothing here changes a
-        size: the title is one line of fixed width, so it is updated without a layout pass.
+        """Replace the plotted points (the same ones again change nothing). Nothing here
+        changes a size: the title is one line of fixed width, updated without a layout pass.
 
         A range view names its own ``title`` and gives the ``kind`` of chart it wants where the
         stylesheet shows a line chart ("bars", one per step, or "line": see range_chart.py),
         naming its points with ``label``; the live view's plotext chart keeps its points."""
         self.set_title(title or chart_title(self.title, stamps if values else ()))
         spark = self.query_one(TrendSpark)
-        if list(spark.data or []) != list(values):
-            if spark.is_on_screen:
-                spark.data = list(values)  # a new list, so the sparkline redraws
-            else:
-                spark.set_reactive(Sparkline.data, list(values))
+        data = list(values)  # a new list, so the sparkline sees a change (an equal one: none)
+        if spark.is_on_screen:
+            spark.data = data
+        else:
+            spark.set_reactive(Sparkline.data, data)
         self.set_class(kind is not None, "-range")
         if kind is not None:
             self.query_one(RangeChart).set_points(values, stamps, label, kind)
             return
-        self._points = (values, stamps)
+        self.points = (tuple(values), tuple(stamps))
+
+    def watch_points(self, points: tuple[tuple[float, ...], tuple[datetime, ...]]) -> None:
         if self._plot is not None:
-            self._plot.set_points(values, stamps)
+            self._plot.points = points
 
     def set_title(self, title: str | Sequence[str]) -> None:
         """The title, or its forms from long to short: the longest that fits is shown."""
-        self._titles = (title,) if isinstance(title, str) else tuple(title)
+        self.titles = (title,) if isinstance(title, str) else tuple(title)
+
+    def watch_titles(self) -> None:
         self._fit_title()
 
     def on_resize(self) -> None:
-        if len(self._titles) > 1:
+        if len(self.titles) > 1:
             self._fit_title()
 
     def _fit_title(self) -> None:
         width = self.content_size.width
-        fits = (t for t in self._titles if cell_len(t) <= width)
-        title = next(fits, self._titles[-1]) if width else self._titles[0]
-        if title != self._title_text:
-            self._title_text = title
-            self.query_one(".chart-title", Static).update(title, layout=False)
+        fits = (t for t in self.titles if cell_len(t) <= width)
+        self.title_text = next(fits, self.titles[-1]) if width else self.titles[0]
+
+    def watch_title_text(self, title: str) -> None:
+        # One line of fixed width: no layout pass.
+        self.query_one(".chart-title", Static).update(title, layout=False)
 
 
 def __getattr__(name: str) -> Any:

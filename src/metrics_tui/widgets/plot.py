@@ -9,12 +9,13 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
+from textual.reactive import var
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
@@ -46,6 +47,9 @@ class TrendPlot(PlotextPlot):
 
     ALLOW_SELECT = False  # chart glyphs are not text to copy (and carry no selection offsets)
 
+    #: The plotted values and the server times of their samples.
+    points: var[tuple[tuple[float, ...], tuple[datetime, ...]]] = var(((), ()), init=False)
+
     def __init__(
         self,
         color: str,
@@ -59,7 +63,7 @@ class TrendPlot(PlotextPlot):
         self._color = color
         self._fmt = fmt
         self._integer = integer
-        self._points: tuple[tuple[float, ...], tuple[datetime, ...]] = ((), ())
+        #: Counts the changes that call for a new build: points, and theme colours.
         self._version = 0
         self._drawn: tuple[object, ...] | None = None
         self._strips: list[Strip] = []
@@ -72,11 +76,8 @@ class TrendPlot(PlotextPlot):
         self._version += 1
         self.refresh()
 
-    def set_points(self, values: Sequence[float], stamps: Sequence[datetime]) -> None:
-        points = (tuple(values), tuple(stamps))
-        if points == self._points:
-            return
-        self._points = points
+    def watch_points(self, points: tuple[tuple[float, ...], tuple[datetime, ...]]) -> None:
+        values, stamps = points
         self._version += 1
         plt = self.plt
         # clear_data resets the series and the limits; the ticks are set anew below. The

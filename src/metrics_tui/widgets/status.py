@@ -1,8 +1,9 @@
 """The status line: connection state, age of the last update, stale/paused/TLS markers.
 
-The app's 1 Hz ticker and every update ask it to redraw, and it repaints only when its text
-would read differently (at one update a second the age mostly stays "0s"), so a quiet second
-costs no repaint.
+What it shows comes in through reactives (the state, the age's two ends, the interval, pause),
+which follow the app's (``app.follow``): ``now`` moves with the app's 1 Hz ticker and with every
+message. A change repaints only when the text would read differently (at one update a second
+the age mostly stays "0s"), so a quiet second costs no repaint.
 
 What the line says is built by pure functions (``status_parts``, then ``fit``) in priority
 order: the state, then the age of the figures, then when and how often it retries, then why;
@@ -20,11 +21,19 @@ from urllib.parse import urlsplit
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual.reactive import var
 from textual.widget import Widget
 
 from metrics_tui import formatting
 from metrics_tui.messages import ConnState, Status
 from metrics_tui.wire import DEFAULT_INTERVAL
+
+
+def where(url: str) -> str:
+    """What the status line names a URL by: its host:port (without a user or password)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return host or url
 
 
 def state_text(status: Status, now: float) -> str:
@@ -46,6 +55,16 @@ def state_text(status: Status, now: float) -> str:
         case ConnState.WRONG_URL:
             return "Wrong URL"
     return status.state.value  # pragma: no cover
+
+
+def is_stale(status: Status, last_update: float | None, interval: float | None, now: float) -> bool:
+    """No update for two intervals, or figures held over from a lost connection."""
+    if last_update is None:
+        return False
+    if status.state not in (ConnState.LIVE, ConnState.POLLING):
+        return True
+    # Until the server states its interval, its default stands in (for dimming only).
+    return now - last_update > 2 * (interval or DEFAULT_INTERVAL)
 
 
 @dataclass(frozen=True)
@@ -203,6 +222,10 @@ def status_parts(
     return parts
 
 
+#: A status line as it reads: its width, and (separator, text, class) per piece shown.
+Pieces = tuple[int, tuple[tuple[str, str, str], ...]]
+
+
 class StatusLine(Widget):
     """One row at the top of the dashboard."""
 
@@ -231,6 +254,22 @@ class StatusLine(Widget):
     StatusLine > .status--critical { color: $text-error; text-style: bold reverse; }
     """
 
+    status: var[Status] = var(Status(ConnState.CONNECTING), init=False)
+    #: When the figures on screen arrived, on the app's clock.
+    last_update: var[float | None] = var(None, init=False)
+    #: The server's interval as it stated it; None (and not shown) until it has.
+    interval: var[float | None] = var(None, init=False)
+    paused: var[bool] = var(False, init=False)
+    #: Server time of the snapshot on screen, named while paused so frozen figures are not
+    #: taken for live ones.
+    shown_at: var[datetime | None] = var(None, init=False)
+    #: The app's clock as of its last tick or message: ages and countdowns are drawn at it.
+    now: var[float] = var(0.0, init=False)
+    #: The firing alert to name, if any.
+    alert: var[AlertNote | None] = var(None, init=False)
+    #: host:port of the URL the monitor is on, at the right (it changes on a failover).
+    where: var[str] = var("", init=False)
+
     def __init__(
         self,
         url: str,
@@ -240,49 +279,40 @@ class StatusLine(Widget):
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
-        parts = urlsplit(url)
-        self.where = parts.netloc or url
-        self.clock = clock
+        self.set_reactive(StatusLine.where, where(url))
         #: TLS without certificate checks: flagged for as long as the monitor runs.
         self.insecure = insecure
-        self.status = Status(ConnState.CONNECTING)
-        self.last_update: float | None = None
-        #: The server's interval as it stated it; None (and not shown) until it has.
-        self.interval: float | None = None
-        self.paused = False
-        #: Server time of the snapshot on screen, named while paused so frozen figures are
-        #: not taken for live ones.
-        self.shown_at: datetime | None = None
-        #: The firing alert to name, if any.
-        self.alert: AlertNote | None = None
-        self._drawn: Text | None = None
+        #: What the line read when it was last drawn.
+        self._drawn: Pieces | None = None
+        self.now = clock()
 
-    def refresh_if_changed(self) -> None:
+    def _redraw(self) -> None:
         """Repaint if the line now reads differently from what is on screen."""
-        if self._drawn is None or self._line() != self._drawn:
+        if self._drawn is not None and self._pieces() != self._drawn:
             self.refresh()
 
-    def is_stale(self, now: float | None = None) -> bool:
-        """No update for two intervals, or figures held over from a lost connection."""
-        if self.last_update is None:
-            return False
-        now = self.clock() if now is None else now
-        if self.status.state not in (ConnState.LIVE, ConnState.POLLING):
-            return True
-        # Until the server states its interval, its default stands in (for dimming only).
-        return now - self.last_update > 2 * (self.interval or DEFAULT_INTERVAL)
+    # Any input that changes may change the text; an input set to its old value calls nothing.
+    watch_status = watch_last_update = watch_interval = _redraw
+    watch_paused = watch_shown_at = watch_now = watch_alert = _redraw
+
+    def watch_where(self) -> None:
+        self.refresh()
 
     def render(self) -> Text:
-        self._drawn = self._line()
-        return self._drawn
+        self._drawn = self._pieces()
+        return self._text(self._drawn)
 
-    def _line(self) -> Text:
-        now = self.clock()
+    def _pieces(self) -> Pieces:
+        """What the line reads: its width and, per piece shown, its separator, text and class.
+
+        Cheaper than building the Text (a third of the time), so every change can be checked.
+        """
+        now = self.now
         parts = status_parts(
             self.status,
             now,
             age=None if self.last_update is None else now - self.last_update,
-            stale=self.is_stale(now),
+            stale=is_stale(self.status, self.last_update, self.interval, now),
             interval=self.interval,
             paused=self.paused,
             shown_at=self.shown_at,
@@ -290,14 +320,18 @@ class StatusLine(Widget):
             alert=self.alert,
         )
         width = self.content_size.width
+        chosen = fit(parts, width)
+        return width, tuple((p.sep, c, p.cls) for p, c in zip(parts, chosen, strict=True) if c)
+
+    def _text(self, pieces: Pieces) -> Text:
+        width, shown = pieces
         style = self.get_component_rich_style
         dim = style("status--dim")
         text = Text(no_wrap=True, overflow="ellipsis", end="")
-        for part, chunk in zip(parts, fit(parts, width), strict=True):
-            if chunk:
-                if text:
-                    text.append(part.sep, dim)
-                text.append(chunk, style(part.cls))
+        for sep, chunk, cls in shown:
+            if text:
+                text.append(sep, dim)
+            text.append(chunk, style(cls))
         used = text.cell_len
         right = self.where
         if used + 2 + len(right) <= width:
