@@ -56,6 +56,26 @@ _HEAD_END = b"\r\n\r\n"
 class GuardedConnection(ServerConnection):
     """Created by ``serve(create_connection=...)``; see the module docstring."""
 
+    # Slots, not instance attributes: CPython keeps up to 30 attributes in an object's compact
+    # shared-key values; websockets' own 27 and these 14 more gave every connection a dict of
+    # its own, 1.5 KB more per idle subscriber (docs/PERFORMANCE.md, figure 2).
+    __slots__ = (
+        "_dropped",
+        "_grace",
+        "_guarded",
+        "_head_tail",
+        "_held",
+        "_held_eof",
+        "_http",
+        "_refusal_sent",
+        "_releasing",
+        "_stalled",
+        "limiter",
+        "max_output",
+        "max_strikes",
+        "output_stall",
+    )
+
     def __init__(
         self,
         *args: Any,
@@ -80,6 +100,7 @@ class GuardedConnection(ServerConnection):
         self._held_eof = False
         self._releasing = False
         self._refusal_sent = False
+        self._guarded = False
         self._guard(True)
 
     def rate_limit(self, limiter: RateLimiter, strikes: int) -> None:
@@ -94,10 +115,11 @@ class GuardedConnection(ServerConnection):
         are needed only until the handshake is decided and while the output is above the write
         limit: made on every write they cost 15% of fan-out CPU, and an override that only
         tests a flag before calling websockets' method still 5% (docs/PERFORMANCE.md, 1)."""
-        if on:
+        if on and not self._guarded:
             self.send_data = self._guarded_send_data  # type: ignore[method-assign]
-        else:
-            self.__dict__.pop("send_data", None)
+        elif self._guarded and not on:
+            del self.send_data  # (reading __dict__ would give the instance a dict of its own)
+        self._guarded = on
 
     def _guarded_send_data(self) -> None:
         self._refuse_bad_request()

@@ -192,3 +192,19 @@ async def test_output_over_max_output_drops_in_that_write(
         await wait_until(lambda: not srv._server.connections, 5, "the drop")
     finally:
         sock.close()
+
+
+async def test_the_connection_keeps_the_compact_attribute_layout(
+    start_server, wait_until, raw_ws
+) -> None:
+    """CPython keeps up to 30 instance attributes in an object's compact shared-key values;
+    past that each connection carries a dict of its own: with GuardedConnection's 14 more
+    next to websockets' 27, 1.5 KB more per idle subscriber (docs/PERFORMANCE.md, figure 2).
+    Its state lives in slots."""
+    srv = await start_server()
+    sock = await asyncio.to_thread(raw_ws.connect, srv.port)
+    try:
+        ws = await server_side(srv, wait_until)
+        assert len(vars(ws)) <= 30, sorted(vars(ws))
+    finally:
+        sock.close()
