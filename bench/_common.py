@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import math
 import os
 import platform
@@ -90,6 +91,15 @@ def raise_nofile(want: int = 20_000) -> int:
     if new != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
     return new
+
+
+def add_baseline_arg(ap: argparse.ArgumentParser) -> None:
+    """``--baseline SRC``: also run the code of another ``src/`` tree (an export of an earlier
+    commit's), driven by this bench in the same run, so that before and after share the
+    machine's moment."""
+    ap.add_argument(
+        "--baseline", metavar="SRC", help="also run the code from this src/ tree, same run"
+    )
 
 
 def print_header(title: str) -> None:
@@ -447,16 +457,41 @@ def ref_server(
 
 def sample_payload() -> str:
     """A real metrics message with large, realistic figures (what the fan-out broadcasts)."""
-    from metrics_protocol import wire as p
-
-    return p.encode_metrics(big_metrics(), "interval")
+    return wire().encode_metrics(big_metrics(), "interval")
 
 
-def big_metrics() -> Any:  # the ref server imports this module: no protocol import at the top
+def wire() -> Any:  # the ref server imports this module: no protocol import at the top
+    """The message encoder of the tree on the path: ``metrics_protocol.wire``, or in a tree
+    from before that package (a ``--baseline``), ``metrics_server.protocol``."""
+    try:
+        from metrics_protocol import wire as p
+    except ImportError:
+        from metrics_server import protocol as p  # type: ignore[no-redef]
+    return p
+
+
+def run_in_tree(src: str | Path, module: str, *args: str) -> Any:
+    """``python -m MODULE *args`` with the packages of the ``src/`` tree SRC first on the path
+    (the benches still from this checkout), for what a bench measures in-process, such as an
+    encoder or ``get_metrics()``: the JSON on the last line of its output."""
+    env = clean_env({"PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])})
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{module} under {src} exited {done.returncode}: {done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def big_metrics() -> Any:
     from decimal import Decimal
 
-    from metrics_protocol import wire as p
-
+    p = wire()
     return p.Metrics(
         timestamp=datetime(2025, 11, 4, 10, 30, 0, 123000, tzinfo=UTC),
         revenue=p.Revenue(

@@ -13,6 +13,7 @@ Targets at 1,000 events/s and 100 subscribers: default (0.25 s window) p99 <= wi
 
     python -m bench.latency            # 2 rounds x 8 s per setting
     python -m bench.latency --full     # 3 rounds x 20 s per setting
+    python -m bench.latency --baseline SRC   # also the server from SRC, alternating, same run
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import connect
 
@@ -144,27 +146,40 @@ def run(
     batch: int = 100,
     duration: float = 8.0,
     rounds: int = 2,
+    baseline: str | None = None,
     verbose: bool = True,
 ) -> dict[float, dict[str, float]]:
-    """Returns percentiles (ms) per push interval, pooled over alternating rounds."""
+    """Returns percentiles (ms) per push interval, pooled over alternating rounds.
+    ``baseline``: the server from that ``src/`` tree too, in rounds of its own between these
+    (keys ``("baseline", push)`` of the result)."""
     c.raise_nofile()
     pooled: dict[float, list[dict[str, float]]] = {0.25: [], 0.0: []}
+    base: dict[float, list[dict[str, float]]] = {0.25: [], 0.0: []}
+    trees = (None, baseline) if baseline else (None,)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for push in pooled:
-                port = c.free_port()
-                with c.metrics_server(port, Path(tmp, f"l{r}-{push}.db"), push_interval=push):
-                    res = measure(
-                        port, subscribers=subscribers, rate=rate, batch=batch, duration=duration
-                    )
-                pooled[push].append(res)
-                if verbose:
-                    print(f"round {r + 1} push-interval {push}: " + fmt(res), flush=True)
-    out = {}
+                for src in trees:
+                    port = c.free_port()
+                    db = Path(tmp, f"l{r}-{push}-{'b' if src else 'a'}.db")
+                    with c.metrics_server(port, db, push_interval=push, src=src):
+                        res = measure(
+                            port, subscribers=subscribers, rate=rate, batch=batch, duration=duration
+                        )
+                    (base if src else pooled)[push].append(res)
+                    if verbose:
+                        who = "baseline " if src else ""
+                        print(f"round {r + 1} {who}push-interval {push}: " + fmt(res), flush=True)
+    out: dict[Any, dict[str, float]] = {}
     for push, results in pooled.items():
         # Pool by taking the worst round's percentile: conservative and simple.
         out[push] = {k: max(r[k] for r in results) for k in results[0]}
-    if verbose:
+        if baseline:
+            out["baseline", push] = {k: max(r[k] for r in base[push]) for k in base[push][0]}
+    if verbose and baseline:
+        for push in pooled:
+            b = out["baseline", push]
+            print(f"baseline, push-interval {push}, worst round: " + fmt(b))
         w = out[0.25]
         z = out[0.0]
         print(
@@ -189,12 +204,13 @@ def fmt(r: dict[str, float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="3 rounds of 20 s per setting")
+    c.add_baseline_arg(ap)
     args = ap.parse_args()
     c.print_header("event-to-subscriber latency, 1,000 events/s, 100 subscribers")
     if args.full:
-        run(duration=20.0, rounds=3)
+        run(duration=20.0, rounds=3, baseline=args.baseline)
     else:
-        run()
+        run(baseline=args.baseline)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ before) / connections, target <= 20 KB; wire bytes per message for both settings
 
     python -m bench.memory            # 1,000 connections per server
     python -m bench.memory --full     # 5,000
+    python -m bench.memory --baseline SRC   # also the server from SRC (an older src/), same run
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from bench import message_size
 IDLE = 3600.0  # the servers' update interval: nothing is pushed while measuring
 
 
-def run(n: int = 1000, *, settle: float = 2.0, verbose: bool = True) -> dict[str, float]:
-    """Returns KB per connection for each server, and wire bytes per message for both settings."""
+def run(
+    n: int = 1000, *, settle: float = 2.0, baseline: str | None = None, verbose: bool = True
+) -> dict[str, float]:
+    """Returns KB per connection for each server, and wire bytes per message for both settings.
+    ``baseline``: a fourth server, the metrics-server from that ``src/`` tree."""
     c.raise_nofile()
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -39,10 +43,14 @@ def run(n: int = 1000, *, settle: float = 2.0, verbose: bool = True) -> dict[str
             ("metrics-server", False),
             ("ref-none", False),
             ("ref-deflate", True),
+            *((("baseline", False),) if baseline else ()),
         ):
             port = c.free_port()
-            if name == "metrics-server":
-                proc = stack.enter_context(c.metrics_server(port, Path(tmp, "m.db"), interval=IDLE))
+            if name in ("metrics-server", "baseline"):
+                src = baseline if name == "baseline" else None
+                proc = stack.enter_context(
+                    c.metrics_server(port, Path(tmp, f"{name}.db"), interval=IDLE, src=src)
+                )
             else:
                 proc = stack.enter_context(
                     c.ref_server(port, payload, interval=IDLE, deflate=deflate)
@@ -82,6 +90,11 @@ def run(n: int = 1000, *, settle: float = 2.0, verbose: bool = True) -> dict[str
         print(
             f"  metrics-server / ref-none  {out['metrics-server_kb'] / out['ref-none_kb']:.2f}"
             f"   ref-deflate / ref-none  {out['ref-deflate_kb'] / out['ref-none_kb']:.2f}"
+            + (
+                f"   metrics-server / baseline {out['metrics-server_kb'] / out['baseline_kb']:.2f}"
+                if baseline
+                else ""
+            )
         )
         print("  target: metrics-server <= 20 KB")
         print(
@@ -94,10 +107,11 @@ def run(n: int = 1000, *, settle: float = 2.0, verbose: bool = True) -> dict[str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="5,000 connections per server")
+    c.add_baseline_arg(ap)
     args = ap.parse_args()
     c.print_header("memory per idle subscriber connection")
     t0 = time.perf_counter()
-    run(5000 if args.full else 1000)
+    run(5000 if args.full else 1000, baseline=args.baseline)
     print(f"# took {time.perf_counter() - t0:.0f} s")
 
 

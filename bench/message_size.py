@@ -6,12 +6,14 @@ default permessage-deflate (context takeover, 12-bit window, memLevel 5), over a
 consecutive snapshots like a live feed's, since deflate's gain depends on what came before.
 
     python -m bench.message_size [--full]      # --full: a longer stream of snapshots
+    python -m bench.message_size --baseline SRC   # also the encoder of SRC, same run
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,7 +21,8 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
 from bench import _common as c
-from metrics_protocol import wire as p
+
+p = c.wire()  # this tree's encoder, or an older tree's under --baseline
 
 SEED_BYTES = 2048  # "about 2 KB", as the seed's message was quoted
 
@@ -94,9 +97,23 @@ def run(n: int = 200, verbose: bool = True) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="a longer stream")
+    c.add_baseline_arg(ap)
+    ap.add_argument("--tree-side", type=int, help=argparse.SUPPRESS)  # what --baseline runs
     args = ap.parse_args()
+    if args.tree_side:
+        print(json.dumps(run(args.tree_side, verbose=False)))
+        return
     c.print_header("bytes per metrics message")
-    run(2000 if args.full else 200)
+    n = 2000 if args.full else 200
+    row = run(n)
+    if args.baseline:
+        base = c.run_in_tree(args.baseline, "bench.message_size", "--tree-side", str(n))
+        print(
+            f"baseline: metrics message {base['message_bytes']} bytes (now / baseline"
+            f" {row['message_bytes'] / base['message_bytes']:.2f}); on the wire"
+            f" {base['wire_plain_mean']:.0f}, deflate {base['wire_deflate_mean']:.0f};"
+            f" history {base['history_bytes']} bytes"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ RSS <= 60 MB, first figures <= 1 s.
     python -m bench.monitor --full     # three 60 s windows
     python -m bench.monitor --window 20 # a shorter window, while iterating
     python -m bench.monitor --monitor-src DIR  # the monitor from another src/ tree (before/after)
+    python -m bench.monitor --baseline SRC  # also SRC's monitor and server, the same windows
     python -m bench.monitor --reference-app    # (what the bench runs as the reference)
 """
 
@@ -142,43 +143,62 @@ def run(
     windows: int = 1,
     settle: float = 2.0,
     monitor_src: str | None = None,
+    baseline: str | None = None,
     verbose: bool = True,
 ) -> dict[str, float]:
-    """Returns CPU ratio (monitor / reference), RSS (MB) and first-figures times (s)."""
+    """Returns CPU ratio (monitor / reference), RSS (MB) and first-figures times (s).
+    ``baseline``: the monitor of that ``src/`` tree too, on a server from the same tree, in
+    the same windows (keys that start with ``base_``)."""
     out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, tmux() as t:
-        port = c.free_port()
-        with c.metrics_server(port, Path(tmp, "t.db"), interval=1.0):
+    mons = {"mon": monitor_src, **({"base": baseline} if baseline else {})}
+    with tempfile.TemporaryDirectory() as tmp, tmux() as t, contextlib.ExitStack() as servers:
+        procs: dict[str, psutil.Process] = {}
+        for name, src in mons.items():
+            port = c.free_port()
+            server_src = src if name == "base" else None
+            servers.enter_context(
+                c.metrics_server(port, Path(tmp, f"{name}.db"), interval=1.0, src=server_src)
+            )
             asyncio.run(seed(port))
             url = f"ws://{c.HOST}:{port}/ws/metrics"
             t0 = time.perf_counter()
-            env = ["env", f"PYTHONPATH={monitor_src}"] if monitor_src else []
-            mon = t.start("mon", [*env, sys.executable, "-m", "metrics_tui", "--url", url])
-            out["first_figures_s"] = wait_for(t, "mon", FIGURE, t0)
-            t1 = time.perf_counter()
-            ref = t.start("ref", [sys.executable, "-m", "bench.monitor", "--reference-app"])
-            out["ref_first_paint_s"] = wait_for(t, "ref", REF_MARK, t1)
-            time.sleep(settle)  # both past start-up
-            ratios, rss_mon, rss_ref = [], [], []
-            for _ in range(windows):
-                a0, b0 = c.cpu_seconds(mon.pid), c.cpu_seconds(ref.pid)
-                end = time.perf_counter() + window
-                while time.perf_counter() < end:
-                    rss_mon.append(c.rss_bytes(mon.pid))
-                    rss_ref.append(c.rss_bytes(ref.pid))
-                    time.sleep(min(1.0, max(0.0, end - time.perf_counter())))
-                a, b = c.cpu_seconds(mon.pid) - a0, c.cpu_seconds(ref.pid) - b0
-                ratios.append(a / max(b, 0.01))
-                out["mon_cpu_s"], out["ref_cpu_s"] = a, b
-            assert FIGURE in t.screen("mon")
-    out["cpu_ratio"] = c.median(ratios)
-    out["rss_mb"] = max(rss_mon) / 2**20
-    out["ref_rss_mb"] = max(rss_ref) / 2**20
+            env = ["env", f"PYTHONPATH={src}"] if src else []
+            procs[name] = t.start(name, [*env, sys.executable, "-m", "metrics_tui", "--url", url])
+            key = "base_first_figures_s" if name == "base" else "first_figures_s"
+            out[key] = wait_for(t, name, FIGURE, t0)
+        t1 = time.perf_counter()
+        ref = t.start("ref", [sys.executable, "-m", "bench.monitor", "--reference-app"])
+        out["ref_first_paint_s"] = wait_for(t, "ref", REF_MARK, t1)
+        time.sleep(settle)  # all past start-up
+        ratios: dict[str, list[float]] = {name: [] for name in procs}
+        rss: dict[str, list[int]] = {name: [] for name in [*procs, "ref"]}
+        watched = {**procs, "ref": ref}
+        for _ in range(windows):
+            cpu0 = {name: c.cpu_seconds(p.pid) for name, p in watched.items()}
+            end = time.perf_counter() + window
+            while time.perf_counter() < end:
+                for name, p in watched.items():
+                    rss[name].append(c.rss_bytes(p.pid))
+                time.sleep(min(1.0, max(0.0, end - time.perf_counter())))
+            cpu = {name: c.cpu_seconds(p.pid) - cpu0[name] for name, p in watched.items()}
+            for name in procs:
+                ratios[name].append(cpu[name] / max(cpu["ref"], 0.01))
+            out["mon_cpu_s"], out["ref_cpu_s"] = cpu["mon"], cpu["ref"]
+            if baseline:
+                out["base_cpu_s"] = cpu["base"]
+        for name in procs:
+            assert FIGURE in t.screen(name)
+    out["cpu_ratio"] = c.median(ratios["mon"])
+    out["rss_mb"] = max(rss["mon"]) / 2**20
+    out["ref_rss_mb"] = max(rss["ref"]) / 2**20
+    if baseline:
+        out["base_cpu_ratio"] = c.median(ratios["base"])
+        out["base_rss_mb"] = max(rss["base"]) / 2**20
     if verbose:
         print(
             f"CPU over {window:.0f} s: monitor {out['mon_cpu_s']:.2f} s, reference app"
             f" {out['ref_cpu_s']:.2f} s; ratio {out['cpu_ratio']:.2f} (target <= 2; windows: "
-            + ", ".join(f"{r:.2f}" for r in ratios)
+            + ", ".join(f"{r:.2f}" for r in ratios["mon"])
             + ")"
         )
         print(
@@ -189,6 +209,14 @@ def run(
             f"first figures on screen {out['first_figures_s']:.2f} s after launch (target <= 1 s);"
             f" reference app's first paint {out['ref_first_paint_s']:.2f} s"
         )
+        if baseline:
+            print(
+                f"baseline monitor, same windows: CPU {out['base_cpu_s']:.2f} s, ratio"
+                f" {out['base_cpu_ratio']:.2f} (windows: "
+                + ", ".join(f"{r:.2f}" for r in ratios["base"])
+                + f"); RSS {out['base_rss_mb']:.1f} MB; first figures"
+                f" {out['base_first_figures_s']:.2f} s"
+            )
     return out
 
 
@@ -197,13 +225,19 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="three 60 s windows")
     ap.add_argument("--window", type=float, default=60.0, help="seconds per window (default 60)")
     ap.add_argument("--monitor-src", metavar="SRC", help="run the monitor from this src/ tree")
+    c.add_baseline_arg(ap)
     ap.add_argument("--reference-app", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.reference_app:
         reference_app()
         return
     c.print_header("the monitor vs a bare Textual app, 1 update/s")
-    run(window=args.window, windows=3 if args.full else 1, monitor_src=args.monitor_src)
+    run(
+        window=args.window,
+        windows=3 if args.full else 1,
+        monitor_src=args.monitor_src,
+        baseline=args.baseline,
+    )
 
 
 if __name__ == "__main__":

@@ -13,11 +13,13 @@ for the stuck client would grow by about that much; the hub skips a subscriber w
 close the stuck connection, which is reported.
 
     python -m bench.slow_subscriber [--full]
+    python -m bench.slow_subscriber --baseline SRC   # also a server from SRC, rounds alternating
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import tempfile
 import threading
@@ -79,18 +81,35 @@ def run(
     subscribers: int = 20,
     duration: float = 20.0,
     rounds: int = 2,
+    baseline: str | None = None,
     verbose: bool = True,
 ) -> dict[str, float]:
     """Returns, worst round of each mode, the others' latency percentiles (ms, send -> receipt)
-    and the server's RSS growth over the window (MB), next to the bytes pushed per subscriber."""
+    and the server's RSS growth over the window (MB), next to the bytes pushed per subscriber.
+    ``baseline``: a second server, from that ``src/`` tree, measured in the same rounds (its
+    figures under keys that start with ``baseline_``)."""
     c.raise_nofile()
     res: dict[str, list[dict[str, float]]] = {"alone": [], "stuck": []}
+    if baseline:
+        res |= {"baseline_alone": [], "baseline_stuck": []}
     closed: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        port = c.free_port()
-        with c.metrics_server(port, Path(tmp, "s.db"), interval=3600, push_interval=0) as srv:
-            for r in range(rounds):
-                for mode in ("alone", "stuck"):
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        servers: dict[str, tuple[int, psutil.Process]] = {}
+        for name, src in (("", None), ("baseline_", baseline)):
+            if name and not src:
+                continue
+            port = c.free_port()
+            servers[name] = (
+                port,
+                stack.enter_context(
+                    c.metrics_server(
+                        port, Path(tmp, f"{name}s.db"), interval=3600, push_interval=0, src=src
+                    )
+                ),
+            )
+        for r in range(rounds):
+            for mode in ("alone", "stuck"):
+                for name, (port, srv) in servers.items():
                     sampler = Sampler(srv, port)
                     held: list[socket.socket] = []
 
@@ -98,6 +117,7 @@ def run(
                         mode: str = mode,
                         held: list[socket.socket] = held,
                         sampler: Sampler = sampler,
+                        port: int = port,
                     ) -> None:
                         if mode == "stuck":
                             s = stuck_client(port)
@@ -123,12 +143,12 @@ def run(
                     rss = [v for _, v in sampler.rss]
                     out["rss_growth_mb"] = (max(rss) - rss[0]) / 2**20
                     out["pushed_mb"] = out["bytes_per_sub"] / 2**20
-                    res[mode].append(out)
-                    if sampler.closed_after is not None:
+                    res[name + mode].append(out)
+                    if sampler.closed_after is not None and not name:
                         closed.append(sampler.closed_after)
                     if verbose:
                         print(
-                            f"round {r + 1} {mode:<5}: {latency.fmt(out)}; server RSS"
+                            f"round {r + 1} {name}{mode:<5}: {latency.fmt(out)}; server RSS"
                             f" +{out['rss_growth_mb']:.2f} MB while {out['pushed_mb']:.2f} MB"
                             " was pushed to each subscriber"
                             + (
@@ -144,24 +164,27 @@ def run(
     summary["pushed_mb"] = min(x["pushed_mb"] for x in res["stuck"])
     summary["closed_after_s"] = min(closed) if closed else float("nan")
     if verbose:
-        print(
-            f"others' latency (send -> receipt), worst round: alone p50 {summary['alone_p50']:.1f}"
-            f" / p99 {summary['alone_p99']:.1f} ms; with the stuck client p50"
-            f" {summary['stuck_p50']:.1f} / p99 {summary['stuck_p99']:.1f} ms."
-            f" Server RSS growth per window: alone +{summary['alone_rss_growth_mb']:.2f} MB,"
-            f" with the stuck client +{summary['stuck_rss_growth_mb']:.2f} MB, while"
-            f" {summary['pushed_mb']:.2f} MB was pushed to each subscriber (what an unbounded"
-            " buffer for the stuck one would add)."
-        )
+        for name in servers:
+            print(
+                f"{name.rstrip('_') or 'metrics-server'}: others' latency (send -> receipt),"
+                f" worst round: alone p50 {summary[name + 'alone_p50']:.1f}"
+                f" / p99 {summary[name + 'alone_p99']:.1f} ms; with the stuck client p50"
+                f" {summary[name + 'stuck_p50']:.1f} / p99 {summary[name + 'stuck_p99']:.1f} ms."
+                f" Server RSS growth per window: alone +{summary[name + 'alone_rss_growth_mb']:.2f}"
+                f" MB, with the stuck client +{summary[name + 'stuck_rss_growth_mb']:.2f} MB, while"
+                f" {summary['pushed_mb']:.2f} MB was pushed to each subscriber (what an unbounded"
+                " buffer for the stuck one would add)."
+            )
     return summary
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="60 s windows: keepalive closes the client")
+    c.add_baseline_arg(ap)
     args = ap.parse_args()
     c.print_header("a subscriber that stops reading")
-    run(duration=60.0 if args.full else 20.0)
+    run(duration=60.0 if args.full else 20.0, baseline=args.baseline)
 
 
 if __name__ == "__main__":

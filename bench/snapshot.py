@@ -9,6 +9,7 @@ history differs. Targets: big/small <= 1.2 and big <= 1 ms per ``get_metrics()``
 
     python -m bench.snapshot            # 10,000 vs 1,000,000 events
     python -m bench.snapshot --full     # 10,000 vs 10,000,000 events (takes a minute or more)
+    python -m bench.snapshot --baseline SRC   # also the code from SRC, same run (SQLite)
     python -m bench.snapshot --store postgresql://postgres@127.0.0.1:5432/test [--full]
 
 With ``--store``, both stores are PostgreSQL schemas (made, filled with ``generate_series``
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sqlite3
 import tempfile
 import time
@@ -129,11 +131,15 @@ def build_pg(url: str, n: int, now: float) -> None:
 
 
 async def _services(paths: dict[str, Path | str]) -> dict[str, MetricsService]:
-    from metrics_server.store import open_store
-
     out = {}
     for name, path in paths.items():
-        svc = MetricsService(open_store(str(path)) if "://" in str(path) else SQLiteStore(path))
+        if "://" in str(path):
+            from metrics_server.store import open_store
+
+            store = open_store(str(path))
+        else:
+            store = SQLiteStore(path)
+        svc = MetricsService(store)
         await svc.start()
         out[name] = svc
     return out
@@ -146,6 +152,32 @@ def time_calls(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - t0) / calls
 
 
+def time_blocks(
+    services: dict[str, MetricsService], blocks: int, calls: int
+) -> dict[str, list[float]]:
+    """``get_metrics()`` in ``blocks`` alternating blocks of ``calls``: us per call, per block."""
+    per: dict[str, list[float]] = {"small": [], "big": []}
+    for _ in range(blocks):
+        for name in ("small", "big"):
+            per[name].append(time_calls(services[name].get_metrics, calls) * 1e6)
+    return per
+
+
+def tree_side(where: str, small: int, big: int, now: float, blocks: int, calls: int) -> None:
+    """What ``--baseline`` runs under the other tree: both databases built in ``where`` in
+    that tree's own schema, its ``get_metrics()`` timed the same way; JSON on stdout."""
+    paths: dict[str, Path | str] = {"small": Path(where, "small.db"), "big": Path(where, "big.db")}
+    for name, n in (("small", small), ("big", big)):
+        build(Path(paths[name]), n, now)
+    loop = asyncio.new_event_loop()
+    services = loop.run_until_complete(_services(paths))
+    per = time_blocks(services, blocks, calls)
+    for svc in services.values():
+        loop.run_until_complete(svc.close())
+    loop.close()
+    print(json.dumps(per))
+
+
 def run(
     small: int = 10_000,
     big: int = 1_000_000,
@@ -154,10 +186,13 @@ def run(
     calls: int = 300,
     rest_calls: int = 200,
     store: str | None = None,
+    baseline: str | None = None,
     verbose: bool = True,
 ) -> dict[str, float]:
     """Returns per-call medians (microseconds) for both sizes and their ratios. ``store``: a
-    PostgreSQL URL to build both in (schemas of their own) instead of SQLite files."""
+    PostgreSQL URL to build both in (schemas of their own) instead of SQLite files.
+    ``baseline``: the same, in the same run, for the code of that ``src/`` tree (SQLite only;
+    its figures under keys that start with ``base_``)."""
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         paths: dict[str, Path | str]
@@ -181,20 +216,28 @@ def run(
         sm, bg = services["small"].get_metrics(), services["big"].get_metrics()
         assert sm.active_users and bg.active_users
         assert sm.active_users.current == bg.active_users.current  # the same recent past
-        per: dict[str, list[float]] = {"small": [], "big": []}
-        for _ in range(blocks):
-            for name in ("small", "big"):
-                per[name].append(time_calls(services[name].get_metrics, calls) * 1e6)
+        per = time_blocks(services, blocks, calls)
         for svc in services.values():
             loop.run_until_complete(svc.close())
         loop.close()
-        rest: dict[str, list[float]] = {"small": [], "big": []}
-        ports = {name: c.free_port() for name in paths}
-        with (
-            c.metrics_server(ports["small"], paths["small"], interval=3600),
-            c.metrics_server(ports["big"], paths["big"], interval=3600),
-            httpx.Client() as http,
-        ):
+        servers = {name: (path, None) for name, path in paths.items()}
+        if baseline:
+            where = Path(tmp, "base")
+            where.mkdir()
+            args = (where, small, big, now, blocks, calls)
+            per |= {
+                f"base_{k}": v
+                for k, v in c.run_in_tree(
+                    baseline, "bench.snapshot", "--tree-side", *map(str, args)
+                ).items()
+            }
+            for name in ("small", "big"):
+                servers[f"base_{name}"] = (where / f"{name}.db", baseline)
+        rest: dict[str, list[float]] = {name: [] for name in servers}
+        ports = {name: c.free_port() for name in servers}
+        with contextlib.ExitStack() as running, httpx.Client() as http:
+            for name, (path, src) in servers.items():
+                running.enter_context(c.metrics_server(ports[name], path, interval=3600, src=src))
             urls = {
                 n: f"http://{c.HOST}:{p}/api/v1/analytics/realtime-metrics"
                 for n, p in ports.items()
@@ -214,6 +257,16 @@ def run(
         "rest_ratio_p50": c.median(rest["big"]) / c.median(rest["small"]),
         "rest_ratio_p99": c.percentile(rest["big"], 99) / c.percentile(rest["small"], 99),
     }
+    if baseline:
+        small_b, big_b = per["base_small"], per["base_big"]
+        out |= {
+            "base_small_us": c.median(small_b),
+            "base_big_us": c.median(big_b),
+            "base_ratio": c.median([b / s for s, b in zip(small_b, big_b, strict=True)]),
+            "base_rest_small_p50_us": c.median(rest["base_small"]),
+            "base_rest_big_p50_us": c.median(rest["base_big"]),
+            "base_rest_ratio_p50": c.median(rest["base_big"]) / c.median(rest["base_small"]),
+        }
     if verbose:
         print(f"built {small:,} + {big:,} events in {built:.0f} s")
         print(
@@ -227,6 +280,13 @@ def run(
             f" {out['rest_big_p50_us']:.0f} us; ratio p50 {out['rest_ratio_p50']:.2f},"
             f" p99 {out['rest_ratio_p99']:.2f}"
         )
+        if baseline:
+            print(
+                f"baseline get_metrics(): {out['base_small_us']:.1f} us, {out['base_big_us']:.1f}"
+                f" us; ratio {out['base_ratio']:.2f}. REST p50 {out['base_rest_small_p50_us']:.0f}"
+                f" us vs {out['base_rest_big_p50_us']:.0f} us; ratio p50"
+                f" {out['base_rest_ratio_p50']:.2f}"
+            )
     return out
 
 
@@ -234,10 +294,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="10,000,000 events")
     ap.add_argument("--store", metavar="URL", help="a PostgreSQL server to build both stores in")
+    c.add_baseline_arg(ap)
+    ap.add_argument("--tree-side", nargs=6, help=argparse.SUPPRESS)  # what --baseline runs
     args = ap.parse_args()
+    if args.tree_side:
+        where, small, big, now, blocks, calls = args.tree_side
+        tree_side(where, int(small), int(big), float(now), int(blocks), int(calls))
+        return
     where = f" on PostgreSQL ({args.store.split('@')[-1]})" if args.store else ""
     c.print_header(f"snapshot cost vs stored history{where}")
-    run(big=10_000_000 if args.full else 1_000_000, store=args.store)
+    run(big=10_000_000 if args.full else 1_000_000, store=args.store, baseline=args.baseline)
 
 
 if __name__ == "__main__":

@@ -133,3 +133,50 @@ def test_scaleout(postgres, redis_url) -> None:
     subscriber got every broadcast (a step with a missing receipt would not count)."""
     held = scaleout.capacity(postgres.url, "redis-server", {1: [10], 2: [20]}, 10.0, 0.5)
     assert held == {1: 10, 2: 20}
+
+
+# ---- --baseline: the code of another src/ tree, driven by the same bench in the same run (here
+# this checkout's own src/, given as a path: the subprocesses take it from PYTHONPATH)
+
+SRC = str(_common.ROOT / "src")
+
+
+def test_memory_baseline() -> None:
+    out = memory.run(20, settle=0.3, baseline=SRC, verbose=False)
+    assert out["baseline_kb"] > 0 and out["metrics-server_kb"] > 0
+
+
+def test_latency_baseline() -> None:
+    out = latency.run(
+        subscribers=3, rate=200, batch=20, duration=0.4, rounds=1, baseline=SRC, verbose=False
+    )
+    for push in (0.25, 0.0):
+        for res in (out[push], out["baseline", push]):
+            assert res["n"] > 0 and res["missing"] == 0, res
+
+
+def test_snapshot_baseline() -> None:
+    out = snapshot.run(
+        10_000, 30_000, blocks=2, calls=10, rest_calls=3, baseline=SRC, verbose=False
+    )
+    assert out["base_small_us"] > 0 and out["base_big_us"] > 0
+    assert out["base_rest_small_p50_us"] > 0 and out["base_rest_big_p50_us"] > 0
+
+
+def test_message_size_in_another_tree() -> None:
+    row = _common.run_in_tree(SRC, "bench.message_size", "--tree-side", "20")
+    assert row == message_size.run(20, verbose=False)
+
+
+@pytest.mark.timeout(60)
+def test_slow_subscriber_baseline() -> None:
+    out = slow_subscriber.run(subscribers=3, duration=0.5, rounds=1, baseline=SRC, verbose=False)
+    assert out["baseline_alone_missing"] == out["baseline_stuck_missing"] == 0, out
+    assert out["baseline_alone_p99"] > 0 and out["baseline_stuck_p99"] > 0
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_monitor_baseline() -> None:
+    out = monitor.run(window=0.5, settle=0.2, baseline=SRC, verbose=False)
+    assert 0 < out["base_first_figures_s"] < 20 and 20 < out["base_rss_mb"] < 1000, out
+    assert out["base_cpu_ratio"] > 0

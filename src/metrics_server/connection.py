@@ -56,6 +56,26 @@ _HEAD_END = b"\r\n\r\n"
 class GuardedConnection(ServerConnection):
     """Created by ``serve(create_connection=...)``; see the module docstring."""
 
+    # Slots, not instance attributes: CPython keeps up to 30 attributes in an object's compact
+    # shared-key values; websockets' own 27 and these 14 more gave every connection a dict of
+    # its own, 1.5 KB more per idle subscriber (docs/PERFORMANCE.md, figure 2).
+    __slots__ = (
+        "_dropped",
+        "_grace",
+        "_guarded",
+        "_head_tail",
+        "_held",
+        "_held_eof",
+        "_http",
+        "_refusal_sent",
+        "_releasing",
+        "_stalled",
+        "limiter",
+        "max_output",
+        "max_strikes",
+        "output_stall",
+    )
+
     def __init__(
         self,
         *args: Any,
@@ -66,6 +86,7 @@ class GuardedConnection(ServerConnection):
         super().__init__(*args, **kwargs)
         self.max_output = max_output
         self.output_stall = output_stall
+        self._http = True  # until the handshake is decided
         #: Set by the handler: control frames count against it, like messages.
         self.limiter: RateLimiter | None = None
         self.max_strikes = 0
@@ -79,6 +100,8 @@ class GuardedConnection(ServerConnection):
         self._held_eof = False
         self._releasing = False
         self._refusal_sent = False
+        self._guarded = False
+        self._guard(True)
 
     def rate_limit(self, limiter: RateLimiter, strikes: int) -> None:
         """Count pings and pongs against ``limiter``; ``strikes`` refusals in a row close."""
@@ -86,28 +109,59 @@ class GuardedConnection(ServerConnection):
 
     # ---- output bounds
 
-    def send_data(self) -> None:
+    def _guard(self, on: bool) -> None:
+        """Route ``send_data`` through ``_guarded_send_data`` (on) or straight to websockets'
+        own method (off). ``send_data`` runs once per subscriber per broadcast, and its checks
+        are needed only until the handshake is decided and while the output is above the write
+        limit: made on every write they cost 15% of fan-out CPU, and an override that only
+        tests a flag before calling websockets' method still 5% (docs/PERFORMANCE.md, 1)."""
+        if on and not self._guarded:
+            self.send_data = self._guarded_send_data  # type: ignore[method-assign]
+        elif self._guarded and not on:
+            del self.send_data  # (reading __dict__ would give the instance a dict of its own)
+        self._guarded = on
+
+    def _guarded_send_data(self) -> None:
         self._refuse_bad_request()
         super().send_data()
+        self._check_output()
+        if self._http and (self.protocol.state is not State.CONNECTING or self.protocol.eof_sent):
+            # Decided: no refusal is due any more (the request was read, or its refusal is
+            # out), and no bytes are held from now on (data_received holds none after the head).
+            self._http = False
+            if self._held is not None and not self._releasing:
+                self._releasing = True  # once the response is written: see data_received
+                self.loop.call_soon(self._release)
+        # Over max_output is over the write limit too, where the transport pauses writing
+        # (pause_writing checks and guards again): until then the size is not worth reading.
+        if not (self._http or self._stalled is not None or self._below_write_limit()):
+            self._guard(False)
+
+    def _below_write_limit(self) -> bool:
+        """A max_output below the write limit is passed without a pause: check every write.
+        (Read each time: the hub and the HTTP routes raise max_output for a large answer.)"""
+        return self.max_output < self.write_limit_high
+
+    def _check_output(self) -> None:
         if not self._dropped and self.transport.get_write_buffer_size() > self.max_output:
             self._drop(f"over {self.max_output} bytes unsent")
-        decided = self.protocol.state is not State.CONNECTING or self.protocol.eof_sent
-        if self._held is not None and decided and not self._releasing:
-            self._releasing = True  # once the response is written: see data_received
-            self.loop.call_soon(self._release)
 
     def pause_writing(self) -> None:
+        # Called by the transport inside the write that took its buffer over the write limit.
         super().pause_writing()
         if self._stalled is None:
             self._stalled = self.loop.call_later(
                 self.output_stall, self._drop, f"output stalled for {self.output_stall:g} s"
             )
+        self._guard(True)  # writes from now on check the output, until resume_writing
+        self._check_output()  # and so does this one
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self._stalled is not None:
             self._stalled.cancel()
             self._stalled = None
+        self._guard(self._http or self._below_write_limit())
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._stalled, self._grace):

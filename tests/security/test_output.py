@@ -10,10 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import time
+from collections import Counter
+from typing import Any
 
 import psutil
+import pytest
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import broadcast
+from websockets.protocol import OPEN
 
 from bench._common import Flood
 from metrics_server.hub import Limits
@@ -126,3 +132,79 @@ async def test_replies_nobody_reads_are_bounded_and_the_client_dropped(
         sock.close()
     assert cut is not None, "the server still holds a client that has read nothing for 10 s"
     await wait_until(lambda: not srv._server.connections)
+
+
+async def server_side(srv, wait_until) -> Any:
+    """The server's connection of the one client connected to ``srv``."""
+    await wait_until(lambda: len(srv._server.connections) == 1, 5, "the connection")
+    return next(iter(srv._server.connections))
+
+
+async def test_a_broadcast_write_below_the_write_limit_costs_no_check(
+    start_server, wait_until, raw_ws, monkeypatch
+) -> None:
+    """Each broadcast writes once per subscriber: past the handshake, a write that leaves the
+    output below the write limit makes no HTTP-phase check and reads no buffer size (both on
+    every write cost 15% of fan-out CPU; docs/PERFORMANCE.md, figure 1)."""
+    srv = await start_server()
+    sock = await asyncio.to_thread(raw_ws.connect, srv.port)
+    try:
+        ws = await server_side(srv, wait_until)
+        calls: Counter[str] = Counter()
+        size = ws.transport.get_write_buffer_size
+
+        def counted_size() -> int:
+            calls["get_write_buffer_size"] += 1
+            return size()
+
+        monkeypatch.setattr(ws.transport, "get_write_buffer_size", counted_size)
+        monkeypatch.setattr(ws, "_refuse_bad_request", lambda: calls.update(["refuse"]))
+        for _ in range(100):  # 45 KB in all: the socket takes it, the output stays empty
+            broadcast([ws], '{"type":"metrics"}' + " " * 430)
+        assert calls == Counter()
+        assert ws.protocol.state is OPEN
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("size", [300_000, 30_000], ids=["one-write", "writes"])
+@pytest.mark.parametrize("max_buffer", [64 * 1024, 1024 * 1024], ids=["paused", "unpaused"])
+async def test_output_over_max_output_drops_in_that_write(
+    start_server, wait_until, raw_ws, max_buffer, size
+) -> None:
+    """Over ``max_output`` unsent drops the client in the very write that went over: one write
+    over it at once, or the one of several that crosses it, whether the write limit
+    (``max_buffer``) is below ``max_output`` (the transport pauses writing on the way) or above
+    it (it never does)."""
+    max_output = 100_000
+    srv = await start_server(max_buffer=max_buffer, limits=Limits(max_output=max_output))
+    sock = await asyncio.to_thread(raw_ws.connect, srv.port)
+    try:
+        ws = await server_side(srv, wait_until)
+        # A small kernel buffer (~30 KB taken): the rest stays in the transport's buffer.
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        for _ in range(10):
+            broadcast([ws], "x" * size)
+            if ws.transport.is_closing():
+                break
+            assert ws.transport.get_write_buffer_size() <= max_output
+        assert ws.transport.is_closing()  # aborted in that write, not at a later check
+        await wait_until(lambda: not srv._server.connections, 5, "the drop")
+    finally:
+        sock.close()
+
+
+async def test_the_connection_keeps_the_compact_attribute_layout(
+    start_server, wait_until, raw_ws
+) -> None:
+    """CPython keeps up to 30 instance attributes in an object's compact shared-key values;
+    past that each connection carries a dict of its own: with GuardedConnection's 14 more
+    next to websockets' 27, 1.5 KB more per idle subscriber (docs/PERFORMANCE.md, figure 2).
+    Its state lives in slots."""
+    srv = await start_server()
+    sock = await asyncio.to_thread(raw_ws.connect, srv.port)
+    try:
+        ws = await server_side(srv, wait_until)
+        assert len(vars(ws)) <= 30, sorted(vars(ws))
+    finally:
+        sock.close()
