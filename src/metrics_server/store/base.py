@@ -113,3 +113,17 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Flush, leave the registry, and let go of the store."""
+
+
+def remember_recent(recent: dict[int, set[str]], added: Mapping[int, set[str]], keep: int) -> None:
+    """After a commit: merge its users per minute into ``recent`` and keep only the newest
+    ``keep`` minutes there (the adapters' in-memory view of the stored users)."""
+    for minute, users in added.items():
+        if minute in recent:
+            recent[minute].update(users)
+        else:
+            recent[minute] = users
+    if len(recent) > keep:
+        newest = max(recent)
+        for minute in [m for m in recent if m <= newest - keep]:
+            del recent[minute]

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..core import Counters, Plan, RangeDelta, TxnRecord, new_users
-from .base import HEARTBEAT_SECONDS, BatchKey, LoadedState, StoreError
+from .base import HEARTBEAT_SECONDS, BatchKey, LoadedState, StoreError, remember_recent
 from .sqlite import _COUNTERS, _RECENT_MINUTES, _event_row
 
 if TYPE_CHECKING:
@@ -729,16 +729,7 @@ class PostgresStore:
 
     def _remember(self, added: dict[int, set[str]]) -> None:
         """After a commit: its users are stored; keep the newest minutes' in memory."""
-        recent = self._recent
-        for minute, users in added.items():
-            if minute in recent:
-                recent[minute].update(users)
-            else:
-                recent[minute] = users
-        if len(recent) > _RECENT_MINUTES:
-            newest = max(recent)
-            for minute in [m for m in recent if m <= newest - _RECENT_MINUTES]:
-                del recent[minute]
+        remember_recent(self._recent, added, _RECENT_MINUTES)
 
     def forget_keys(self, before: float) -> int:
         with self._write() as conn:  # under the write lock: no planner sees a key half-gone

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import Plan, RangeDelta, TxnRecord, new_users
 from ..events import ContentView, TransactionEvent, UserActivity
-from .base import BatchKey, LoadedState, StoreError
+from .base import BatchKey, LoadedState, StoreError, remember_recent
 from .lock import DatabaseLock
 
 if TYPE_CHECKING:
@@ -373,16 +373,7 @@ class SQLiteStore:
         """After a commit: its users are stored; keep the newest minutes' in memory."""
         if not added:
             return
-        recent = self._recent
-        for minute, users in added.items():
-            if minute in recent:
-                recent[minute].update(users)
-            else:
-                recent[minute] = users
-        if len(recent) > _RECENT_MINUTES:
-            newest = max(recent)
-            for minute in [m for m in recent if m <= newest - _RECENT_MINUTES]:
-                del recent[minute]
+        remember_recent(self._recent, added, _RECENT_MINUTES)
 
     def range_rows(self, step: str, first: int, last: int) -> list[tuple]:
         try:
