@@ -159,23 +159,36 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
     c = plan.counters
     minutes, presence = plan.minutes, plan.presence
     state: dict[str, TxnRecord] = {}
+    # The events of a batch mostly share one ts (the server's clock, when they give none): the
+    # check, the minute and its presence set and row are worked out when ts changes (they cost
+    # 0.45 us an event, 7% of ingest CPU, when worked out for each).
+    last_ts: float | None = None
+    minute = -1
+    seen: set[str] | None = None  # presence[minute], once a user is in it
+    row: list[int] | None = None  # minutes[minute], once something is counted in it
     for i, e in enumerate(events):
-        if not MIN_TS <= e.ts <= LAST_TS:  # also NaN
-            raise EventError(f"'ts' {e.ts!r} is outside the valid window", i)
+        ts = e.ts
+        if ts != last_ts:
+            if not MIN_TS <= ts <= LAST_TS:  # also NaN
+                raise EventError(f"'ts' {ts!r} is outside the valid window", i)
+            last_ts = ts
+            # Exact: floor(ts) // 60 is floor(ts / 60), as ts // 900 is for the revenue buckets.
+            if int(ts) // 60 != minute:
+                minute = int(ts) // 60
+                seen, row = presence.get(minute), minutes.get(minute)
         user = e.user_id
-        # Exact: floor(ts) // 60 is floor(ts / 60), as ts // 900 is for the revenue buckets.
-        minute = int(e.ts) // 60
         if user is not None:
-            if e.ts > plan.users.get(user, float("-inf")):
-                plan.users[user] = e.ts
-            seen = presence.get(minute)
+            if ts > plan.users.get(user, float("-inf")):
+                plan.users[user] = ts
             if seen is None:
-                presence[minute] = {user}
+                seen = presence[minute] = {user}
             else:
                 seen.add(user)
         if isinstance(e, ContentView):
             c.views += 1
-            _minute_row(minutes, minute)[4] += 1
+            if row is None:
+                row = minutes[minute] = [0, 0, 0, 0, 0]
+            row[4] += 1
         elif isinstance(e, TransactionEvent):
             prev = state.get(e.txn_id) or known.get(e.txn_id)
             if prev is None:
@@ -185,7 +198,9 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
                 c.txn_total += 1
                 setattr(c, e.status, getattr(c, e.status) + 1)
                 plan.txn_meta[e.txn_id] = (e.user_id, e.content_id, e.ts)
-                _minute_row(minutes, minute)[3] += 1
+                if row is None:
+                    row = minutes[minute] = [0, 0, 0, 0, 0]
+                row[3] += 1
             else:
                 if e.amount_cents is not None and e.amount_cents != prev.amount_cents:
                     raise EventError(
@@ -206,7 +221,8 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
             state[e.txn_id] = rec
             plan.txns[e.txn_id] = rec
             if rec.status != "pending":
-                row = _minute_row(minutes, minute)
+                if row is None:
+                    row = minutes[minute] = [0, 0, 0, 0, 0]
                 if rec.status == "failed":
                     row[2] += 1
                 else:
@@ -226,13 +242,6 @@ def plan_batch(events: list[Event], known: Mapping[str, TxnRecord], revenue: int
         elif not isinstance(e, UserActivity):  # pragma: no cover - the union is closed
             raise TypeError(type(e).__name__)
     return plan
-
-
-def _minute_row(minutes: dict[int, list[int]], minute: int) -> list[int]:
-    row = minutes.get(minute)
-    if row is None:
-        row = minutes[minute] = [0, 0, 0, 0, 0]
-    return row
 
 
 def period_starts(now: float, tz: ZoneInfo) -> tuple[date, date, date]:
