@@ -48,6 +48,17 @@ async def ingest(srv: MetricsServer, events: list[dict[str, Any]]) -> None:
         assert reply["type"] == "ack", reply
 
 
+async def published(srv: MetricsServer, views: int, within: float = 10.0) -> None:
+    """Wait until ``srv`` has published a snapshot with ``views`` content views."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        latest = srv.service.latest
+        if latest is not None and p.loads(latest.text)["data"]["content"]["totalViews"] == views:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"no publication with {views} views"
+        await asyncio.sleep(0.005)
+
+
 async def rest(srv: MetricsServer) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=srv.http_url) as http:
         return p.loads((await http.get(REST)).text)
@@ -113,6 +124,9 @@ async def test_a_relay_that_misses_publications_notices_and_reloads(
             loop = asyncio.get_running_loop()
             for n in range(1, 6):
                 await ingest(leader, sale(str(n)))
+                # Each sale gets a publication of its own (two acked before the leader's next
+                # snapshot would share one), so the lossy relay meets the 2nd and the 5th.
+                await published(leader, n)
                 if n in (1, 3, 4):
                     await feed.until(lambda m, n=n: m[3]["content"]["totalViews"] == n)
             lost_last = loop.time()
