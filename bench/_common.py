@@ -462,11 +462,13 @@ def sample_payload() -> str:
 
 def wire() -> Any:  # the ref server imports this module: no protocol import at the top
     """The message encoder of the tree on the path: ``metrics_protocol.wire``, or in a tree
-    from before that package (a ``--baseline``), ``metrics_server.protocol``."""
+    from before that package (a ``--baseline``), ``metrics_server.protocol``. The older
+    module is tried first: under ``--baseline`` this checkout's ``metrics_protocol`` is still
+    importable (it is installed), and would measure this tree's encoder in the other's place."""
     try:
-        from metrics_protocol import wire as p
+        from metrics_server import protocol as p  # type: ignore[attr-defined]
     except ImportError:
-        from metrics_server import protocol as p  # type: ignore[no-redef]
+        from metrics_protocol import wire as p  # type: ignore[no-redef]
     return p
 
 
