@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..core import Counters, Plan, RangeDelta, TxnRecord, new_users
-from .base import HEARTBEAT_SECONDS, BatchKey, LoadedState, StoreError, remember_recent
+from .base import HEARTBEAT_SECONDS, BatchKey, StoreError, read_state, remember_recent
 from .sqlite import _COUNTERS, _RECENT_MINUTES, _event_row
 
 if TYPE_CHECKING:
     from ..ranges import Calendar
+    from .base import LoadedState, Peaks, RangeSamples
 
 #: Advisory lock classes (the first int of pg_advisory_xact_lock(int, int)); the second int is
 #: a hash of the schema's name, so that stores in other schemas of the database do not wait.
@@ -494,26 +495,7 @@ class PostgresStore:
 
     @staticmethod
     def _load(conn: Any, now: float, user_horizon: float, history: int) -> LoadedState:
-        return LoadedState(
-            counters=dict(conn.execute("SELECT name, value FROM counters").fetchall()),
-            revenue_buckets=conn.execute("SELECT bucket, cents FROM revenue_buckets").fetchall(),
-            users=conn.execute(
-                "SELECT user_id, last_seen FROM users WHERE last_seen >= %s",
-                (now - user_horizon,),
-            ).fetchall(),
-            peaks=conn.execute(
-                "SELECT minute, value FROM peaks WHERE minute > %s",
-                (int(now // 60) - 24 * 60,),
-            ).fetchall(),
-            history=[
-                r[0]
-                for r in conn.execute(
-                    "SELECT data FROM (SELECT seq, data FROM history"
-                    " ORDER BY seq DESC LIMIT %s) AS h ORDER BY seq",
-                    (history,),
-                )
-            ],
-        )
+        return read_state(conn.execute, "%s", now, user_horizon, history)
 
     def get_transactions(self, ids: Iterable[str]) -> dict[str, TxnRecord]:
         ids = list(ids)
@@ -739,12 +721,7 @@ class PostgresStore:
                 raise StoreError(self._failure(exc)) from None
 
     def save_sample(
-        self,
-        peaks: list[tuple[int, int]],
-        ts: float | None,
-        data: str | None,
-        keep: int,
-        ranges: Sequence[tuple[str, int, int]] = (),
+        self, peaks: Peaks, ts: float | None, data: str | None, keep: int, ranges: RangeSamples = ()
     ) -> None:
         """Outside the write lock: a peak only grows (greatest() is the same whichever order
         instances write in), and the range rows are upserted in the sorted order every writer
