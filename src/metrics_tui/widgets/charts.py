@@ -90,7 +90,7 @@ class TrendChart(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(self.title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
-        yield RangeChart(self._fmt, integer=self._integer)
+        yield RangeChart(self._fmt, self._integer)
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._add_plot)
@@ -98,7 +98,7 @@ class TrendChart(Vertical):
     def _add_plot(self) -> None:
         from metrics_tui.widgets.plot import TrendPlot
 
-        plot = TrendPlot(self._color, self._fmt, integer=self._integer)
+        plot = TrendPlot(self._color, self._fmt, self._integer)
         plot.points = self.points
         self._plot = plot
         self.mount(plot)
