@@ -75,9 +75,8 @@ class TrendChart(Vertical):
         *,
         integer: bool = False,
         id: str | None = None,
-        classes: str | None = None,
     ) -> None:
-        super().__init__(id=id, classes=classes)
+        super().__init__(id=id)
         self.title = title
         self._fmt = fmt
         self._color = color
