@@ -17,8 +17,8 @@ from textual.strip import Strip
 class CachedChart:
     """Mixin, before the widget class (it calls the widget's ``refresh`` and reads its
     ``size``): ``render_line`` from strips built by ``_build`` and kept while ``_chart_key`` is
-    the same. ``_fmt`` writes a y-axis value; ``integer``: the
-    values are counts, so ticks are whole numbers."""
+    the same. ``_fmt`` writes a y-axis value; ``_integer``: the values are counts, so the
+    ticks are whole numbers."""
 
     ALLOW_SELECT = False  # chart glyphs are not text to copy (and carry no selection offsets)
 
