@@ -36,12 +36,19 @@ MAX_AMOUNT_TEXT = "1000000000.00"
 _AMOUNT_TEXT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
 
 
-class EventError(ValueError):
+class Refusal(ValueError):
+    """A request refused; ``message`` is what its sender is told (the error's text)."""
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class EventError(Refusal):
     """An event or batch that cannot be accepted. ``index`` is the event's place in its batch."""
 
     def __init__(self, message: str, index: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.index = index
         #: An error code for the wire when not the default (invalid_event, or invalid_batch).
         self.code = code
@@ -144,9 +151,7 @@ def parse_ts(value: Any, now: float) -> float:
     the valid window: from MIN_TS to MAX_FUTURE_SECONDS after ``now``."""
     if value is None:
         return now
-    if isinstance(value, bool):
-        raise EventError("'ts' must be an ISO 8601 string or epoch seconds")
-    if isinstance(value, int | float | Decimal):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         if (isinstance(value, float) and not math.isfinite(value)) or (
             isinstance(value, Decimal) and not value.is_finite()  # math.isfinite(sNaN) raises
         ):
@@ -154,18 +159,18 @@ def parse_ts(value: Any, now: float) -> float:
         # Compared exactly before any conversion: float() of a 400-digit integer raises.
         _check_window(value, now)
         return float(value)
-    if not isinstance(value, str):
-        raise EventError("'ts' must be an ISO 8601 string or epoch seconds")
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise EventError(f"'ts' is not ISO 8601: {value[:40]!r}") from None
-    if dt.tzinfo is None:
-        raise EventError("'ts' needs a UTC offset (e.g. 'Z' or '+02:00')")
-    # Exact for any aware datetime, years 1 to 9999 (a difference, not a conversion).
-    ts = dt.timestamp()
-    _check_window(ts, now)
-    return ts
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise EventError(f"'ts' is not ISO 8601: {value[:40]!r}") from None
+        if dt.tzinfo is None:
+            raise EventError("'ts' needs a UTC offset (e.g. 'Z' or '+02:00')")
+        # Exact for any aware datetime, years 1 to 9999 (a difference, not a conversion).
+        ts = dt.timestamp()
+        _check_window(ts, now)
+        return ts
+    raise EventError("'ts' must be an ISO 8601 string or epoch seconds")  # bool too
 
 
 def _check_window(ts: float | int | Decimal, now: float) -> None:

@@ -41,6 +41,7 @@ from metrics_protocol.wire import (
 )
 
 from .core import Plan, RangeDelta
+from .events import Refusal
 
 #: Steps aligned with UTC, and their length in seconds.
 UTC_STEPS = {"1m": 60, "5m": 300, "15m": 900}
@@ -61,14 +62,13 @@ _ZONE_SUFFIX = re.compile(r"^(.*)\[([^\[\]]*)\]$")
 _OFFSET_SUFFIX = re.compile(r"^(.*\d)(Z|z|[+-][0-9:.]*)$")
 
 
-class RangeError(ValueError):
+class RangeError(Refusal):
     """A request that cannot be answered; ``parameter`` names the query parameter (or message
     field) at fault."""
 
     def __init__(self, parameter: str, message: str) -> None:
         super().__init__(message)
         self.parameter = parameter
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,30 @@ class Gauges:
     broker_reconnects: Callable[[], int] | None = None
 
 
+#: The counters with labels, in the order they are shown: name -> (label names, help text).
+_LABELLED: dict[str, tuple[list[str], str]] = {
+    "events_ingested": (["type"], "Events stored, by type."),
+    "batches": (
+        ["result", "reason"],
+        "Messages on /ws/ingest (pings aside) by result; reason: the error code of a refusal,"
+        " 'duplicate' for a repeated idempotency key (acknowledged, not stored).",
+    ),
+    "messages_sent": (
+        ["type"],
+        "Messages handed to connections, by type (a broadcast counts one per recipient).",
+    ),
+    "connections_closed": (
+        ["route", "code"],
+        "WebSocket connections closed, by route and close code (1008: a rate limit, 1009: a"
+        " message too big, 1011: no pong in time).",
+    ),
+    "http_responses": (
+        ["route", "status"],
+        "Plain HTTP answers (REST, /healthz, /metrics, refused handshakes), by route and status.",
+    ),
+}
+
+
 class Exposition:
     """The ``/metrics`` answer for one server: ``render(accept) -> (body, content_type)``."""
 
@@ -149,46 +173,34 @@ class Exposition:
         )
 
         t, n = self.telemetry, PREFIX
+
+        def counts(name: str, items: Mapping[Any, int]) -> Any:
+            """One of the ``_LABELLED`` counters: a sample per key (a label value, or a tuple
+            of them), sorted."""
+            labels, text = _LABELLED[name]
+            family = CounterMetricFamily(n + name, text, labels=labels)
+            for key, count in sorted(items.items()):
+                family.add_metric([str(v) for v in key] if isinstance(key, tuple) else [key], count)
+            return family
+
         info = GaugeMetricFamily(
             n + "info", "Version and store of this server (always 1).", labels=list(self.info)
         )
         info.add_metric(list(self.info.values()), 1)
         yield info
 
-        events = CounterMetricFamily(
-            n + "events_ingested", "Events stored, by type.", labels=["type"]
-        )
         by_name = Counter({name: 0 for name in t.event_names.values()})
         for cls, count in list(t.events.items()):
             by_name[t.event_names.get(cls, cls.__name__)] += count
-        for name, count in sorted(by_name.items()):
-            events.add_metric([name], count)
-        yield events
-
-        batches = CounterMetricFamily(
-            n + "batches",
-            "Messages on /ws/ingest (pings aside) by result; reason: the error code of a "
-            "refusal, 'duplicate' for a repeated idempotency key (acknowledged, not stored).",
-            labels=["result", "reason"],
-        )
-        seen = {("accepted", ""): 0, **t.batches}  # accepted is shown from the start
-        for (result, reason), count in sorted(seen.items()):
-            batches.add_metric([result, reason], count)
-        yield batches
+        yield counts("events_ingested", by_name)
+        yield counts("batches", {("accepted", ""): 0, **t.batches})  # accepted from the start
 
         yield GaugeMetricFamily(
             n + "subscribers", "Open /ws/metrics connections.", value=self.gauges.subscribers()
         )
         yield GaugeMetricFamily(n + "producers", "Open /ws/ingest connections.", value=t.producers)
 
-        sent = CounterMetricFamily(
-            n + "messages_sent",
-            "Messages handed to connections, by type (a broadcast counts one per recipient).",
-            labels=["type"],
-        )
-        for kind, count in sorted(t.sent.items()):
-            sent.add_metric([kind], count)
-        yield sent
+        yield counts("messages_sent", t.sent)
         yield CounterMetricFamily(
             n + "bytes_sent",
             "Bytes of the messages handed to connections (payload, without frame headers).",
@@ -205,25 +217,8 @@ class Exposition:
             value=t.store_errors,
         )
 
-        closed = CounterMetricFamily(
-            n + "connections_closed",
-            "WebSocket connections closed, by route and close code (1008: a rate limit, "
-            "1009: a message too big, 1011: no pong in time).",
-            labels=["route", "code"],
-        )
-        for (route, code), count in sorted(t.closed.items()):
-            closed.add_metric([route, code], count)
-        yield closed
-
-        http = CounterMetricFamily(
-            n + "http_responses",
-            "Plain HTTP answers (REST, /healthz, /metrics, refused handshakes), by route and "
-            "status.",
-            labels=["route", "status"],
-        )
-        for (route, status), count in sorted(t.http.items()):
-            http.add_metric([route, str(status)], count)
-        yield http
+        yield counts("connections_closed", t.closed)
+        yield counts("http_responses", t.http)
 
         for name, hist, text in (
             (

@@ -18,7 +18,7 @@ import os
 import ssl
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -119,6 +119,16 @@ def _alert_rules(
         settings.fail_in_file(parser, f"{monitor.alert_line(exc.index, key)}: {exc}")
 
 
+def _parse(
+    parser: argparse.ArgumentParser, table: Iterable[settings.Setting], argv: Sequence[str]
+) -> settings.Config:
+    """Flags, then the environment, then the configuration file (whose servers, keys and
+    alerts tables are not settings: config.py reads them)."""
+    return settings.parse(
+        parser, table, argv, default_file=config_file.default_path(), tables=config_file.TABLES
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export"]:
@@ -126,13 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if "--check" in (sys.argv[1:] if argv is None else argv):
         _as_plugin(parser)
-    args = settings.parse(
-        parser,
-        SETTINGS,
-        argv,
-        default_file=config_file.default_path(),
-        tables=config_file.TABLES,
-    )
+    args = _parse(parser, SETTINGS, argv)
     try:
         monitor = config_file.load(args.settings_file)
         if args.list:
@@ -363,13 +367,7 @@ def export_main(argv: Sequence[str]) -> int:
         epilog=f"{settings.ENV_NOTE} Example: metrics-tui export --from 2026-11-01 --to "
         "2026-12-01 --step 1d -o november.csv",
     )
-    args = settings.parse(
-        parser,
-        EXPORT_SETTINGS,
-        argv,
-        default_file=config_file.default_path(),
-        tables=config_file.TABLES,
-    )
+    args = _parse(parser, EXPORT_SETTINGS, argv)
     start, end, step = getattr(args, "from"), args.to, args.step
     missing = [f"--{n}" for n, v in (("from", start), ("to", end), ("step", step)) if v is None]
     if missing:
@@ -390,28 +388,21 @@ def export_main(argv: Sequence[str]) -> int:
     tls = _tls(parser, args, args.url)
     _quiet_logging()
     try:
-        return asyncio.run(_export(args.url, token, tls, start, end, step, args))
+        return asyncio.run(_export(args, token, tls))
     except KeyboardInterrupt:
         return 130
 
 
-async def _export(
-    url: str,
-    token: str | None,
-    tls: ssl.SSLContext | None,
-    start: str,
-    end: str,
-    step: str,
-    args: settings.Config,
-) -> int:
+async def _export(args: settings.Config, token: str | None, tls: ssl.SSLContext | None) -> int:
     from metrics_tui import export
 
+    url, span = args.url, (getattr(args, "from"), args.to, args.step)
     if is_insecure(tls):
         print("metrics-tui: warning: TLS certificate not verified (--insecure)", file=sys.stderr)
-    bar = sys.stderr.isatty() and export.pages_needed(start, end, step)
+    bar = sys.stderr.isatty() and export.pages_needed(*span)
     progress, stop = export.progress_bar(0) if bar else (None, None)
     try:
-        answer = await export.fetch(url, token, tls, start, end, step, progress)
+        answer = await export.fetch(url, token, tls, *span, progress)
     except export.ExportFailed as exc:
         where, reason = redact(url), _reason(exc, token)
         line = f"cannot get the range from {where}: {reason}" if exc.code == 1 else reason

@@ -9,7 +9,7 @@ is decided here. No I/O, no clock.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import FrozenInstanceError, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -140,17 +140,35 @@ class Phase(Enum):
     WRONG_URL = "wrong_url"
 
 
+class _Signal:
+    """An event or action that carries nothing: immutable, equal to any other of its class."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return True
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
 # What happened: the shell reports these; ``Policy.next`` answers each.
 
 
-@dataclass(frozen=True)
-class Start:
-    """The client starts (its first step)."""
+#: The client starts (its first step).
+class Start(_Signal): ...
 
 
-@dataclass(frozen=True)
-class Opened:
-    """The handshake succeeded."""
+#: The handshake succeeded.
+class Opened(_Signal): ...
 
 
 @dataclass(frozen=True)
@@ -162,19 +180,16 @@ class Ended:
     failure: Failure
 
 
-@dataclass(frozen=True)
-class Tick:
-    """The wait the policy asked for is over."""
+#: The wait the policy asked for is over.
+class Tick(_Signal): ...
 
 
-@dataclass(frozen=True)
-class Reconnect:
-    """The user pressed ``r``."""
+#: The user pressed ``r``.
+class Reconnect(_Signal): ...
 
 
-@dataclass(frozen=True)
-class PollOk:
-    """A REST poll answered with figures."""
+#: A REST poll answered with figures.
+class PollOk(_Signal): ...
 
 
 @dataclass(frozen=True)
@@ -190,9 +205,8 @@ Event = Start | Opened | Ended | Tick | Reconnect | PollOk | PollFailed
 # What to do: ``Policy.next`` returns these for the shell to carry out, in order.
 
 
-@dataclass(frozen=True)
-class Connect:
-    """Open a WebSocket now (and report ``Opened``, then ``Ended``)."""
+#: Open a WebSocket now (and report ``Opened``, then ``Ended``).
+class Connect(_Signal): ...
 
 
 @dataclass(frozen=True)
@@ -202,19 +216,16 @@ class Wait:
     seconds: float | None
 
 
-@dataclass(frozen=True)
-class Drop:
-    """Close the open WebSocket (it then reports ``Ended``, which is not a failure here)."""
+#: Close the open WebSocket (it then reports ``Ended``, which is not a failure here).
+class Drop(_Signal): ...
 
 
-@dataclass(frozen=True)
-class StartPolling:
-    """Poll REST every interval (reporting ``PollOk`` or, once, ``PollFailed``)."""
+#: Poll REST every interval (reporting ``PollOk`` or, once, ``PollFailed``).
+class StartPolling(_Signal): ...
 
 
-@dataclass(frozen=True)
-class StopPolling:
-    """Stop polling REST."""
+#: Stop polling REST.
+class StopPolling(_Signal): ...
 
 
 Action = Connect | Wait | Drop | StartPolling | StopPolling

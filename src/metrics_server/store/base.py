@@ -6,10 +6,10 @@ method raises StoreError, and only that, when the store cannot answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core import Plan, TxnRecord
 
@@ -44,6 +44,37 @@ class LoadedState:
     history: list[str] = field(default_factory=list)  # encoded data objects, oldest first
 
 
+#: Per-minute peak samples, (minute, value); and range samples, (step, bucket start, value).
+Peaks = list[tuple[int, int]]
+RangeSamples = Sequence[tuple[str, int, int]]
+
+
+def read_state(
+    execute: Callable[[str, tuple], Any], mark: str, now: float, user_horizon: float, history: int
+) -> LoadedState:
+    """What a server starts from (see Store.load), read with the adapter's ``execute(sql,
+    params)``, ``mark`` being its driver's placeholder ("?" or "%s")."""
+    return LoadedState(
+        counters=dict(execute("SELECT name, value FROM counters", ()).fetchall()),
+        revenue_buckets=execute("SELECT bucket, cents FROM revenue_buckets", ()).fetchall(),
+        users=execute(
+            f"SELECT user_id, last_seen FROM users WHERE last_seen >= {mark}",
+            (now - user_horizon,),
+        ).fetchall(),
+        peaks=execute(
+            f"SELECT minute, value FROM peaks WHERE minute > {mark}", (int(now // 60) - 24 * 60,)
+        ).fetchall(),
+        history=[
+            r[0]
+            for r in execute(
+                "SELECT data FROM (SELECT seq, data FROM history"
+                f" ORDER BY seq DESC LIMIT {mark}) AS h ORDER BY seq",
+                (history,),
+            )
+        ],
+    )
+
+
 class Store(Protocol):
     def load(self, now: float, user_horizon: float, history: int) -> LoadedState: ...
 
@@ -74,12 +105,7 @@ class Store(Protocol):
         Raises StoreError."""
 
     def save_sample(
-        self,
-        peaks: list[tuple[int, int]],
-        ts: float | None,
-        data: str | None,
-        keep: int,
-        ranges: Sequence[tuple[str, int, int]] = (),
+        self, peaks: Peaks, ts: float | None, data: str | None, keep: int, ranges: RangeSamples = ()
     ) -> None:
         """Keep per-minute peak samples and, when ``data`` is given, one interval snapshot;
         ``ranges`` are the same samples as (step, bucket start, value) for the range rows,

@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..core import Counters, Plan, RangeDelta, TxnRecord, new_users
-from .base import HEARTBEAT_SECONDS, BatchKey, LoadedState, StoreError, remember_recent
+from .base import HEARTBEAT_SECONDS, BatchKey, StoreError, read_state, remember_recent
 from .sqlite import _COUNTERS, _RECENT_MINUTES, _event_row
 
 if TYPE_CHECKING:
     from ..ranges import Calendar
+    from .base import LoadedState, Peaks, RangeSamples
 
 #: Advisory lock classes (the first int of pg_advisory_xact_lock(int, int)); the second int is
 #: a hash of the schema's name, so that stores in other schemas of the database do not wait.
@@ -166,6 +167,19 @@ assert set(_COUNTERS) == {"views", "txn_total", "pending", "completed", "failed"
 
 _COPY_EVENTS = (
     "COPY events (ts, type, user_id, content_id, txn_id, status, amount_cents) FROM STDIN"
+)
+#: The rollups keyed by one column, written once per group from (sorted keys, their values).
+_ADD_COUNTERS = (
+    "UPDATE counters AS c SET value = c.value + d.v FROM unnest(%s::text[], %s::bigint[])"
+    " AS d(name, v) WHERE c.name = d.name"
+)
+_ADD_REVENUE = (
+    "INSERT INTO revenue_buckets AS t (bucket, cents) SELECT * FROM unnest(%s::bigint[],"
+    " %s::bigint[]) ON CONFLICT (bucket) DO UPDATE SET cents = t.cents + EXCLUDED.cents"
+)
+_SEE_USERS = (
+    "INSERT INTO users AS t (user_id, last_seen) SELECT * FROM unnest(%s::text[], %s::float8[])"
+    " ON CONFLICT (user_id) DO UPDATE SET last_seen = greatest(t.last_seen, EXCLUDED.last_seen)"
 )
 _COPY_RANGES = (
     "COPY range_buckets (step, start, revenue_cents, completed, failed, started, views, users,"
@@ -421,20 +435,36 @@ class PostgresStore:
             except self._pg.Error as exc:
                 raise StoreError(self._failure(exc)) from None
 
+    def _among(self, sql: str, keys: Iterable[str]) -> list[Any]:
+        """The rows ``sql`` selects for ``keys``, its one parameter (an array); none asked for,
+        none read."""
+        keys = list(keys)
+        if not keys:
+            return []
+        with self._conn() as conn:
+            try:
+                return conn.execute(sql, (keys,)).fetchall()
+            except self._pg.Error as exc:
+                raise StoreError(self._failure(exc)) from None
+
     # ---- connections and scopes
 
     @contextlib.contextmanager
-    def _conn(self) -> Iterator[Any]:
-        """The current scope's connection, or one from the pool (autocommit)."""
+    def _conn(self, write: bool = False) -> Iterator[Any]:
+        """The current scope's connection; else, to ``write``, a scope of its own, or else one
+        from the pool (autocommit)."""
         scoped = getattr(self._local, "conn", None)
         if scoped is not None:
             yield scoped
-            return
-        try:
-            with self._pool.connection(timeout=self._timeout) as conn:
-                yield conn
-        except self._pg.Error as exc:
-            raise StoreError(self._failure(exc)) from None
+        elif write:
+            with self.atomic():
+                yield self._local.conn
+        else:
+            try:
+                with self._pool.connection(timeout=self._timeout) as conn:
+                    yield conn
+            except self._pg.Error as exc:
+                raise StoreError(self._failure(exc)) from None
 
     def _failure(self, exc: BaseException) -> str:
         if isinstance(exc, self._pg.OperationalError):
@@ -471,16 +501,6 @@ class PostgresStore:
         if added:  # committed: only now are its pairs known to be stored
             self._remember(added)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Any]:
-        """The scope's connection, or a scope of its own for a write made outside one."""
-        scoped = getattr(self._local, "conn", None)
-        if scoped is not None:
-            yield scoped
-            return
-        with self.atomic():
-            yield self._local.conn
-
     # ---- reads
 
     def load(self, now: float, user_horizon: float, history: int) -> LoadedState:
@@ -494,54 +514,18 @@ class PostgresStore:
 
     @staticmethod
     def _load(conn: Any, now: float, user_horizon: float, history: int) -> LoadedState:
-        return LoadedState(
-            counters=dict(conn.execute("SELECT name, value FROM counters").fetchall()),
-            revenue_buckets=conn.execute("SELECT bucket, cents FROM revenue_buckets").fetchall(),
-            users=conn.execute(
-                "SELECT user_id, last_seen FROM users WHERE last_seen >= %s",
-                (now - user_horizon,),
-            ).fetchall(),
-            peaks=conn.execute(
-                "SELECT minute, value FROM peaks WHERE minute > %s",
-                (int(now // 60) - 24 * 60,),
-            ).fetchall(),
-            history=[
-                r[0]
-                for r in conn.execute(
-                    "SELECT data FROM (SELECT seq, data FROM history"
-                    " ORDER BY seq DESC LIMIT %s) AS h ORDER BY seq",
-                    (history,),
-                )
-            ],
-        )
+        return read_state(conn.execute, "%s", now, user_horizon, history)
 
     def get_transactions(self, ids: Iterable[str]) -> dict[str, TxnRecord]:
-        ids = list(ids)
-        if not ids:
-            return {}
-        with self._conn() as conn:
-            try:
-                rows = conn.execute(
-                    "SELECT id, status, amount_cents FROM transactions WHERE id = ANY(%s)", (ids,)
-                ).fetchall()
-            except self._pg.Error as exc:
-                raise StoreError(self._failure(exc)) from None
-        return {tid: TxnRecord(status, cents) for tid, status, cents in rows}
+        sql = "SELECT id, status, amount_cents FROM transactions WHERE id = ANY(%s)"
+        return {tid: TxnRecord(status, cents) for tid, status, cents in self._among(sql, ids)}
 
     def revenue_total(self) -> int:
         return self._scalar("SELECT value FROM counters WHERE name = 'revenue_cents'")
 
     def get_keys(self, keys: Iterable[str]) -> dict[str, BatchKey]:
-        keys = list(keys)
-        if not keys:
-            return {}
-        with self._conn() as conn:
-            try:
-                rows = conn.execute(
-                    "SELECT key, accepted, digest, ts FROM batch_keys WHERE key = ANY(%s)", (keys,)
-                ).fetchall()
-            except self._pg.Error as exc:
-                raise StoreError(self._failure(exc)) from None
+        sql = "SELECT key, accepted, digest, ts FROM batch_keys WHERE key = ANY(%s)"
+        rows = self._among(sql, keys)
         return {k: BatchKey(accepted, bytes(digest), ts) for k, accepted, digest, ts in rows}
 
     def event_count(self) -> int:
@@ -575,7 +559,7 @@ class PostgresStore:
                 if ts > users.get(user, float("-inf")):
                     users[user] = ts
         ranged = [plan.ranges for plan in plans if plan.ranges is not None]
-        with self._write() as conn:
+        with self._conn(write=True) as conn:
             try:
                 with conn.cursor() as cur:
                     if ranged:  # the reads first: every write of the group comes after them
@@ -603,31 +587,14 @@ class PostgresStore:
                                     [meta.get(i, (None, None, 0.0))[2] for i in ids],
                                 ),
                             )
-                        if counters:
-                            names = sorted(counters)
-                            cur.execute(
-                                "UPDATE counters AS c SET value = c.value + d.v FROM"
-                                " unnest(%s::text[], %s::bigint[]) AS d(name, v)"
-                                " WHERE c.name = d.name",
-                                (names, [counters[n] for n in names]),
-                            )
-                        if buckets:
-                            bs = sorted(buckets)
-                            cur.execute(
-                                "INSERT INTO revenue_buckets AS t (bucket, cents) SELECT * FROM"
-                                " unnest(%s::bigint[], %s::bigint[]) ON CONFLICT (bucket)"
-                                " DO UPDATE SET cents = t.cents + EXCLUDED.cents",
-                                (bs, [buckets[b] for b in bs]),
-                            )
-                        if users:
-                            us = sorted(users)
-                            cur.execute(
-                                "INSERT INTO users AS t (user_id, last_seen) SELECT * FROM"
-                                " unnest(%s::text[], %s::float8[]) ON CONFLICT (user_id)"
-                                " DO UPDATE SET last_seen ="
-                                " greatest(t.last_seen, EXCLUDED.last_seen)",
-                                (us, [users[u] for u in us]),
-                            )
+                        for upsert, by_key in (
+                            (_ADD_COUNTERS, counters),
+                            (_ADD_REVENUE, buckets),
+                            (_SEE_USERS, users),
+                        ):
+                            if by_key:
+                                ks = sorted(by_key)
+                                cur.execute(upsert, (ks, [by_key[k] for k in ks]))
                         if self.log_deltas and (counters or buckets or users):
                             cur.execute(
                                 "INSERT INTO deltas (data) VALUES (%s)",
@@ -732,19 +699,16 @@ class PostgresStore:
         remember_recent(self._recent, added, _RECENT_MINUTES)
 
     def forget_keys(self, before: float) -> int:
-        with self._write() as conn:  # under the write lock: no planner sees a key half-gone
+        with self._conn(
+            write=True
+        ) as conn:  # under the write lock: no planner sees a key half-gone
             try:
                 return conn.execute("DELETE FROM batch_keys WHERE ts < %s", (before,)).rowcount
             except self._pg.Error as exc:
                 raise StoreError(self._failure(exc)) from None
 
     def save_sample(
-        self,
-        peaks: list[tuple[int, int]],
-        ts: float | None,
-        data: str | None,
-        keep: int,
-        ranges: Sequence[tuple[str, int, int]] = (),
+        self, peaks: Peaks, ts: float | None, data: str | None, keep: int, ranges: RangeSamples = ()
     ) -> None:
         """Outside the write lock: a peak only grows (greatest() is the same whichever order
         instances write in), and the range rows are upserted in the sorted order every writer

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import Plan, RangeDelta, TxnRecord, new_users
 from ..events import ContentView, TransactionEvent, UserActivity
-from .base import BatchKey, LoadedState, StoreError, remember_recent
+from .base import BatchKey, StoreError, read_state, remember_recent
 from .lock import DatabaseLock
 
 if TYPE_CHECKING:
     from ..ranges import Calendar
+    from .base import LoadedState, Peaks, RangeSamples
 
 #: 2 added the range rollups (range_buckets, user_minutes); a version 1 file is upgraded in
 #: place, and the service builds its range rollups from its events once (prepare_ranges).
@@ -218,27 +219,8 @@ class SQLiteStore:
             raise StoreError(f"cannot write database: {exc}") from None
 
     def load(self, now: float, user_horizon: float, history: int) -> LoadedState:
-        db = self._db
         try:
-            return LoadedState(
-                counters=dict(db.execute("SELECT name, value FROM counters").fetchall()),
-                revenue_buckets=db.execute("SELECT bucket, cents FROM revenue_buckets").fetchall(),
-                users=db.execute(
-                    "SELECT user_id, last_seen FROM users WHERE last_seen >= ?",
-                    (now - user_horizon,),
-                ).fetchall(),
-                peaks=db.execute(
-                    "SELECT minute, value FROM peaks WHERE minute > ?", (now // 60 - 24 * 60,)
-                ).fetchall(),
-                history=[
-                    r[0]
-                    for r in db.execute(
-                        "SELECT data FROM (SELECT seq, data FROM history ORDER BY seq DESC LIMIT ?)"
-                        " ORDER BY seq",
-                        (history,),
-                    )
-                ],
-            )
+            return read_state(self._db.execute, "?", now, user_horizon, history)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read database: {exc}") from None
 
@@ -462,12 +444,7 @@ class SQLiteStore:
         return deleted, last
 
     def save_sample(
-        self,
-        peaks: list[tuple[int, int]],
-        ts: float | None,
-        data: str | None,
-        keep: int,
-        ranges: Sequence[tuple[str, int, int]] = (),
+        self, peaks: Peaks, ts: float | None, data: str | None, keep: int, ranges: RangeSamples = ()
     ) -> None:
         db = self._db
         try:

@@ -8,12 +8,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from metrics_tui import formatting
 from metrics_tui.alerts import RuleState, State, format_duration, value_text
+from metrics_tui.screens.framed import FramedModal
 
 NO_RULES = (
     "No alert rules.\n\n"
@@ -63,7 +62,7 @@ def rules_table(states: Sequence[RuleState], now: float) -> Table:
     return table
 
 
-class AlertsScreen(ModalScreen[None]):
+class AlertsScreen(FramedModal[None]):
     """Modal list of the alert rules; escape or ``a`` closes. Redrawn by the app as the
     states change and once a second for the times."""
 
@@ -73,31 +72,25 @@ class AlertsScreen(ModalScreen[None]):
     ]
 
     DEFAULT_CSS = """
-    AlertsScreen { align: center middle; }
-    AlertsScreen > VerticalScroll {
+    AlertsScreen > .frame {
         /* Not auto: a table measured inside an auto-width box gets no width at all. */
         width: 100%;
         max-width: 100;
-        height: auto;
         max-height: 100%;
-        border: round $accent;
-        border-title-style: bold;
-        background: $surface;
-        padding: 0 1;
     }
     AlertsScreen Static { width: 100%; }
     """
+
+    box_title = "Alert rules"
+    box_subtitle = "escape or a closes"
 
     def __init__(self, states: Callable[[], Sequence[RuleState]], clock: Callable[[], float]):
         super().__init__()
         self._states = states
         self._clock = clock
 
-    def compose(self) -> ComposeResult:
-        with VerticalScroll() as box:
-            box.border_title = "Alert rules"
-            box.border_subtitle = "escape or a closes"
-            yield Static(self._content(), id="rules", markup=False)
+    def compose_box(self) -> ComposeResult:
+        yield Static(self._content(), id="rules", markup=False)
 
     def on_mount(self) -> None:
         self.set_interval(1.0, self.redraw)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.keys import format_key
 from textual.markup import escape
-from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from metrics_tui.screens.framed import FramedModal
 
 #: Compact on purpose: it fits a 60x20 pane without scrolling. {keys} is the line of the app's
 #: footer bindings with the keys in use (the configuration file's [keys] may rebind them);
@@ -54,7 +54,7 @@ def key_label(key: str) -> str:
     return "+".join([*mods, format_key(base)])
 
 
-class HelpScreen(ModalScreen[None]):
+class HelpScreen(FramedModal[None]):
     """Modal help; closes on escape, or on the app's help and quit keys (the ids make the
     app's keymap move these with the app's own bindings)."""
 
@@ -65,24 +65,14 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll {
-        width: auto;
-        max-width: 100%;
-        height: auto;
-        max-height: 100%;
-        border: round $accent;
-        border-title-style: bold;
-        background: $surface;
-        padding: 0 1;
-    }
+    HelpScreen > .frame { width: auto; max-width: 100%; max-height: 100%; }
     HelpScreen Static { width: auto; }
     """
 
-    def compose(self) -> ComposeResult:
-        with VerticalScroll() as box:
-            box.border_title = "metrics-tui help"
-            yield Static(self.help_text())
+    box_title = "metrics-tui help"
+
+    def compose_box(self) -> ComposeResult:
+        yield Static(self.help_text())
 
     def help_text(self) -> str:
         app = self.app

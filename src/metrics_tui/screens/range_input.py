@@ -7,10 +7,10 @@ from collections.abc import Callable
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
 from metrics_tui.ranges import RangeInputError, RangeSpec
+from metrics_tui.screens.framed import FramedModal
 
 HINT = (
     "2026-11-01..2026-11-15 (the end not included)\n"
@@ -19,39 +19,31 @@ HINT = (
 )
 
 
-class RangeInputScreen(ModalScreen[RangeSpec | None]):
+class RangeInputScreen(FramedModal[RangeSpec | None]):
     """Asks for a range; a range that cannot be shown keeps the box open with the reason."""
 
     BINDINGS = [Binding("escape", "cancel", "Close")]
 
     DEFAULT_CSS = """
-    RangeInputScreen { align: center middle; }
-    RangeInputScreen > Vertical {
-        width: 66;
-        max-width: 100%;
-        height: auto;
-        border: round $accent;
-        border-title-style: bold;
-        background: $surface;
-        padding: 0 1;
-    }
+    RangeInputScreen > .frame { width: 66; max-width: 100%; }
     RangeInputScreen Input { width: 1fr; }
     RangeInputScreen #range-hint { color: $text-muted; }
     RangeInputScreen #range-error { color: $text-error; display: none; }
     RangeInputScreen #range-error.-shown { display: block; }
     """
 
+    BOX = Vertical
+    box_title = "Show a range"
+
     def __init__(self, parse: Callable[[str], RangeSpec], value: str = "") -> None:
         super().__init__()
         self._parse = parse
         self._value = value
 
-    def compose(self) -> ComposeResult:
-        with Vertical() as box:
-            box.border_title = "Show a range"
-            yield Input(self._value, placeholder="a range, e.g. yesterday", id="range-text")
-            yield Static("", id="range-error", markup=False)
-            yield Static(HINT, id="range-hint", markup=False)
+    def compose_box(self) -> ComposeResult:
+        yield Input(self._value, placeholder="a range, e.g. yesterday", id="range-text")
+        yield Static("", id="range-error", markup=False)
+        yield Static(HINT, id="range-hint", markup=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()

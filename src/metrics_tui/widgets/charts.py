@@ -75,9 +75,8 @@ class TrendChart(Vertical):
         *,
         integer: bool = False,
         id: str | None = None,
-        classes: str | None = None,
     ) -> None:
-        super().__init__(id=id, classes=classes)
+        super().__init__(id=id)
         self.title = title
         self._fmt = fmt
         self._color = color
@@ -90,7 +89,7 @@ class TrendChart(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(self.title_text, classes="chart-title", markup=False)
         yield TrendSpark([], summary_function=max)
-        yield RangeChart(self._fmt, integer=self._integer)
+        yield RangeChart(self._fmt, self._integer)
 
     def on_mount(self) -> None:
         self.call_after_refresh(self._add_plot)
@@ -98,7 +97,7 @@ class TrendChart(Vertical):
     def _add_plot(self) -> None:
         from metrics_tui.widgets.plot import TrendPlot
 
-        plot = TrendPlot(self._color, self._fmt, integer=self._integer)
+        plot = TrendPlot(self._color, self._fmt, self._integer)
         plot.points = self.points
         self._plot = plot
         self.mount(plot)

@@ -19,6 +19,8 @@ from textual.reactive import var
 from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
+from metrics_tui.widgets.strips import CachedChart
+
 
 def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> list[float]:
     """Round-numbered axis ticks covering [lo, hi] (plotext's own are unrounded)."""
@@ -35,7 +37,7 @@ def nice_ticks(lo: float, hi: float, target: int = 4, integer: bool = False) -> 
     return [first + i * step for i in range(max(1, count))]
 
 
-class TrendPlot(PlotextPlot):
+class TrendPlot(CachedChart, PlotextPlot):
     """A plotext line chart, built only when its points, size or theme change.
 
     plotext draws the whole chart as one ANSI string. Going from there to the screen through
@@ -45,28 +47,14 @@ class TrendPlot(PlotextPlot):
     that is one build a second, and repaints for any other reason cost nothing here.
     """
 
-    ALLOW_SELECT = False  # chart glyphs are not text to copy (and carry no selection offsets)
-
     #: The plotted values and the server times of their samples.
     points: var[tuple[tuple[float, ...], tuple[datetime, ...]]] = var(((), ()), init=False)
 
-    def __init__(
-        self,
-        color: str,
-        fmt: Callable[[float], str],
-        *,
-        integer: bool = False,
-        id: str | None = None,
-        classes: str | None = None,
-    ) -> None:
-        super().__init__(id=id, classes=classes)
+    def __init__(self, color: str, fmt: Callable[[float], str], integer: bool) -> None:
+        super().__init__(fmt, integer)
         self._color = color
-        self._fmt = fmt
-        self._integer = integer
         #: Counts the changes that call for a new build: points, and theme colours.
         self._version = 0
-        self._drawn: tuple[object, ...] | None = None
-        self._strips: list[Strip] = []
 
     def on_mount(self) -> None:
         # PlotextPlot registers the new theme's colours on the same signal: build again then.
@@ -101,32 +89,24 @@ class TrendPlot(PlotextPlot):
         if self.is_on_screen:
             self.refresh()
 
-    def on_show(self) -> None:
-        self.refresh()
-
-    def render_line(self, y: int) -> Strip:
-        strips = self._chart_strips()
-        if y < len(strips):
-            return strips[y]
-        return Strip.blank(self.size.width, self.visual_style.rich_style)
-
-    def _chart_strips(self) -> list[Strip]:
-        width, height = self.size
+    def _chart_key(self, width: int, height: int) -> tuple[object, ...]:
         theme = self._get_plotext_theme_name(self.app.theme)
-        key = (self._version, width, height, theme, self.visual_style)
-        if key != self._drawn:
-            # As PlotextPlot.render sets the plot up, without its Text.from_ansi.
-            plot = self.plt
-            plot.plotsize(width, height)
-            plot._set_size(width, height)
-            plot.theme(theme)
-            base = self.visual_style.rich_style
-            self._strips = [
-                Strip(Segment.simplify(_ansi_segments(line, base))).crop_extend(0, width, base)
-                for line in plot.build().split("\n")[:height]
-            ]
-            self._drawn = key
-        return self._strips
+        return (self._version, width, height, theme, self.visual_style)
+
+    def _blank_style(self) -> Style:
+        return self.visual_style.rich_style
+
+    def _build(self, width: int, height: int) -> list[Strip]:
+        # As PlotextPlot.render sets the plot up, without its Text.from_ansi.
+        plot = self.plt
+        plot.plotsize(width, height)
+        plot._set_size(width, height)
+        plot.theme(self._get_plotext_theme_name(self.app.theme))
+        base = self.visual_style.rich_style
+        return [
+            Strip(Segment.simplify(_ansi_segments(line, base))).crop_extend(0, width, base)
+            for line in plot.build().split("\n")[:height]
+        ]
 
 
 _SGR = re.compile(r"\x1b\[([0-9;]*)m")

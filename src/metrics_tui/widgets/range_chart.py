@@ -25,6 +25,8 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
+from metrics_tui.widgets.strips import CachedChart
+
 EIGHTHS = " ▁▂▃▄▅▆▇█"
 #: Braille dot bits by (column in the cell, row in the cell from the top).
 DOTS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
@@ -114,7 +116,7 @@ def braille_line(
     return ["".join(chr(0x2800 + c) if c else " " for c in line) for line in cells]
 
 
-class RangeChart(Widget):
+class RangeChart(CachedChart, Widget):
     """Bars (one per step, from zero) or a line of the values given, over a y axis in the
     given format, the first and last bucket named under it."""
 
@@ -122,24 +124,11 @@ class RangeChart(Widget):
     RangeChart { height: 1fr; }
     """
 
-    ALLOW_SELECT = False
-
-    def __init__(
-        self,
-        fmt: Callable[[float], str],
-        *,
-        integer: bool = False,
-        id: str | None = None,
-        classes: str | None = None,
-    ) -> None:
-        super().__init__(id=id, classes=classes)
-        self._fmt = fmt
-        self._integer = integer
+    def __init__(self, fmt: Callable[[float], str], integer: bool) -> None:
+        super().__init__(fmt, integer)
         self._kind: Kind = "line"
         self._values: tuple[float, ...] = ()
         self._labels: tuple[str, str] = ("", "")
-        self._drawn: tuple[object, ...] | None = None
-        self._strips: list[Strip] = []
 
     def set_points(
         self,
@@ -156,22 +145,11 @@ class RangeChart(Widget):
         if self.is_on_screen:
             self.refresh()
 
-    def on_show(self) -> None:
-        self.refresh()
+    def _chart_key(self, width: int, height: int) -> tuple[object, ...]:
+        return (self._kind, self._values, self._labels, width, height, self.rich_style)
 
-    def render_line(self, y: int) -> Strip:
-        strips = self._chart_strips()
-        if y < len(strips):
-            return strips[y]
-        return Strip.blank(self.size.width, self.rich_style)
-
-    def _chart_strips(self) -> list[Strip]:
-        width, height = self.size
-        key = (self._kind, self._values, self._labels, width, height, self.rich_style)
-        if key != self._drawn:
-            self._strips = self._build(width, height)
-            self._drawn = key
-        return self._strips
+    def _blank_style(self) -> Style:
+        return self.rich_style
 
     def _ticks(self, values: Sequence[float]) -> tuple[float, float, list[float]]:
         """(bottom, top, ticks), the axis widened to round ticks at both ends: bars stand on
