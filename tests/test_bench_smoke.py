@@ -177,6 +177,7 @@ def test_slow_subscriber_baseline() -> None:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_monitor_baseline() -> None:
-    out = monitor.run(window=0.5, settle=0.2, baseline=SRC, verbose=False)
+    # 2 s: at least two updates, each several clock ticks of CPU, so an idle window never reads 0.
+    out = monitor.run(window=2.0, settle=0.2, baseline=SRC, verbose=False)
     assert 0 < out["base_first_figures_s"] < 20 and 20 < out["base_rss_mb"] < 1000, out
     assert out["base_cpu_ratio"] > 0
