@@ -171,6 +171,15 @@ class Schema:
         self._by_group = {g: tuple(f for f in self.figures if f.group == g) for g in self.groups}
         self._by_card = {c.id: tuple(f for f in self.figures if f.card == c.id) for c in self.cards}
         self.group_attrs = {g: snake_case(g) for g in self.groups}
+        #: Each card's figures as (group attribute, figure attributes) in table order: what a
+        #: monitor reads from every snapshot, without a lookup per figure.
+        self.card_paths: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+            card: tuple(
+                (self.group_attrs[g], tuple(f.attr for f in figs if f.group == g))
+                for g in dict.fromkeys(f.group for f in figs)
+            )
+            for card, figs in self._by_card.items()
+        }
         self._classes = {g: self._group_dataclass(g, module) for g in self.groups}
         self.metrics: type = dataclasses.make_dataclass(
             "Metrics",

@@ -43,3 +43,14 @@ def test_a_chart_title_names_the_span_of_its_samples() -> None:
     assert chart_title("Revenue", []) == "Revenue · waiting for data"
     assert chart_title("Revenue", [t0]) == "Revenue"
     assert chart_title("Revenue", [t0, t0 + timedelta(seconds=95)]) == "Revenue · last 1m35s"
+
+
+def test_a_span_jittered_by_the_servers_timer_keeps_one_title() -> None:
+    """Samples a second apart span 18.998 s or 19.002 s: one title, not "18s" then "19s" (a
+    title that flips is a repaint for nothing, and reads as if the window changed)."""
+    t0 = datetime(2025, 11, 4, 10, 0)
+    titles = {
+        chart_title("Revenue", [t0, t0 + timedelta(seconds=19, milliseconds=ms)])
+        for ms in (-3, -1, 0, 2, 4)
+    }
+    assert titles == {"Revenue · last 19s"}

@@ -301,10 +301,12 @@ PULSE_CARDS = tuple(dict.fromkeys(f.card for f in SCHEMA.figures if f.pulse))
 def card_values(m: Metrics, schema: Schema = SCHEMA) -> dict[str, dict[str, Number]]:
     """Each card's figures from a snapshot, keyed by card id (groups left out stay as they were)."""
     out: dict[str, dict[str, Number]] = {}
-    for card in schema.cards:
-        values = {
-            f.attr: v for f in schema.card_figures(card.id) if (v := schema.value(m, f)) is not None
-        }
+    for card_id, paths in schema.card_paths.items():
+        values: dict[str, Number] = {}
+        for group_attr, attrs in paths:
+            if (group := getattr(m, group_attr)) is not None:
+                for attr in attrs:
+                    values[attr] = getattr(group, attr)
         if values:
-            out[card.id] = values
+            out[card_id] = values
     return out

@@ -38,7 +38,9 @@ def chart_title(title: str, stamps: Sequence[datetime]) -> str:
     """``Active users · last 1m35s``: the metric and the time its samples span."""
     if not stamps:
         return f"{title} · waiting for data"
-    span = (stamps[-1] - stamps[0]).total_seconds()
+    # Rounded, not cut: samples a second apart span 18.998 s or 19.002 s by the server's
+    # timer's jitter, and a cut span would flip the title between "18s" and "19s".
+    span = round((stamps[-1] - stamps[0]).total_seconds())
     return f"{title} · last {formatting.age(span)}" if span > 0 else title
 
 
