@@ -152,6 +152,10 @@ def run(
     out: dict[str, float] = {}
     mons = {"mon": monitor_src, **({"base": baseline} if baseline else {})}
     for src in mons.values():  # compiled and in the page cache for all: only launches differ
+        # Byte-compiled as an install leaves them (pip compiles on install): with
+        # PYTHONDONTWRITEBYTECODE set, every launch would compile the tree's source again.
+        for tree in (src or str(c.ROOT / "src"), str(c.ROOT / "bench")):
+            subprocess.run([sys.executable, "-m", "compileall", "-q", tree], check=True)
         env = c.clean_env({"PYTHONPATH": src} if src else None)
         imports = "import metrics_tui.app, metrics_tui.cli, textual.app"
         subprocess.run([sys.executable, "-c", imports], env=env, cwd=c.ROOT, check=True)
