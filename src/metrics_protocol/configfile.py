@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +22,12 @@ KeyPath = tuple[str | int, ...]
 _BARE = r"[A-Za-z0-9_-]+"
 _KEY = rf"(?:{_BARE}|\"(?:[^\"\\]|\\.)*\"|'[^']*')"
 _DOTTED = rf"{_KEY}(?:[ \t]*\.[ \t]*{_KEY})*"
-_HEADER = re.compile(rf"[ \t]*(\[\[?)[ \t]*({_DOTTED})[ \t]*\]")
-_ASSIGN = re.compile(rf"[ \t]*({_DOTTED})[ \t]*=")
-_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'")
-_AT = re.compile(r" \((?:at line (\d+), column (\d+)|at end of document)\)$")
+# Patterns as text, compiled (and cached by ``re``) on first use: most runs read no file, and
+# the monitor's start-up should not pay for them.
+_HEADER = rf"[ \t]*(\[\[?)[ \t]*({_DOTTED})[ \t]*\]"
+_ASSIGN = rf"[ \t]*({_DOTTED})[ \t]*="
+_STRING = r"\"(?:[^\"\\]|\\.)*\"|'[^']*'"
+_AT = r" \((?:at line (\d+), column (\d+)|at end of document)\)$"
 
 
 class ConfigFileError(ValueError):
@@ -35,6 +36,8 @@ class ConfigFileError(ValueError):
 
 def _key_parts(dotted: str) -> list[str]:
     """``a."b.c".d`` -> ["a", "b.c", "d"]; tomllib undoes the quoting."""
+    import tomllib  # here and in read(): only a run that has a file pays for the import
+
     parts = re.findall(_KEY, dotted)
     return [p if re.fullmatch(_BARE, p) else next(iter(tomllib.loads(f"{p} = 0"))) for p in parts]
 
@@ -58,7 +61,7 @@ def key_lines(text: str) -> dict[KeyPath, int]:
         if depth > 0:
             depth += _brackets(line)
             continue
-        if header := _HEADER.match(line):
+        if header := re.match(_HEADER, line):
             path: KeyPath = ()
             for part in _key_parts(header[2]):
                 path = (*path, part)
@@ -71,7 +74,7 @@ def key_lines(text: str) -> dict[KeyPath, int]:
             table = path
             lines.setdefault(table, number)
             continue
-        if assign := _ASSIGN.match(line):
+        if assign := re.match(_ASSIGN, line):
             path = table
             for part in _key_parts(assign[1]):
                 path = (*path, part)
@@ -87,7 +90,7 @@ def key_lines(text: str) -> dict[KeyPath, int]:
 
 def _brackets(value: str) -> int:
     """Brackets a line opens minus those it closes, outside strings and comments."""
-    code = _STRING.sub("", value).partition("#")[0]
+    code = re.sub(_STRING, "", value).partition("#")[0]
     return code.count("[") - code.count("]")
 
 
@@ -119,6 +122,8 @@ class ConfigFile:
         except UnicodeDecodeError as exc:
             line = raw[: exc.start].count(b"\n") + 1
             raise ConfigFileError(f"{path}, line {line}: not UTF-8 text") from None
+        import tomllib
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -171,7 +176,7 @@ def dotted(path: Sequence[str | int]) -> str:
 def _syntax_error(path: str, text: str, message: str) -> str:
     """tomllib's message with its position moved to the front: "f.toml, line 3: Invalid
     value (column 9)"."""
-    at = _AT.search(message)
+    at = re.search(_AT, message)
     if at is None:
         return f"{path}: {message}"
     reason = message[: at.start()]
