@@ -60,7 +60,7 @@ POSTGRES = os.environ.get("METRICS_TEST_POSTGRES", "postgresql://postgres@127.0.
 BOUND_MS = 500.0
 PER_FLEET = 2500  # subscribers per client process
 #: Under --cpu-quota, the default steps go up by this many subscriber-messages a second per core
-#: of quota: about 8 % of what a capped server holds (a lone one at 0.3 cores holds ~1,000
+#: of quota: about a tenth of what a capped server holds (a lone one at 0.3 cores held 750-900
 #: subscribers at 20 broadcasts a second), fine enough for the ratio, few enough for the time.
 RUNG_MESSAGES = 5_000
 
