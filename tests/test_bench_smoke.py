@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -133,6 +135,27 @@ def test_scaleout(postgres, redis_url) -> None:
     subscriber got every broadcast (a step with a missing receipt would not count)."""
     held = scaleout.capacity(postgres.url, "redis-server", {1: [10], 2: [20]}, 10.0, 0.5)
     assert held == {1: 10, 2: 20}
+
+
+def test_scaleout_cpu_quota(postgres, redis_url) -> None:
+    """``--cpu-quota``: a process placed is in a cgroup of its own with that quota, the climb
+    runs with each server capped, and every cgroup is gone afterwards."""
+    try:
+        quota = scaleout.CpuQuota(0.5)
+    except scaleout.CgroupUnavailable as e:
+        pytest.skip(str(e))
+    before = set(quota.root.glob("metrics-bench-*"))
+    with quota, subprocess.Popen(["sleep", "30"]) as proc:
+        group = quota.place(proc.pid)
+        assert f"/{group.name}\n" in Path(f"/proc/{proc.pid}/cgroup").read_text()
+        limit = "cpu.max" if quota.v2 else "cpu.cfs_quota_us"
+        assert (group / limit).read_text().split()[0] == "50000"
+        assert scaleout.throttling(group)[0] >= 0
+        proc.kill()
+    assert not group.exists()
+    held = scaleout.capacity(postgres.url, "redis-server", {1: [10], 2: [20]}, 10.0, 0.5, 0.5)
+    assert held == {1: 10, 2: 20}
+    assert set(quota.root.glob("metrics-bench-*")) == before
 
 
 # ---- --baseline: the code of another src/ tree, driven by the same bench in the same run (here
