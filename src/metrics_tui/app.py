@@ -110,10 +110,8 @@ class Dashboard(Screen[None]):
             with Container(id="cards"):
                 yield from metric_cards()
             with Container(id="charts"):
-                yield TrendChart("Revenue", "green", formatting.axis_money, id="revenue-chart")
-                yield TrendChart(
-                    "Active users", "blue", formatting.count, integer=True, id="users-chart"
-                )
+                yield TrendChart("Revenue", formatting.axis_money, id="revenue-chart")
+                yield TrendChart("Active users", formatting.count, integer=True, id="users-chart")
         yield Static(id="too-small", markup=False)
         yield Footer(compact=narrow)
 

@@ -12,7 +12,7 @@ CARD_HEIGHT = 6  # four figures and a border
 CHROME = 2  # status line + footer
 ROW_MIN_WIDTH = 80  # four cards side by side from here
 ROOMY_WIDTH = 100  # cards get inner padding from here
-PLOT_MIN_HEIGHT = 10  # a plotext chart with axes needs this many rows to read well
+PLOT_MIN_HEIGHT = 10  # a line chart with axes needs this many rows to read well
 SPARK_MIN_HEIGHT = 3  # title + a two-row sparkline
 FULL_FOOTER_WIDTH = 60  # below this the footer is compact and drops the ^p palette hint
 

@@ -14,7 +14,8 @@ from metrics_tui.app import CHART_POINTS, MetricsApp
 from metrics_tui.messages import ConnState, HistoryReceived
 from metrics_tui.screens.help import HelpScreen
 from metrics_tui.widgets.cards import MetricCard, card_values
-from metrics_tui.widgets.charts import TrendChart, TrendPlot
+from metrics_tui.widgets.charts import TrendChart
+from metrics_tui.widgets.range_chart import RangeChart
 
 from .conftest import ServerHandle, connection_log, free_port, wait_until
 
@@ -90,7 +91,8 @@ async def test_charts_hold_twenty_points_right_after_connect(server: ServerHandl
         for chart_id in ("#revenue-chart", "#users-chart"):
             chart = app.screen_stack[0].query_one(chart_id, TrendChart)
             assert len(chart.query_one(Sparkline).data or []) == CHART_POINTS
-            assert chart.query_one(TrendPlot).display
+            plot = chart.query_one(RangeChart)
+            assert plot.display and len(plot._values) == CHART_POINTS
         # the server names its sampling interval in the history message
         assert abs(histories[0].interval - server.cfg.interval) < 0.05
 

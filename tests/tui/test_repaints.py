@@ -18,10 +18,11 @@ from metrics_tui.messages import (
     MetricsUpdated,
 )
 from metrics_tui.widgets.cards import MetricCard
-from metrics_tui.widgets.charts import TrendChart, TrendPlot
+from metrics_tui.widgets.charts import TrendChart
+from metrics_tui.widgets.range_chart import RangeChart
 
 from .conftest import wait_until
-from .test_snapshots import LATEST, NOW, URL, feed_live
+from .test_snapshots import HISTORY, LATEST, NOW, URL, feed_live
 
 NEXT = replace(
     LATEST,
@@ -40,15 +41,15 @@ def counting(calls: list[int], fn: Callable[..., Any]) -> Callable[..., Any]:
 
 async def feed(pilot: Pilot) -> None:
     await feed_live(pilot)
-    await pilot.pause(0.4)  # the line charts join after the first frame; count-ups end
+    await pilot.pause(0.4)  # count-ups end
 
 
-def chart_text(plot: TrendPlot) -> str:
+def chart_text(plot: RangeChart) -> str:
     return "\n".join(plot.render_line(y).text for y in range(plot.size.height))
 
 
-def chart_plot(app: MetricsApp, chart_id: str) -> TrendPlot:
-    return app.screen.query_one(chart_id, TrendChart).query_one(TrendPlot)
+def chart_plot(app: MetricsApp, chart_id: str) -> RangeChart:
+    return app.screen.query_one(chart_id, TrendChart).query_one(RangeChart)
 
 
 async def test_an_update_needs_no_layout_pass(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,7 +71,7 @@ async def test_the_line_chart_is_built_once_per_point() -> None:
         plot = chart_plot(app, "#revenue-chart")
         before = chart_text(plot)
         builds: list[int] = []
-        plot.plt.build = counting(builds, plot.plt.build)  # type: ignore[method-assign]
+        plot._build = counting(builds, plot._build)  # type: ignore[method-assign]
         plot.refresh()  # repainted for another reason: the kept strips are reused
         app.post_message(MetricsUpdated(LATEST, "change", 5.0))  # not a chart point
         await pilot.pause()
@@ -134,3 +135,40 @@ async def test_an_update_a_second_later_does_not_repaint_an_unchanged_status_lin
         assert app.latest is NEXT
         assert repaints == []
         assert "updated 0s ago" in str(line.render())
+
+
+async def test_a_hidden_line_chart_takes_points_without_a_repaint_and_draws_them_when_shown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = MetricsApp(URL, clock=lambda: NOW, animate=False, connect=False)
+    async with app.run_test(size=(60, 20)) as pilot:  # sparklines: the line chart is hidden
+        await feed(pilot)
+        plot = chart_plot(app, "#revenue-chart")
+        assert not plot.display
+        repaints: list[int] = []
+        monkeypatch.setattr(plot, "refresh", counting(repaints, plot.refresh))
+        app.post_message(MetricsUpdated(NEXT, "interval", 5.0))
+        await pilot.pause()
+        assert plot._values[-1] == float(NEXT.revenue.total)  # type: ignore[union-attr]
+        assert repaints == []
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        assert plot.display and repaints
+        ends = [
+            stamp.astimezone().strftime("%H:%M:%S")
+            for stamp in (HISTORY[1].timestamp, NEXT.timestamp)
+        ]
+        assert chart_text(plot).splitlines()[-1].split() == ends
+
+
+async def test_the_same_points_again_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = MetricsApp(URL, clock=lambda: NOW, animate=False, connect=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await feed(pilot)
+        chart = app.screen.query_one("#revenue-chart", TrendChart)
+        plot = chart.query_one(RangeChart)
+        repaints: list[int] = []
+        monkeypatch.setattr(plot, "refresh", counting(repaints, plot.refresh))
+        values = [float(m.revenue.total) for m in HISTORY]  # type: ignore[union-attr]
+        chart.set_points(values, [m.timestamp for m in HISTORY])
+        assert repaints == []

@@ -1,13 +1,15 @@
-"""Trend charts: a sparkline where space is short, a plotext line chart with axes where not.
+"""Trend charts: a sparkline where space is short, a line chart with axes where not.
 
-Both views live in one widget and the stylesheet shows one of them. New points go into the
-``points`` reactive, and its watcher hands them on only when they differ from the last ones;
-the title too is a reactive, redrawn only when its text changes. The hidden view takes its
-new data without asking for a repaint: Textual answers a repaint request from a widget that is
-not on screen by rebuilding the whole screen map, once a second here. It repaints when shown.
+Both views live in one widget and the stylesheet shows one of them. Both take new points,
+and each redraws only when they differ from its last ones (the sparkline's data is a
+reactive, the line chart compares them); the title too is a reactive, redrawn only when its
+text changes. The hidden view takes its new data without asking for a repaint: Textual
+answers a repaint request from a widget that is not on screen by rebuilding the whole screen
+map, once a second here. It repaints when shown.
 
-The line chart (``TrendPlot``, in ``plot.py``) joins each chart after the first frame, so the
-first figures do not wait for plotext to load.
+The line chart is ``RangeChart`` (range_chart.py), the range views' own: the live view's
+points go to it as a braille line named by their local times, built in time linear in the
+points plus the cells, once per chart point.
 
 The title names the metric and the time the samples span, not a figure: the chart plots one
 sample per interval while the card beside it follows every change, so a "latest" figure in the
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
 from textual.app import ComposeResult
@@ -30,8 +31,10 @@ from textual.widgets import Sparkline, Static
 from metrics_tui import formatting
 from metrics_tui.widgets.range_chart import Kind, RangeChart
 
-if TYPE_CHECKING:
-    from metrics_tui.widgets.plot import TrendPlot
+
+def clock_label(stamp: datetime) -> str:
+    """A live sample's local time of day, ``14:03:27``: its chart spans minutes."""
+    return stamp.astimezone().strftime("%H:%M:%S")
 
 
 def chart_title(title: str, stamps: Sequence[datetime]) -> str:
@@ -58,12 +61,9 @@ class TrendChart(Vertical):
     TrendChart { height: 1fr; }
     TrendChart > .chart-title { height: 1; text-style: bold; }
     TrendChart > Sparkline { height: 1fr; }
-    TrendChart > TrendPlot { height: 1fr; }
-    TrendChart > RangeChart { display: none; }
+    TrendChart > RangeChart { height: 1fr; }
     """
 
-    #: The live view's plotted values and the server times of their samples.
-    points: var[tuple[tuple[float, ...], tuple[datetime, ...]]] = var(((), ()), init=False)
     #: The title's forms from long to short: the longest that fits is shown.
     titles: var[tuple[str, ...]] = var((), init=False)
     #: The title line as shown.
@@ -72,7 +72,6 @@ class TrendChart(Vertical):
     def __init__(
         self,
         title: str,
-        color: str,
         fmt: Callable[[float], str],
         *,
         integer: bool = False,
@@ -81,9 +80,7 @@ class TrendChart(Vertical):
         super().__init__(id=id)
         self.title = title
         self._fmt = fmt
-        self._color = color
         self._integer = integer
-        self._plot: TrendPlot | None = None
         first = chart_title(title, ())
         self.set_reactive(TrendChart.titles, (first,))
         self.set_reactive(TrendChart.title_text, first)
@@ -93,17 +90,6 @@ class TrendChart(Vertical):
         yield TrendSpark([], summary_function=max)
         yield RangeChart(self._fmt, self._integer)
 
-    def on_mount(self) -> None:
-        self.call_after_refresh(self._add_plot)
-
-    def _add_plot(self) -> None:
-        from metrics_tui.widgets.plot import TrendPlot
-
-        plot = TrendPlot(self._color, self._fmt, self._integer)
-        plot.points = self.points
-        self._plot = plot
-        self.mount(plot)
-
     def set_points(
         self,
         values: Sequence[float],
@@ -111,14 +97,15 @@ class TrendChart(Vertical):
         *,
         title: str | Sequence[str] | None = None,
         kind: Kind | None = None,
-        label: Callable[[datetime], str] = str,
+        label: Callable[[datetime], str] = clock_label,
     ) -> None:
         """Replace the plotted points (the same ones again change nothing). Nothing here
         changes a size: the title is one line of fixed width, updated without a layout pass.
 
         A range view names its own ``title`` and gives the ``kind`` of chart it wants where the
         stylesheet shows a line chart ("bars", one per step, or "line": see range_chart.py),
-        naming its points with ``label``; the live view's plotext chart keeps its points."""
+        naming its points with ``label``; the live view (no ``kind``) draws a line named by
+        the samples' local times."""
         self.set_title(title or chart_title(self.title, stamps if values else ()))
         spark = self.query_one(TrendSpark)
         data = list(values)  # a new list, so the sparkline sees a change (an equal one: none)
@@ -126,15 +113,7 @@ class TrendChart(Vertical):
             spark.data = data
         else:
             spark.set_reactive(Sparkline.data, data)
-        self.set_class(kind is not None, "-range")
-        if kind is not None:
-            self.query_one(RangeChart).set_points(values, stamps, label, kind)
-            return
-        self.points = (tuple(values), tuple(stamps))
-
-    def watch_points(self, points: tuple[tuple[float, ...], tuple[datetime, ...]]) -> None:
-        if self._plot is not None:
-            self._plot.points = points
+        self.query_one(RangeChart).set_points(values, stamps, label, kind or "line")
 
     def set_title(self, title: str | Sequence[str]) -> None:
         """The title, or its forms from long to short: the longest that fits is shown."""
@@ -155,11 +134,3 @@ class TrendChart(Vertical):
     def watch_title_text(self, title: str) -> None:
         # One line of fixed width: no layout pass.
         self.query_one(".chart-title", Static).update(title, layout=False)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "TrendPlot":  # loaded on first use, see the module's docstring
-        from metrics_tui.widgets.plot import TrendPlot
-
-        return TrendPlot
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

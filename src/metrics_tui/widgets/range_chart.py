@@ -1,15 +1,18 @@
-"""The range views' chart: bars per step (daily, weekly, monthly trends) or a braille line.
+"""The line chart with axes: the live samples' braille line, and the range views' bars per step
+(daily, weekly, monthly trends) or line.
 
-Drawn here rather than with plotext, for two reasons. plotext's bars sit at fractional columns,
+Drawn here rather than with plotext, for three reasons. plotext's bars sit at fractional columns,
 so 30 daily bars in 48 columns came out as uneven blocks, gaps in some places and none in
 others; here every bar gets the same whole number of columns. And plotext's braille line costs
 about one call per dot it sets: a day of 1-minute points (1,440, spiky as per-minute counts
 are) took it 50-80 ms a chart, in the event loop, so a key pressed meanwhile waited for two of
 them. This draws each dot column from the span of the values that fall in it, in time linear
-in the points plus the cells (about 3 ms for 1,440 points in 58x31).
+in the points plus the cells (about 3 ms for 1,440 points in 58x31). And the live view's
+20 points, redrawn once a second in each of two charts, took plotext about half the monitor's
+busy time, and importing plotext cost start-up time and memory.
 
-Like ``TrendPlot`` the chart is cut into Strips once per change of points, size or style;
-repaints for any other reason cost nothing.
+The chart is cut into Strips once per change of points, size or style (strips.py); repaints
+for any other reason cost nothing.
 """
 
 from __future__ import annotations

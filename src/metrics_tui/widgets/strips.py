@@ -1,9 +1,9 @@
-"""What the two chart widgets share: a chart cut into Strips once per change of what it shows.
+"""A chart cut into Strips once per change of what it shows.
 
-``TrendPlot`` (plotext, live view) and ``RangeChart`` (range views) build every line of the
-chart at once and keep the strips until their key (points, size, style) changes, so repaints
-for any other reason cost nothing. A hidden chart takes new points without repainting; it
-repaints when shown.
+``RangeChart`` (the live view's line and the range views' bars or line) builds every line of
+the chart at once and keeps the strips until their key (points, size, style) changes, so
+repaints for any other reason cost nothing. A hidden chart takes new points without
+repainting; it repaints when shown.
 """
 
 from __future__ import annotations
