@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import ssl
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
@@ -295,6 +297,22 @@ async def _run(
             return await _watch(args, srv.url, token, None, notice=notice, keymap=keymap)
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Imports with the cyclic garbage collector off, and what they built frozen after.
+
+    Start-up builds tens of thousands of objects that live as long as the process (classes,
+    stylesheets, bindings): collecting as they come, and scanning them again in each full
+    collection later, took ~30 ms of the ~0.3 s to the first figures. Frozen objects are still
+    freed by reference counting; only the cycle scan skips them."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.freeze()
+
+
 async def _watch(
     args: argparse.Namespace,
     url: str,
@@ -309,7 +327,8 @@ async def _watch(
         if args.check:
             return await _check(url, token, tls, args.alerts, within=within)
         return await _once(url, token, tls, as_json=args.json, within=within)
-    from metrics_tui.app import MetricsApp
+    with collector_paused():
+        from metrics_tui.app import MetricsApp
 
     app = MetricsApp(
         url,
